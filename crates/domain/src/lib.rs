@@ -1,0 +1,26 @@
+//! The domain of the relay: who is calling which organization, and what the voice agent may say.
+//!
+//! Everything here is pure: no I/O, no framework, no async runtime. Values are parsed once at the edge
+//! into types that can only hold valid data (`E164`, `ConversationId`, `Region`, ...), and the rest of
+//! the service trusts them.
+#![warn(missing_docs)]
+
+mod call_context;
+mod contact;
+mod conversation;
+mod ids;
+mod name;
+mod organization;
+mod phone;
+mod secret;
+mod variables;
+
+pub use call_context::CallContext;
+pub use contact::{Contact, NewContact};
+pub use conversation::{ConversationId, ConversationIdError, MAX_CONVERSATION_ID_CHARS};
+pub use ids::{ContactId, OrgId, SecretId};
+pub use name::{MAX_NAME_CHARS, sanitize_name};
+pub use organization::{OrgName, OrgNameError, Organization};
+pub use phone::{CallerNumber, E164, PhoneError, Region, RegionError, mask_phone};
+pub use secret::{SecretInfo, TokenDigest, ToolToken};
+pub use variables::DynamicVariables;

@@ -1,0 +1,85 @@
+use std::fmt;
+
+use crate::{OrgId, Region};
+
+/// An organization (tenant): the company whose phone line the agent answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Organization {
+    /// Its id.
+    pub id: OrgId,
+    /// Its display name, said by the agent (`org_name`).
+    pub name: OrgName,
+    /// The region in which national-format numbers of its callers and contacts are read.
+    pub default_region: Region,
+}
+
+/// An organization's display name: 1 to 200 characters after trimming, one line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct OrgName(String);
+
+/// The organization name was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OrgNameError {
+    /// Nothing left after trimming.
+    #[error("organization name must not be empty")]
+    Empty,
+    /// Longer than 200 characters.
+    #[error("organization name must be at most 200 characters")]
+    TooLong,
+    /// Holds a line break or another control character.
+    #[error("organization name must be one line without control characters")]
+    ControlCharacter,
+}
+
+impl OrgName {
+    /// Longest organization name, in characters.
+    pub const MAX_CHARS: usize = 200;
+
+    /// Checks and wraps a name given by an operator.
+    ///
+    /// # Errors
+    /// See [`OrgNameError`].
+    pub fn parse(raw: &str) -> Result<Self, OrgNameError> {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err(OrgNameError::Empty);
+        }
+        if name.chars().count() > Self::MAX_CHARS {
+            return Err(OrgNameError::TooLong);
+        }
+        if name.chars().any(char::is_control) {
+            return Err(OrgNameError::ControlCharacter);
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for OrgName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("OrgName").field(&self.0).finish()
+    }
+}
+
+impl fmt::Display for OrgName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_trimmed_and_checked() {
+        assert_eq!(OrgName::parse("  Acme Corp ").unwrap().as_str(), "Acme Corp");
+        assert_eq!(OrgName::parse("   "), Err(OrgNameError::Empty));
+        assert_eq!(OrgName::parse(&"x".repeat(201)), Err(OrgNameError::TooLong));
+        assert_eq!(OrgName::parse("Acme\nCorp"), Err(OrgNameError::ControlCharacter));
+    }
+}

@@ -1,0 +1,368 @@
+//! Phone numbers: how a caller id becomes an E.164 number, and how numbers are matched.
+//!
+//! The one rule for matching a caller to a contact lives here: both sides are normalized with
+//! [`E164::parse`] in the organization's default [`Region`], and the normalized strings are compared
+//! for equality. Anything that is not a valid, dialable number never matches.
+
+use std::fmt;
+use std::str::FromStr;
+
+use phonenumber::Mode;
+use phonenumber::country::Id as CountryId;
+use serde::{Deserialize, Serialize};
+
+/// Words that telephony providers send instead of a number when the caller withholds it.
+const ANONYMOUS_WORDS: &[&str] = &[
+    "anonymous",
+    "restricted",
+    "private",
+    "unknown",
+    "unavailable",
+    "withheld",
+];
+
+/// Numbers that carriers put in the caller id of a withheld call (digits only, without `+`).
+/// They spell ANONYMOUS, RESTRICTED, BLOCKED and UNKNOWN on a keypad.
+const ANONYMOUS_PLACEHOLDERS: &[&str] = &["266696687", "7378742833", "2562533", "8656696"];
+
+/// Longest raw caller id we try to parse; real numbers are far shorter (E.164 allows 15 digits).
+const MAX_RAW_LEN: usize = 64;
+
+/// A phone number in E.164 form (`+14165550100`), known to be valid.
+///
+/// Its `Debug` output is masked: a number never appears whole in logs by accident.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct E164(String);
+
+/// Why a raw caller id does not give a number to match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PhoneError {
+    /// Nothing was sent, or only whitespace.
+    #[error("no number")]
+    Empty,
+    /// The caller withheld the number (a keyword or a carrier placeholder).
+    #[error("the caller withheld the number")]
+    Anonymous,
+    /// The text is not a valid phone number in the given region.
+    #[error("not a valid phone number")]
+    Invalid,
+}
+
+impl E164 {
+    /// Normalizes a raw number. National formats such as `(416) 555-0100` are read in `region`;
+    /// numbers starting with `+` (or an international prefix) keep their own country.
+    ///
+    /// # Errors
+    /// [`PhoneError::Empty`] for an empty string, [`PhoneError::Anonymous`] for withheld-number
+    /// keywords and carrier placeholders, [`PhoneError::Invalid`] for anything else that is not a
+    /// valid number.
+    pub fn parse(raw: &str, region: &Region) -> Result<Self, PhoneError> {
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Err(PhoneError::Empty);
+        }
+        if raw.len() > MAX_RAW_LEN {
+            return Err(PhoneError::Invalid);
+        }
+        if is_anonymous(raw) {
+            return Err(PhoneError::Anonymous);
+        }
+        let number =
+            phonenumber::parse(Some(region.country), raw).map_err(|_| PhoneError::Invalid)?;
+        if !phonenumber::is_valid(&number) {
+            return Err(PhoneError::Invalid);
+        }
+        let e164 = number.format().mode(Mode::E164).to_string();
+        // The placeholder may also arrive in a national form that only normalization reveals.
+        if ANONYMOUS_PLACEHOLDERS.contains(&&e164[1..]) {
+            return Err(PhoneError::Anonymous);
+        }
+        Ok(Self(e164))
+    }
+
+    /// Reads a number already stored in E.164 form (for example from the database).
+    ///
+    /// # Errors
+    /// [`PhoneError::Invalid`] unless `s` is `+` followed by 2 to 15 digits.
+    pub fn from_normalized(s: &str) -> Result<Self, PhoneError> {
+        let digits = s.strip_prefix('+').ok_or(PhoneError::Invalid)?;
+        if (2..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(PhoneError::Invalid)
+        }
+    }
+
+    /// The E.164 text, e.g. `+14165550100`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The number masked to its last four digits (`***0100`), the only form logs may carry.
+    pub fn masked(&self) -> String {
+        mask_phone(&self.0)
+    }
+}
+
+fn is_anonymous(raw: &str) -> bool {
+    if ANONYMOUS_WORDS.iter().any(|w| raw.eq_ignore_ascii_case(w)) {
+        return true;
+    }
+    let digits: String = raw.chars().filter(char::is_ascii_digit).collect();
+    ANONYMOUS_PLACEHOLDERS.contains(&digits.as_str())
+}
+
+/// Masks any phone-like text to its last four characters: `+14165550100` → `***0100`.
+/// Short or empty input is masked entirely so that nothing identifying is left.
+pub fn mask_phone(raw: &str) -> String {
+    let chars: Vec<char> = raw.chars().filter(|c| !c.is_whitespace()).collect();
+    if chars.len() <= 4 {
+        return "***".to_owned();
+    }
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("***{tail}")
+}
+
+impl fmt::Debug for E164 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("E164").field(&self.masked()).finish()
+    }
+}
+
+impl AsRef<str> for E164 {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for E164 {
+    type Error = PhoneError;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::from_normalized(&value)
+    }
+}
+
+impl From<E164> for String {
+    fn from(value: E164) -> Self {
+        value.0
+    }
+}
+
+/// What the caller id of one call says, after normalization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerNumber {
+    /// A valid number to look up.
+    Known(E164),
+    /// No usable number: none sent, withheld, or invalid. Never matches a contact.
+    Unusable(PhoneError),
+}
+
+impl CallerNumber {
+    /// Reads an optional raw caller id in the organization's region.
+    pub fn from_caller_id(raw: Option<&str>, region: &Region) -> Self {
+        match raw.map(|r| E164::parse(r, region)) {
+            None => Self::Unusable(PhoneError::Empty),
+            Some(Ok(n)) => Self::Known(n),
+            Some(Err(e)) => Self::Unusable(e),
+        }
+    }
+
+    /// The number to look up, if any.
+    pub fn number(&self) -> Option<&E164> {
+        match self {
+            Self::Known(n) => Some(n),
+            Self::Unusable(_) => None,
+        }
+    }
+}
+
+/// An organization's default region: the ISO 3166-1 alpha-2 country in which national numbers are
+/// read (`CA`, `US`, `GB`, ...). Only regions the phone-number metadata knows are accepted.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Region {
+    country: CountryId,
+}
+
+/// The region code is not a known ISO 3166-1 alpha-2 country.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown region {0:?}: expected an ISO 3166-1 alpha-2 country code such as CA or US")]
+pub struct RegionError(String);
+
+impl Region {
+    /// Parses a two-letter country code, case-insensitively.
+    ///
+    /// # Errors
+    /// [`RegionError`] when the code is not a known country.
+    pub fn parse(code: &str) -> Result<Self, RegionError> {
+        let upper = code.trim().to_ascii_uppercase();
+        if upper.len() != 2 {
+            return Err(RegionError(code.to_owned()));
+        }
+        CountryId::from_str(&upper)
+            .map(|country| Self { country })
+            .map_err(|_| RegionError(code.to_owned()))
+    }
+
+    /// The upper-case two-letter code, e.g. `CA`.
+    pub fn code(&self) -> &str {
+        self.country.as_ref()
+    }
+}
+
+impl fmt::Debug for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Region({})", self.code())
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl FromStr for Region {
+    type Err = RegionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn ca() -> Region {
+        Region::parse("CA").unwrap()
+    }
+
+    #[test]
+    fn national_format_is_read_in_the_default_region() {
+        for raw in [
+            "(416) 555-0100",
+            "416-555-0100",
+            "416.555.0100",
+            "4165550100",
+            "1 416 555 0100",
+            "+1 (416) 555-0100",
+            "+14165550100",
+            "  +14165550100  ",
+        ] {
+            assert_eq!(E164::parse(raw, &ca()).unwrap().as_str(), "+14165550100", "{raw}");
+        }
+    }
+
+    #[test]
+    fn international_number_keeps_its_own_country() {
+        let gb = E164::parse("+44 20 7946 0958", &ca()).unwrap();
+        assert_eq!(gb.as_str(), "+442079460958");
+        let gb_national = E164::parse("020 7946 0958", &Region::parse("gb").unwrap()).unwrap();
+        assert_eq!(gb_national, gb);
+    }
+
+    #[test]
+    fn withheld_numbers_are_anonymous() {
+        for raw in [
+            "anonymous",
+            "Anonymous",
+            "RESTRICTED",
+            "private",
+            "unknown",
+            "+266696687",
+            "266696687",
+            "+7378742833",
+            "+2562533",
+            "+8656696",
+        ] {
+            assert_eq!(E164::parse(raw, &ca()), Err(PhoneError::Anonymous), "{raw}");
+        }
+    }
+
+    #[test]
+    fn empty_and_invalid_numbers_are_rejected() {
+        assert_eq!(E164::parse("", &ca()), Err(PhoneError::Empty));
+        assert_eq!(E164::parse("   ", &ca()), Err(PhoneError::Empty));
+        for raw in ["abc", "123", "+1 000 000 0000", "555-0100", "+999 1234", &"9".repeat(80)] {
+            assert_eq!(E164::parse(raw, &ca()), Err(PhoneError::Invalid), "{raw}");
+        }
+    }
+
+    #[test]
+    fn caller_number_without_caller_id_is_unusable() {
+        assert_eq!(
+            CallerNumber::from_caller_id(None, &ca()),
+            CallerNumber::Unusable(PhoneError::Empty)
+        );
+        assert!(CallerNumber::from_caller_id(Some("4165550100"), &ca()).number().is_some());
+    }
+
+    #[test]
+    fn debug_output_masks_the_number() {
+        let n = E164::parse("+14165550100", &ca()).unwrap();
+        let debug = format!("{n:?}");
+        assert!(!debug.contains("4165550100"), "{debug}");
+        assert!(debug.contains("***0100"), "{debug}");
+    }
+
+    #[test]
+    fn mask_keeps_only_last_four() {
+        assert_eq!(mask_phone("+14165550100"), "***0100");
+        assert_eq!(mask_phone("0100"), "***");
+        assert_eq!(mask_phone(""), "***");
+    }
+
+    #[test]
+    fn from_normalized_accepts_only_e164_text() {
+        assert!(E164::from_normalized("+14165550100").is_ok());
+        for bad in ["14165550100", "+", "+1", "+1416555010099999", "+1416a550100"] {
+            assert!(E164::from_normalized(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn region_parsing() {
+        assert_eq!(Region::parse("ca").unwrap().code(), "CA");
+        assert_eq!(Region::parse(" US ").unwrap().to_string(), "US");
+        assert!(Region::parse("XX").is_err());
+        assert!(Region::parse("CAN").is_err());
+        assert!(Region::parse("").is_err());
+    }
+
+    proptest! {
+        // Normalization is idempotent: an E.164 result parses back to itself in any region.
+        #[test]
+        fn normalization_is_idempotent(area in 200u32..999, exchange in 200u32..999, line in 0u32..10_000) {
+            let raw = format!("({area}) {exchange}-{line:04}");
+            if let Ok(n) = E164::parse(&raw, &ca()) {
+                let again = E164::parse(n.as_str(), &Region::parse("GB").unwrap()).unwrap();
+                prop_assert_eq!(&again, &n);
+                prop_assert!(E164::from_normalized(n.as_str()).is_ok());
+            }
+        }
+
+        // Formatting noise never changes the result: the same digits give the same number.
+        #[test]
+        fn separators_do_not_change_the_number(sep in "[ .()-]{0,3}") {
+            let raw = format!("416{sep}555{sep}0100");
+            let n = E164::parse(&raw, &ca()).unwrap();
+            prop_assert_eq!(n.as_str(), "+14165550100");
+        }
+
+        // Any input at all gives a result or an error, never a panic.
+        #[test]
+        fn parse_never_panics(raw in "\\PC{0,40}") {
+            let _ = E164::parse(&raw, &ca());
+        }
+
+        #[test]
+        fn mask_never_reveals_more_than_four_digits(digits in "[0-9]{5,15}") {
+            let masked = mask_phone(&digits);
+            prop_assert_eq!(masked.chars().filter(char::is_ascii_digit).count(), 4);
+        }
+    }
+}

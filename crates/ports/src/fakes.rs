@@ -1,0 +1,243 @@
+//! In-memory fakes of the ports for tests of the layers above (`test-helpers` feature).
+//!
+//! Each fake follows the contract of its port and can be told to fail or to be slow, so flow
+//! tests can exercise degraded paths without a real database or cache.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use relay_domain::{
+    CallContext, Contact, ContactId, ConversationId, E164, OrgId, OrgName, Organization, Region,
+    TokenDigest, ToolToken,
+};
+
+use crate::{
+    BoxError, CacheError, CallContextCache, ContactDirectory, OrganizationDirectory,
+    RepositoryError,
+};
+
+/// How a fake behaves on each call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Answers at once.
+    #[default]
+    Healthy,
+    /// Fails every call as unreachable.
+    Down,
+    /// Answers after this delay (use a paused tokio clock to keep tests fast).
+    Slow(Duration),
+}
+
+impl Behaviour {
+    async fn apply(self) -> Result<(), BoxError> {
+        match self {
+            Self::Healthy => Ok(()),
+            Self::Down => Err("fake dependency is down".into()),
+            Self::Slow(delay) => {
+                tokio::time::sleep(delay).await;
+                Ok(())
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[derive(Debug, Default)]
+struct StoreData {
+    orgs: Vec<Organization>,
+    secrets: HashMap<TokenDigest, (OrgId, bool)>,
+    contacts: Vec<Contact>,
+    behaviour: Behaviour,
+    calls: usize,
+}
+
+/// An in-memory organization and contact store.
+#[derive(Debug, Clone, Default)]
+pub struct InMemoryStore {
+    data: Arc<Mutex<StoreData>>,
+}
+
+impl InMemoryStore {
+    /// An empty, healthy store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an organization and returns it with a fresh live token.
+    pub fn add_org(&self, name: &str, region: &str) -> (Organization, ToolToken) {
+        let org = Organization {
+            id: OrgId::from_uuid(uuid_from_counter(lock(&self.data).orgs.len() as u128 + 1)),
+            name: OrgName::parse(name).expect("valid org name"),
+            default_region: Region::parse(region).expect("valid region"),
+        };
+        let token = self.add_secret(org.id);
+        lock(&self.data).orgs.push(org.clone());
+        (org, token)
+    }
+
+    /// Adds another live token to `org`.
+    pub fn add_secret(&self, org: OrgId) -> ToolToken {
+        let mut data = lock(&self.data);
+        let seed = (data.secrets.len() as u8).wrapping_add(1);
+        let mut bytes = [seed; ToolToken::RANDOM_BYTES];
+        bytes[..16].copy_from_slice(&org.as_uuid().into_bytes());
+        let token = ToolToken::from_random_bytes(&bytes);
+        data.secrets.insert(token.digest(), (org, true));
+        token
+    }
+
+    /// Revokes a token: it stops authenticating.
+    pub fn revoke(&self, token: &ToolToken) {
+        if let Some(entry) = lock(&self.data).secrets.get_mut(&token.digest()) {
+            entry.1 = false;
+        }
+    }
+
+    /// Adds a contact of `org` with a number already in E.164 form.
+    pub fn add_contact(&self, org: OrgId, first: Option<&str>, last: Option<&str>, e164: &str) -> Contact {
+        let mut data = lock(&self.data);
+        let contact = Contact {
+            id: ContactId::from_uuid(uuid_from_counter(1_000 + data.contacts.len() as u128)),
+            org_id: org,
+            first_name: first.map(str::to_owned),
+            last_name: last.map(str::to_owned),
+            phone: E164::from_normalized(e164).expect("E.164 test number"),
+            updated_at: Utc::now(),
+        };
+        data.contacts.push(contact.clone());
+        contact
+    }
+
+    /// Makes every later call behave like this.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        lock(&self.data).behaviour = behaviour;
+    }
+
+    /// How many port calls this store has answered or failed.
+    pub fn calls(&self) -> usize {
+        lock(&self.data).calls
+    }
+
+    fn begin(&self) -> Behaviour {
+        let mut data = lock(&self.data);
+        data.calls += 1;
+        data.behaviour
+    }
+}
+
+fn uuid_from_counter(n: u128) -> uuid::Uuid {
+    uuid::Uuid::from_u128(n)
+}
+
+#[async_trait]
+impl OrganizationDirectory for InMemoryStore {
+    async fn find_by_secret_digest(
+        &self,
+        digest: &TokenDigest,
+    ) -> Result<Option<Organization>, RepositoryError> {
+        self.begin().apply().await.map_err(RepositoryError::Unavailable)?;
+        let data = lock(&self.data);
+        Ok(match data.secrets.get(digest) {
+            Some((org_id, true)) => data.orgs.iter().find(|o| o.id == *org_id).cloned(),
+            _ => None,
+        })
+    }
+}
+
+#[async_trait]
+impl ContactDirectory for InMemoryStore {
+    async fn find_by_phone(
+        &self,
+        org: OrgId,
+        phone: &E164,
+    ) -> Result<Option<Contact>, RepositoryError> {
+        self.begin().apply().await.map_err(RepositoryError::Unavailable)?;
+        let data = lock(&self.data);
+        Ok(data
+            .contacts
+            .iter()
+            .filter(|c| c.org_id == org && c.phone == *phone)
+            .max_by_key(|c| (c.updated_at, c.id))
+            .cloned())
+    }
+}
+
+#[derive(Debug, Default)]
+struct CacheData {
+    entries: HashMap<ConversationId, (CallContext, Duration)>,
+    behaviour: Behaviour,
+    puts: usize,
+}
+
+/// An in-memory call-context cache that records the TTL of each entry (it never expires them).
+#[derive(Debug, Clone, Default)]
+pub struct InMemoryCache {
+    data: Arc<Mutex<CacheData>>,
+}
+
+impl InMemoryCache {
+    /// An empty, healthy cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every later call behave like this.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        lock(&self.data).behaviour = behaviour;
+    }
+
+    /// The entry stored for a conversation and the TTL it was stored with.
+    pub fn entry(&self, conversation_id: &str) -> Option<(CallContext, Duration)> {
+        let id = ConversationId::parse(conversation_id).ok()?;
+        lock(&self.data).entries.get(&id).cloned()
+    }
+
+    /// How many `put` calls were made, failed or not.
+    pub fn puts(&self) -> usize {
+        lock(&self.data).puts
+    }
+
+    /// How many entries are stored.
+    pub fn len(&self) -> usize {
+        lock(&self.data).entries.len()
+    }
+
+    /// True when nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[async_trait]
+impl CallContextCache for InMemoryCache {
+    async fn put(&self, context: &CallContext, ttl: Duration) -> Result<(), CacheError> {
+        let behaviour = {
+            let mut data = lock(&self.data);
+            data.puts += 1;
+            data.behaviour
+        };
+        behaviour.apply().await.map_err(CacheError::Unavailable)?;
+        lock(&self.data)
+            .entries
+            .insert(context.conversation_id.clone(), (context.clone(), ttl));
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        conversation_id: &ConversationId,
+    ) -> Result<Option<CallContext>, CacheError> {
+        let behaviour = lock(&self.data).behaviour;
+        behaviour.apply().await.map_err(CacheError::Unavailable)?;
+        Ok(lock(&self.data)
+            .entries
+            .get(conversation_id)
+            .map(|(c, _)| c.clone()))
+    }
+}

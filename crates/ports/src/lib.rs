@@ -1,0 +1,190 @@
+//! Ports: what the use cases need from the outside world, as traits.
+//!
+//! Each method's doc comment is its contract: what it returns for each case and which error it
+//! may give. Adapters translate their driver errors (sqlx, Redis, ...) into the errors here, at
+//! the seam, so nothing above this crate knows which database or cache is behind a port.
+//!
+//! With the `mocks` feature every trait has a mockall mock (`MockContactDirectory`, ...).
+#![warn(missing_docs)]
+
+use std::time::Duration;
+
+#[cfg(feature = "test-helpers")]
+pub mod fakes;
+
+use async_trait::async_trait;
+use relay_domain::{
+    CallContext, Contact, ConversationId, E164, NewContact, OrgId, OrgName, Organization, Region,
+    SecretId, SecretInfo, TokenDigest,
+};
+
+/// The error a driver gave, kept as the source of a port error for logs.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A storage port failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RepositoryError {
+    /// The store could not be reached or did not answer (connection refused, pool timed out,
+    /// connection lost mid-query). Retrying later may succeed.
+    #[error("storage unavailable")]
+    Unavailable(#[source] BoxError),
+    /// The store answered with data this service cannot read (a broken row, a failed
+    /// constraint we did not expect). Retrying will not help.
+    #[error("storage returned unexpected data")]
+    Unexpected(#[source] BoxError),
+}
+
+/// An administrative storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The organization or secret named does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The store failed.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+}
+
+/// The call-context cache failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The cache could not be reached or did not answer. Retrying later may succeed.
+    #[error("cache unavailable")]
+    Unavailable(#[source] BoxError),
+    /// A stored entry could not be read back (not the JSON of a [`CallContext`]).
+    #[error("cached entry is corrupt")]
+    Corrupt(#[source] BoxError),
+}
+
+/// Finds the organization a tool secret belongs to. Used on every webhook call.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait OrganizationDirectory: Send + Sync {
+    /// The organization owning a live secret with this digest.
+    ///
+    /// - MUST return `Ok(None)` when no secret has this digest, or when that secret was revoked.
+    /// - MUST return `Err(RepositoryError::Unavailable)` when the store cannot be reached.
+    async fn find_by_secret_digest(
+        &self,
+        digest: &TokenDigest,
+    ) -> Result<Option<Organization>, RepositoryError>;
+}
+
+/// Finds an organization's contacts by phone number. Used on every webhook call.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait ContactDirectory: Send + Sync {
+    /// The contact of `org` whose normalized number equals `phone`.
+    ///
+    /// - MUST only ever return a contact of `org` (tenant isolation).
+    /// - When several contacts share the number, MUST return the most recently updated one, and
+    ///   among equal update times the one with the greatest id, so the answer is deterministic.
+    /// - MUST return `Ok(None)` when `org` has no contact with this number.
+    /// - MUST return `Err(RepositoryError::Unavailable)` when the store cannot be reached.
+    async fn find_by_phone(
+        &self,
+        org: OrgId,
+        phone: &E164,
+    ) -> Result<Option<Contact>, RepositoryError>;
+}
+
+/// Keeps the context of a call between the personalization webhook and the post-call webhook.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait CallContextCache: Send + Sync {
+    /// Stores `context` under its conversation id for `ttl`.
+    ///
+    /// - MUST overwrite an earlier entry of the same conversation, and restart its `ttl`
+    ///   (a repeated request is idempotent).
+    /// - MUST return `Err(CacheError::Unavailable)` when the cache cannot be reached; the entry
+    ///   may then be missing, never half-written.
+    async fn put(&self, context: &CallContext, ttl: Duration) -> Result<(), CacheError>;
+
+    /// The context stored for `conversation_id`.
+    ///
+    /// - MUST return `Ok(None)` when there is none or it expired.
+    /// - MUST return `Err(CacheError::Corrupt)` when the stored entry cannot be read.
+    /// - MUST return `Err(CacheError::Unavailable)` when the cache cannot be reached.
+    async fn get(
+        &self,
+        conversation_id: &ConversationId,
+    ) -> Result<Option<CallContext>, CacheError>;
+}
+
+/// What one call of [`ContactImport::upsert_contacts`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UpsertSummary {
+    /// Contacts that did not exist yet.
+    pub inserted: u64,
+    /// Existing contacts whose names or raw number changed.
+    pub updated: u64,
+    /// Existing contacts that already held exactly this data (left untouched).
+    pub unchanged: u64,
+}
+
+impl std::ops::AddAssign for UpsertSummary {
+    fn add_assign(&mut self, rhs: Self) {
+        self.inserted += rhs.inserted;
+        self.updated += rhs.updated;
+        self.unchanged += rhs.unchanged;
+    }
+}
+
+/// Administration of organizations and their tool secrets (the `relay org` and `relay secret`
+/// commands).
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait OrganizationAdmin: Send + Sync {
+    /// Creates an organization and returns it with its new id.
+    ///
+    /// - MUST return `Err(AdminError::Repository(_))` when the store fails.
+    async fn create_organization(
+        &self,
+        name: &OrgName,
+        default_region: Region,
+    ) -> Result<Organization, AdminError>;
+
+    /// All organizations, oldest first.
+    async fn list_organizations(&self) -> Result<Vec<Organization>, AdminError>;
+
+    /// Stores the digest of a new tool secret of `org`; the secret is live at once, beside any
+    /// other live secret of `org` (rotation without downtime).
+    ///
+    /// - MUST return `Err(AdminError::NotFound("organization"))` when `org` does not exist.
+    async fn add_secret(&self, org: OrgId, digest: &TokenDigest)
+    -> Result<SecretInfo, AdminError>;
+
+    /// The secrets of `org`, live and revoked, oldest first. Never the tokens.
+    ///
+    /// - MUST return `Err(AdminError::NotFound("organization"))` when `org` does not exist.
+    async fn list_secrets(&self, org: OrgId) -> Result<Vec<SecretInfo>, AdminError>;
+
+    /// Revokes a secret: from now on it authenticates nothing. Revoking twice keeps the first
+    /// revocation time.
+    ///
+    /// - MUST return `Err(AdminError::NotFound("secret"))` when no secret has this id.
+    async fn revoke_secret(&self, secret: SecretId) -> Result<SecretInfo, AdminError>;
+
+    /// The organization with this id.
+    ///
+    /// - MUST return `Ok(None)` when it does not exist.
+    async fn find_organization(&self, org: OrgId) -> Result<Option<Organization>, AdminError>;
+}
+
+/// Bulk import of contacts (the `relay contacts import` command).
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait ContactImport: Send + Sync {
+    /// Inserts or updates `contacts` of `org`, keyed on the normalized number: a contact whose
+    /// number `org` already has updates the most recently updated contact with that number;
+    /// any other is inserted. Re-importing the same data changes nothing.
+    ///
+    /// - The caller MUST NOT pass two contacts with the same number in one batch.
+    /// - MUST apply the whole batch or none of it.
+    /// - MUST return `Err(AdminError::NotFound("organization"))` when `org` does not exist.
+    async fn upsert_contacts(
+        &self,
+        org: OrgId,
+        contacts: &[NewContact],
+    ) -> Result<UpsertSummary, AdminError>;
+}

@@ -1,0 +1,138 @@
+//! Administration: organizations and their tool secrets.
+
+use std::sync::Arc;
+
+use relay_domain::{OrgId, OrgName, Organization, Region, SecretId, SecretInfo, ToolToken};
+use relay_ports::{AdminError, OrganizationAdmin};
+
+/// A new tool secret: its bookkeeping and the token, which exists in clear only here.
+#[derive(Debug)]
+pub struct IssuedSecret {
+    /// What is stored about the secret.
+    pub info: SecretInfo,
+    /// The token to hand to ElevenLabs; it cannot be shown again.
+    pub token: ToolToken,
+}
+
+/// Organization and secret administration, over the admin port.
+#[derive(Clone)]
+pub struct Admin {
+    store: Arc<dyn OrganizationAdmin>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").finish_non_exhaustive()
+    }
+}
+
+impl Admin {
+    /// Administration over `store`.
+    pub fn new(store: Arc<dyn OrganizationAdmin>) -> Self {
+        Self { store }
+    }
+
+    /// Creates an organization.
+    ///
+    /// # Errors
+    /// The store's errors.
+    pub async fn create_organization(
+        &self,
+        name: &OrgName,
+        region: Region,
+    ) -> Result<Organization, AdminError> {
+        self.store.create_organization(name, region).await
+    }
+
+    /// All organizations, oldest first.
+    ///
+    /// # Errors
+    /// The store's errors.
+    pub async fn list_organizations(&self) -> Result<Vec<Organization>, AdminError> {
+        self.store.list_organizations().await
+    }
+
+    /// The organization with this id.
+    ///
+    /// # Errors
+    /// `NotFound("organization")` when there is none; the store's errors.
+    pub async fn organization(&self, org: OrgId) -> Result<Organization, AdminError> {
+        self.store
+            .find_organization(org)
+            .await?
+            .ok_or(AdminError::NotFound("organization"))
+    }
+
+    /// Issues a new tool secret of `org` from 32 bytes of the operating system's random source.
+    /// Earlier secrets stay live, so ElevenLabs can be switched over without downtime.
+    ///
+    /// # Errors
+    /// `NotFound("organization")`; the store's errors.
+    pub async fn issue_secret(&self, org: OrgId) -> Result<IssuedSecret, AdminError> {
+        let mut bytes = [0u8; ToolToken::RANDOM_BYTES];
+        getrandom::fill(&mut bytes).map_err(|e| {
+            AdminError::Repository(relay_ports::RepositoryError::Unexpected(
+                format!("no random source: {e}").into(),
+            ))
+        })?;
+        let token = ToolToken::from_random_bytes(&bytes);
+        let info = self.store.add_secret(org, &token.digest()).await?;
+        Ok(IssuedSecret { info, token })
+    }
+
+    /// The secrets of `org` (never the tokens).
+    ///
+    /// # Errors
+    /// `NotFound("organization")`; the store's errors.
+    pub async fn list_secrets(&self, org: OrgId) -> Result<Vec<SecretInfo>, AdminError> {
+        self.store.list_secrets(org).await
+    }
+
+    /// Revokes a secret at once.
+    ///
+    /// # Errors
+    /// `NotFound("secret")`; the store's errors.
+    pub async fn revoke_secret(&self, secret: SecretId) -> Result<SecretInfo, AdminError> {
+        self.store.revoke_secret(secret).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use relay_ports::MockOrganizationAdmin;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn issued_secrets_are_random_and_only_their_digest_is_stored() {
+        let org = OrgId::from_uuid(uuid::Uuid::from_u128(1));
+        let mut store = MockOrganizationAdmin::new();
+        let stored = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&stored);
+        store.expect_add_secret().times(2).returning(move |org_id, digest| {
+            seen.lock().unwrap().push(*digest);
+            Ok(SecretInfo {
+                id: SecretId::from_uuid(uuid::Uuid::from_u128(9)),
+                org_id,
+                created_at: Utc::now(),
+                revoked_at: None,
+            })
+        });
+        let admin = Admin::new(Arc::new(store));
+        let a = admin.issue_secret(org).await.unwrap();
+        let b = admin.issue_secret(org).await.unwrap();
+        assert_ne!(a.token.expose(), b.token.expose());
+        assert_eq!(*stored.lock().unwrap(), vec![a.token.digest(), b.token.digest()]);
+        assert_eq!(a.info.org_id, org);
+    }
+
+    #[tokio::test]
+    async fn missing_organization_is_not_found() {
+        let mut store = MockOrganizationAdmin::new();
+        store.expect_find_organization().returning(|_| Ok(None));
+        let admin = Admin::new(Arc::new(store));
+        let err = admin.organization(OrgId::from_uuid(uuid::Uuid::nil())).await.unwrap_err();
+        assert!(matches!(err, AdminError::NotFound("organization")));
+    }
+}

@@ -1,0 +1,300 @@
+//! Bulk contact import: normalize every row in the organization's region, reject what cannot be
+//! matched (with the line and the reason), and upsert the rest in batches.
+//!
+//! Parsing numbers costs CPU and upserting costs round trips, so the two overlap: rows are
+//! normalized on a blocking thread while the previous batch is being written.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use relay_domain::{E164, NewContact, Organization, PhoneError};
+use relay_ports::{AdminError, ContactImport, UpsertSummary};
+use tokio::sync::mpsc;
+
+/// Longest first or last name we store, in characters.
+const MAX_STORED_NAME_CHARS: usize = 200;
+
+/// One row of an import source, before normalization.
+#[derive(Clone, Default)]
+pub struct RawContact {
+    /// The row's line in the source file (1-based, the header is line 1), for rejection reports.
+    pub line: u64,
+    /// First name, if the column is present.
+    pub first_name: Option<String>,
+    /// Last name, if the column is present.
+    pub last_name: Option<String>,
+    /// The phone number in any format.
+    pub phone: Option<String>,
+}
+
+impl std::fmt::Debug for RawContact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawContact").field("line", &self.line).finish_non_exhaustive()
+    }
+}
+
+/// A row that was not imported, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The row's line in the source.
+    pub line: u64,
+    /// Why it was skipped.
+    pub reason: String,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Inserted, updated and unchanged contacts.
+    pub summary: UpsertSummary,
+    /// Rows skipped, in source order.
+    pub rejected: Vec<Rejection>,
+}
+
+/// Imports contacts over the import port.
+#[derive(Clone)]
+pub struct ContactImporter {
+    store: Arc<dyn ContactImport>,
+    batch_size: usize,
+}
+
+impl std::fmt::Debug for ContactImporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContactImporter")
+            .field("batch_size", &self.batch_size)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Item {
+    Batch(Vec<NewContact>, u64),
+    Rejected(Rejection),
+}
+
+impl ContactImporter {
+    /// An importer writing `batch_size` contacts per round trip.
+    pub fn new(store: Arc<dyn ContactImport>, batch_size: usize) -> Self {
+        Self {
+            store,
+            batch_size: batch_size.max(1),
+        }
+    }
+
+    /// Imports `rows` (or rejections the source reader already made) into `org`.
+    /// `progress` is told how many rows have been handled so far, after each batch.
+    ///
+    /// Rows are written in order, so when a number appears twice the later row wins. Batches
+    /// already written stay written if a later one fails.
+    ///
+    /// # Errors
+    /// The first store error; the import stops there.
+    pub async fn import<I>(
+        &self,
+        org: &Organization,
+        rows: I,
+        mut progress: impl FnMut(u64) + Send,
+    ) -> Result<ImportReport, AdminError>
+    where
+        I: IntoIterator<Item = Result<RawContact, Rejection>> + Send + 'static,
+        I::IntoIter: Send,
+    {
+        let (tx, mut rx) = mpsc::channel::<Item>(4);
+        let region = org.default_region;
+        let batch_size = self.batch_size;
+        let producer = tokio::task::spawn_blocking(move || {
+            let mut batch = Vec::with_capacity(batch_size);
+            let mut numbers = HashSet::with_capacity(batch_size);
+            let mut rows_in_batch = 0u64;
+            for row in rows {
+                rows_in_batch += 1;
+                let contact = match row.and_then(|raw| normalize(raw, &region)) {
+                    Ok(contact) => contact,
+                    Err(rejection) => {
+                        if tx.blocking_send(Item::Rejected(rejection)).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                // One batch never holds a number twice: the later row goes into the next batch
+                // and updates the earlier one there.
+                if !numbers.insert(contact.phone.clone()) || batch.len() == batch_size {
+                    let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
+                    numbers.clear();
+                    numbers.insert(contact.phone.clone());
+                    if tx.blocking_send(Item::Batch(full, rows_in_batch - 1)).is_err() {
+                        return;
+                    }
+                    rows_in_batch = 1;
+                }
+                batch.push(contact);
+            }
+            let _ = tx.blocking_send(Item::Batch(batch, rows_in_batch));
+        });
+
+        let mut report = ImportReport::default();
+        let mut handled = 0u64;
+        while let Some(item) = rx.recv().await {
+            match item {
+                Item::Rejected(rejection) => report.rejected.push(rejection),
+                Item::Batch(batch, rows) => {
+                    if !batch.is_empty() {
+                        report.summary += self.store.upsert_contacts(org.id, &batch).await?;
+                    }
+                    handled += rows;
+                    progress(handled);
+                }
+            }
+        }
+        drop(rx);
+        producer.await.map_err(|e| {
+            AdminError::Repository(relay_ports::RepositoryError::Unexpected(Box::new(e)))
+        })?;
+        Ok(report)
+    }
+}
+
+fn normalize(raw: RawContact, region: &relay_domain::Region) -> Result<NewContact, Rejection> {
+    let reject = |reason: String| Rejection { line: raw.line, reason };
+    let phone_raw = raw.phone.as_deref().map(str::trim).unwrap_or_default();
+    let phone = match E164::parse(phone_raw, region) {
+        Ok(phone) => phone,
+        Err(PhoneError::Empty) => return Err(reject("no phone number".into())),
+        Err(PhoneError::Anonymous) => {
+            return Err(reject("phone is a withheld-number placeholder".into()));
+        }
+        Err(PhoneError::Invalid) => {
+            return Err(reject(format!("phone is not a valid number (region {region})")));
+        }
+    };
+    let first_name = clean(raw.first_name.as_deref());
+    let last_name = clean(raw.last_name.as_deref());
+    for (column, value) in [("first_name", &first_name), ("last_name", &last_name)] {
+        if value.as_ref().is_some_and(|v| v.chars().count() > MAX_STORED_NAME_CHARS) {
+            return Err(reject(format!("{column} is longer than {MAX_STORED_NAME_CHARS} characters")));
+        }
+    }
+    Ok(NewContact {
+        first_name,
+        last_name,
+        phone_raw: phone_raw.to_owned(),
+        phone,
+    })
+}
+
+fn clean(value: Option<&str>) -> Option<String> {
+    value.map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use relay_domain::{OrgId, OrgName, Region};
+    use relay_ports::MockContactImport;
+
+    use super::*;
+
+    fn org() -> Organization {
+        Organization {
+            id: OrgId::from_uuid(uuid::Uuid::from_u128(7)),
+            name: OrgName::parse("Acme").unwrap(),
+            default_region: Region::parse("CA").unwrap(),
+        }
+    }
+
+    fn row(line: u64, first: &str, phone: &str) -> Result<RawContact, Rejection> {
+        Ok(RawContact {
+            line,
+            first_name: Some(first.into()),
+            last_name: None,
+            phone: Some(phone.into()),
+        })
+    }
+
+    #[tokio::test]
+    async fn rows_are_normalized_batched_and_bad_ones_reported_with_their_line() {
+        let batches = Arc::new(Mutex::new(Vec::<Vec<(Option<String>, String)>>::new()));
+        let seen = Arc::clone(&batches);
+        let mut store = MockContactImport::new();
+        store.expect_upsert_contacts().returning(move |_, batch| {
+            seen.lock().unwrap().push(
+                batch.iter().map(|c| (c.first_name.clone(), c.phone.as_str().to_owned())).collect(),
+            );
+            Ok(UpsertSummary { inserted: batch.len() as u64, ..UpsertSummary::default() })
+        });
+        let importer = ContactImporter::new(Arc::new(store), 2);
+        let rows = vec![
+            row(2, "Alex", "(416) 555-0100"),
+            row(3, "Bad", "not a number"),
+            row(4, "Sam", "+1 416 555 0101"),
+            row(5, "Anon", "anonymous"),
+            row(6, "Kim", "416.555.0102"),
+            Err(Rejection { line: 7, reason: "unreadable row".into() }),
+            row(8, "NoPhone", ""),
+        ];
+        let mut progress = Vec::new();
+        let report = importer.import(&org(), rows, |n| progress.push(n)).await.unwrap();
+
+        assert_eq!(report.summary.inserted, 3);
+        assert_eq!(
+            report.rejected.iter().map(|r| r.line).collect::<Vec<_>>(),
+            vec![3, 5, 7, 8]
+        );
+        assert!(report.rejected[0].reason.contains("not a valid number"));
+        assert!(report.rejected[1].reason.contains("withheld"));
+        assert_eq!(report.rejected[3].reason, "no phone number");
+        assert_eq!(
+            *batches.lock().unwrap(),
+            vec![
+                vec![(Some("Alex".into()), "+14165550100".into()), (Some("Sam".into()), "+14165550101".into())],
+                vec![(Some("Kim".into()), "+14165550102".into())],
+            ]
+        );
+        assert_eq!(progress.last(), Some(&7), "every row is counted once: {progress:?}");
+    }
+
+    #[tokio::test]
+    async fn a_number_repeated_in_the_file_is_written_in_order_and_never_twice_per_batch() {
+        let batches = Arc::new(Mutex::new(Vec::<Vec<String>>::new()));
+        let seen = Arc::clone(&batches);
+        let mut store = MockContactImport::new();
+        store.expect_upsert_contacts().returning(move |_, batch| {
+            seen.lock().unwrap().push(batch.iter().map(|c| c.first_name.clone().unwrap()).collect());
+            Ok(UpsertSummary::default())
+        });
+        let importer = ContactImporter::new(Arc::new(store), 100);
+        let rows = vec![row(2, "Old", "4165550100"), row(3, "Other", "4165550101"), row(4, "New", "+14165550100")];
+        importer.import(&org(), rows, |_| {}).await.unwrap();
+        assert_eq!(
+            *batches.lock().unwrap(),
+            vec![vec!["Old".to_owned(), "Other".to_owned()], vec!["New".to_owned()]]
+        );
+    }
+
+    #[tokio::test]
+    async fn store_failure_stops_the_import_with_the_error() {
+        let mut store = MockContactImport::new();
+        store
+            .expect_upsert_contacts()
+            .times(1)
+            .returning(|_, _| Err(AdminError::NotFound("organization")));
+        let importer = ContactImporter::new(Arc::new(store), 1);
+        let rows = vec![row(2, "A", "4165550100"), row(3, "B", "4165550101")];
+        let err = importer.import(&org(), rows, |_| {}).await.unwrap_err();
+        assert!(matches!(err, AdminError::NotFound("organization")));
+    }
+
+    #[test]
+    fn overlong_names_are_rejected_not_truncated() {
+        let raw = RawContact {
+            line: 9,
+            first_name: Some("x".repeat(201)),
+            last_name: None,
+            phone: Some("4165550100".into()),
+        };
+        let err = normalize(raw, &Region::parse("CA").unwrap()).unwrap_err();
+        assert_eq!(err.line, 9);
+        assert!(err.reason.contains("first_name"));
+    }
+}

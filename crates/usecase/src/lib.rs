@@ -1,0 +1,19 @@
+//! The use cases of the relay, written against the ports only.
+//!
+//! - [`PersonalizeCall`]: authenticate the organization, match the caller, cache the call
+//!   context, answer the agent's dynamic variables, all within a dependency budget.
+//! - [`Admin`]: organizations and their tool secrets.
+//! - [`ContactImporter`]: bulk contact import with per-row normalization and rejection reasons.
+#![warn(missing_docs)]
+
+mod admin;
+mod background;
+mod import;
+mod personalize;
+
+pub use admin::{Admin, IssuedSecret};
+pub use background::{BackgroundWriteStats, RetryPolicy};
+pub use import::{ContactImporter, ImportReport, RawContact, Rejection};
+pub use personalize::{
+    Answer, DependencyFailure, MatchResult, PersonalizationRequest, PersonalizeCall, Unauthorized,
+};

@@ -1,0 +1,251 @@
+//! "Personalize this call": the one use case on the hot path.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use relay_domain::{
+    CallContext, CallerNumber, ContactId, ConversationId, DynamicVariables, OrgId, Organization,
+    PhoneError, ToolToken,
+};
+use relay_ports::{CallContextCache, ContactDirectory, OrganizationDirectory};
+use tokio::time::{Instant, timeout_at};
+
+use crate::background::{BackgroundWriteStats, BackgroundWriter, RetryPolicy};
+
+/// A validated personalization request: what ElevenLabs sent, parsed at the edge.
+#[derive(Debug, Clone)]
+pub struct PersonalizationRequest {
+    /// The Bearer token presented.
+    pub token: ToolToken,
+    /// The conversation, the key of the cached context.
+    pub conversation_id: ConversationId,
+    /// The caller's number as sent (any format), if any.
+    pub caller_id: Option<String>,
+    /// The number that was called, as sent.
+    pub called_number: Option<String>,
+    /// The agent that took the call, as sent.
+    pub agent_id: Option<String>,
+}
+
+/// The token does not belong to any organization (unknown or revoked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unauthorized")]
+pub struct Unauthorized;
+
+/// Whether the caller was recognized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchResult {
+    /// A contact of the organization has the caller's number.
+    Matched(ContactId),
+    /// The caller id was missing, withheld or not a valid number.
+    NoCallerNumber(PhoneError),
+    /// The number is valid but no contact of the organization has it.
+    UnknownCaller,
+    /// The store failed or ran out of time, so we do not know.
+    Unknown,
+}
+
+/// How a dependency failed on the request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DependencyFailure {
+    /// It returned an error.
+    Error,
+    /// It did not answer within the request's budget.
+    Timeout,
+}
+
+/// What to answer, and what happened on the way (for logs and metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The variables for the agent; empty (`{}`) unless the caller was matched.
+    pub variables: DynamicVariables,
+    /// The organization, when the token could be checked.
+    pub org_id: Option<OrgId>,
+    /// Whether the caller was recognized.
+    pub matched: MatchResult,
+    /// The organization/contact store failed.
+    pub store_failure: Option<DependencyFailure>,
+    /// The context write failed on the request path (it is retried in the background).
+    pub cache_failure: Option<DependencyFailure>,
+}
+
+impl Answer {
+    /// The outcome label for logs and metrics: `matched`, `no_match` or `degraded`.
+    pub fn outcome(&self) -> &'static str {
+        if self.store_failure.is_some() || self.cache_failure.is_some() {
+            "degraded"
+        } else if matches!(self.matched, MatchResult::Matched(_)) {
+            "matched"
+        } else {
+            "no_match"
+        }
+    }
+
+    fn degraded_store(failure: DependencyFailure) -> Self {
+        Self {
+            variables: DynamicVariables::none(),
+            org_id: None,
+            matched: MatchResult::Unknown,
+            store_failure: Some(failure),
+            cache_failure: None,
+        }
+    }
+}
+
+/// Personalizes calls: authenticate by token digest, match the caller within the organization,
+/// cache the call context, answer the dynamic variables.
+///
+/// A person is waiting on the line, so every dependency call shares one budget: when the store
+/// fails or is slow the answer is `{}` (the call goes on without personalization); when the cache
+/// fails or is slow the variables are answered anyway and the write is retried in the background.
+pub struct PersonalizeCall {
+    orgs: Arc<dyn OrganizationDirectory>,
+    contacts: Arc<dyn ContactDirectory>,
+    cache: Arc<dyn CallContextCache>,
+    budget: Duration,
+    background: BackgroundWriter,
+}
+
+impl std::fmt::Debug for PersonalizeCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersonalizeCall")
+            .field("budget", &self.budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PersonalizeCall {
+    /// Wires the use case to its ports. `budget` bounds the time spent on dependencies per call.
+    pub fn new(
+        orgs: Arc<dyn OrganizationDirectory>,
+        contacts: Arc<dyn ContactDirectory>,
+        cache: Arc<dyn CallContextCache>,
+        budget: Duration,
+        retry: RetryPolicy,
+    ) -> Self {
+        Self {
+            orgs,
+            contacts,
+            cache,
+            budget,
+            background: BackgroundWriter::new(retry),
+        }
+    }
+
+    /// The dependency budget of one call.
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
+    /// Counts of context writes retried in the background.
+    pub fn background_stats(&self) -> Arc<BackgroundWriteStats> {
+        Arc::clone(self.background.stats())
+    }
+
+    /// Waits up to `limit` for background context writes to finish (at shutdown). Returns how
+    /// many were still pending.
+    pub async fn drain_background_writes(&self, limit: Duration) -> usize {
+        self.background.drain(limit).await
+    }
+
+    /// Answers one personalization request.
+    ///
+    /// # Errors
+    /// [`Unauthorized`] when the token belongs to no organization (unknown or revoked). A store
+    /// that cannot check the token is not an authorization failure: the answer is then `{}`.
+    #[tracing::instrument(
+        name = "personalize_call",
+        skip_all,
+        fields(conversation_id = %request.conversation_id)
+    )]
+    pub async fn personalize(&self, request: PersonalizationRequest) -> Result<Answer, Unauthorized> {
+        let deadline = Instant::now() + self.budget;
+
+        let org = match timeout_at(deadline, self.orgs.find_by_secret_digest(&request.token.digest())).await {
+            Ok(Ok(Some(org))) => org,
+            Ok(Ok(None)) => return Err(Unauthorized),
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, source = ?std::error::Error::source(&error), "organization lookup failed");
+                return Ok(Answer::degraded_store(DependencyFailure::Error));
+            }
+            Err(_) => {
+                tracing::warn!(budget_ms = self.budget.as_millis(), "organization lookup timed out");
+                return Ok(Answer::degraded_store(DependencyFailure::Timeout));
+            }
+        };
+
+        let caller = CallerNumber::from_caller_id(request.caller_id.as_deref(), &org.default_region);
+        let (variables, matched, store_failure) = self.match_caller(&org, &caller, deadline).await;
+
+        let context = CallContext {
+            conversation_id: request.conversation_id,
+            org_id: org.id,
+            contact_id: match matched {
+                MatchResult::Matched(id) => Some(id),
+                _ => None,
+            },
+            caller_number: caller.number().cloned(),
+            called_number: request.called_number,
+            agent_id: request.agent_id,
+            received_at: Utc::now(),
+        };
+        let cache_failure = self.store_context(context, deadline).await;
+
+        Ok(Answer {
+            variables,
+            org_id: Some(org.id),
+            matched,
+            store_failure,
+            cache_failure,
+        })
+    }
+
+    async fn match_caller(
+        &self,
+        org: &Organization,
+        caller: &CallerNumber,
+        deadline: Instant,
+    ) -> (DynamicVariables, MatchResult, Option<DependencyFailure>) {
+        let number = match caller {
+            CallerNumber::Known(number) => number,
+            CallerNumber::Unusable(reason) => {
+                return (DynamicVariables::none(), MatchResult::NoCallerNumber(*reason), None);
+            }
+        };
+        match timeout_at(deadline, self.contacts.find_by_phone(org.id, number)).await {
+            Ok(Ok(Some(contact))) => (
+                DynamicVariables::for_match(org, &contact, number),
+                MatchResult::Matched(contact.id),
+                None,
+            ),
+            Ok(Ok(None)) => (DynamicVariables::none(), MatchResult::UnknownCaller, None),
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, source = ?std::error::Error::source(&error), "contact lookup failed");
+                (DynamicVariables::none(), MatchResult::Unknown, Some(DependencyFailure::Error))
+            }
+            Err(_) => {
+                tracing::warn!(budget_ms = self.budget.as_millis(), "contact lookup timed out");
+                (DynamicVariables::none(), MatchResult::Unknown, Some(DependencyFailure::Timeout))
+            }
+        }
+    }
+
+    /// Writes the context within what is left of the budget; on failure hands it to the
+    /// background writer and reports how the request-path write failed.
+    async fn store_context(&self, context: CallContext, deadline: Instant) -> Option<DependencyFailure> {
+        let failure = match timeout_at(deadline, self.cache.put(&context, CallContext::TTL)).await {
+            Ok(Ok(())) => return None,
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error, source = ?std::error::Error::source(&error), "call context write failed; retrying in background");
+                DependencyFailure::Error
+            }
+            Err(_) => {
+                tracing::warn!(budget_ms = self.budget.as_millis(), "call context write timed out; retrying in background");
+                DependencyFailure::Timeout
+            }
+        };
+        self.background.schedule(Arc::clone(&self.cache), context);
+        Some(failure)
+    }
+}

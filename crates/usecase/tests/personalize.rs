@@ -1,0 +1,380 @@
+//! Every branch of "personalize this call", with mockall mocks for the ports' answers and the
+//! in-memory fakes where time or state matters. Time-based tests run on tokio's paused clock, so
+//! they check the budget exactly without waiting for it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use mockall::predicate::eq;
+use relay_domain::{
+    CallContext, Contact, ContactId, ConversationId, E164, OrgId, OrgName, Organization,
+    PhoneError, Region, ToolToken,
+};
+use relay_ports::fakes::{Behaviour, InMemoryCache, InMemoryStore};
+use relay_ports::{
+    CacheError, CallContextCache, ContactDirectory, MockCallContextCache, MockContactDirectory,
+    MockOrganizationDirectory, OrganizationDirectory, RepositoryError,
+};
+use relay_usecase::{
+    DependencyFailure, MatchResult, PersonalizationRequest, PersonalizeCall, RetryPolicy,
+    Unauthorized,
+};
+use tokio::time::Instant;
+
+const BUDGET: Duration = Duration::from_millis(800);
+
+fn org() -> Organization {
+    Organization {
+        id: OrgId::from_uuid(uuid::Uuid::from_u128(42)),
+        name: OrgName::parse("Acme Corp").unwrap(),
+        default_region: Region::parse("CA").unwrap(),
+    }
+}
+
+fn contact(org: &Organization) -> Contact {
+    Contact {
+        id: ContactId::from_uuid(uuid::Uuid::from_u128(7)),
+        org_id: org.id,
+        first_name: Some("Alex".into()),
+        last_name: Some("Morgan".into()),
+        phone: E164::from_normalized("+14165550100").unwrap(),
+        updated_at: Utc::now(),
+    }
+}
+
+fn token() -> ToolToken {
+    ToolToken::from_random_bytes(&[1; 32])
+}
+
+fn request(caller_id: Option<&str>) -> PersonalizationRequest {
+    PersonalizationRequest {
+        token: token(),
+        conversation_id: ConversationId::parse("conv_1").unwrap(),
+        caller_id: caller_id.map(str::to_owned),
+        called_number: Some("+12362320246".into()),
+        agent_id: Some("agent_1".into()),
+    }
+}
+
+fn orgs_finding(org: Option<Organization>) -> MockOrganizationDirectory {
+    let mut orgs = MockOrganizationDirectory::new();
+    let digest = token().digest();
+    orgs.expect_find_by_secret_digest()
+        .withf(move |d| *d == digest)
+        .times(1)
+        .returning(move |_| Ok(org.clone()));
+    orgs
+}
+
+/// A cache mock that records what was written.
+fn recording_cache() -> (MockCallContextCache, Arc<Mutex<Vec<(CallContext, Duration)>>>) {
+    let written = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&written);
+    let mut cache = MockCallContextCache::new();
+    cache.expect_put().returning(move |ctx, ttl| {
+        sink.lock().unwrap().push((ctx.clone(), ttl));
+        Ok(())
+    });
+    (cache, written)
+}
+
+fn service(
+    orgs: impl OrganizationDirectory + 'static,
+    contacts: impl ContactDirectory + 'static,
+    cache: impl CallContextCache + 'static,
+) -> PersonalizeCall {
+    PersonalizeCall::new(
+        Arc::new(orgs),
+        Arc::new(contacts),
+        Arc::new(cache),
+        BUDGET,
+        RetryPolicy {
+            attempts: 3,
+            first_delay: Duration::from_millis(100),
+            attempt_timeout: Duration::from_millis(500),
+            max_pending: 2,
+        },
+    )
+}
+
+#[tokio::test]
+async fn unknown_or_revoked_token_is_unauthorized_and_touches_nothing_else() {
+    let mut contacts = MockContactDirectory::new();
+    contacts.expect_find_by_phone().never();
+    let mut cache = MockCallContextCache::new();
+    cache.expect_put().never();
+    let svc = service(orgs_finding(None), contacts, cache);
+
+    assert_eq!(svc.personalize(request(Some("+14165550100"))).await, Err(Unauthorized));
+}
+
+#[tokio::test]
+async fn matched_caller_gets_variables_and_context_is_cached_for_a_day() {
+    let org = org();
+    let contact = contact(&org);
+    let mut contacts = MockContactDirectory::new();
+    let found = contact.clone();
+    contacts
+        .expect_find_by_phone()
+        .with(eq(org.id), eq(E164::from_normalized("+14165550100").unwrap()))
+        .times(1)
+        .returning(move |_, _| Ok(Some(found.clone())));
+    let (cache, written) = recording_cache();
+    let svc = service(orgs_finding(Some(org.clone())), contacts, cache);
+
+    let answer = svc.personalize(request(Some("(416) 555-0100"))).await.unwrap();
+
+    assert_eq!(answer.outcome(), "matched");
+    assert_eq!(answer.matched, MatchResult::Matched(contact.id));
+    assert_eq!(answer.variables.caller_name.as_deref(), Some("Alex Morgan"));
+    assert_eq!(answer.variables.caller_number.as_deref(), Some("+14165550100"));
+    assert_eq!(answer.variables.org_name.as_deref(), Some("Acme Corp"));
+    let written = written.lock().unwrap();
+    assert_eq!(written.len(), 1);
+    let (ctx, ttl) = &written[0];
+    assert_eq!(*ttl, Duration::from_secs(86_400));
+    assert_eq!(ctx.conversation_id.as_str(), "conv_1");
+    assert_eq!(ctx.org_id, org.id);
+    assert_eq!(ctx.contact_id, Some(contact.id));
+    assert_eq!(ctx.caller_number.as_ref().map(E164::as_str), Some("+14165550100"));
+    assert_eq!(ctx.called_number.as_deref(), Some("+12362320246"));
+    assert_eq!(ctx.agent_id.as_deref(), Some("agent_1"));
+    assert!(Utc::now() - ctx.received_at < TimeDelta::seconds(5));
+}
+
+#[tokio::test]
+async fn missing_caller_id_answers_empty_but_still_caches_the_context() {
+    let mut contacts = MockContactDirectory::new();
+    contacts.expect_find_by_phone().never();
+    let (cache, written) = recording_cache();
+    let svc = service(orgs_finding(Some(org())), contacts, cache);
+
+    let answer = svc.personalize(request(None)).await.unwrap();
+
+    assert!(answer.variables.is_empty());
+    assert_eq!(answer.matched, MatchResult::NoCallerNumber(PhoneError::Empty));
+    assert_eq!(answer.outcome(), "no_match");
+    let written = written.lock().unwrap();
+    assert_eq!(written[0].0.contact_id, None);
+    assert_eq!(written[0].0.caller_number, None);
+}
+
+#[tokio::test]
+async fn withheld_and_invalid_caller_ids_never_reach_the_store() {
+    for (raw, reason) in [
+        ("anonymous", PhoneError::Anonymous),
+        ("+266696687", PhoneError::Anonymous),
+        ("12", PhoneError::Invalid),
+        ("", PhoneError::Empty),
+    ] {
+        let mut contacts = MockContactDirectory::new();
+        contacts.expect_find_by_phone().never();
+        let (cache, _) = recording_cache();
+        let svc = service(orgs_finding(Some(org())), contacts, cache);
+        let answer = svc.personalize(request(Some(raw))).await.unwrap();
+        assert!(answer.variables.is_empty(), "{raw}");
+        assert_eq!(answer.matched, MatchResult::NoCallerNumber(reason), "{raw}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_caller_answers_empty_and_caches_the_number() {
+    let mut contacts = MockContactDirectory::new();
+    contacts.expect_find_by_phone().times(1).returning(|_, _| Ok(None));
+    let (cache, written) = recording_cache();
+    let svc = service(orgs_finding(Some(org())), contacts, cache);
+
+    let answer = svc.personalize(request(Some("+1 416 555 0199"))).await.unwrap();
+
+    assert!(answer.variables.is_empty());
+    assert_eq!(answer.matched, MatchResult::UnknownCaller);
+    assert_eq!(answer.outcome(), "no_match");
+    assert_eq!(
+        written.lock().unwrap()[0].0.caller_number.as_ref().map(E164::as_str),
+        Some("+14165550199")
+    );
+}
+
+#[tokio::test]
+async fn several_contacts_with_one_number_answer_the_most_recently_updated() {
+    let store = InMemoryStore::new();
+    let (org, token) = store.add_org("Acme Corp", "CA");
+    store.add_contact(org.id, Some("Old"), Some("Entry"), "+14165550100");
+    std::thread::sleep(Duration::from_millis(2));
+    store.add_contact(org.id, Some("New"), Some("Entry"), "+14165550100");
+    let svc = service(store.clone(), store, InMemoryCache::new());
+
+    let mut req = request(Some("4165550100"));
+    req.token = token;
+    let answer = svc.personalize(req).await.unwrap();
+    assert_eq!(answer.variables.caller_name.as_deref(), Some("New Entry"));
+}
+
+#[tokio::test]
+async fn a_token_never_reveals_another_organizations_contact() {
+    let store = InMemoryStore::new();
+    let (acme, acme_token) = store.add_org("Acme Corp", "CA");
+    let (globex, _) = store.add_org("Globex", "CA");
+    store.add_contact(globex.id, Some("Secret"), Some("Person"), "+14165550100");
+    let cache = InMemoryCache::new();
+    let svc = service(store.clone(), store, cache.clone());
+
+    let mut req = request(Some("+14165550100"));
+    req.token = acme_token;
+    let answer = svc.personalize(req).await.unwrap();
+
+    assert!(answer.variables.is_empty());
+    assert_eq!(answer.matched, MatchResult::UnknownCaller);
+    let (ctx, _) = cache.entry("conv_1").unwrap();
+    assert_eq!(ctx.org_id, acme.id);
+    assert_eq!(ctx.contact_id, None);
+}
+
+#[tokio::test]
+async fn store_error_on_token_check_answers_empty_without_caching() {
+    let mut orgs = MockOrganizationDirectory::new();
+    orgs.expect_find_by_secret_digest()
+        .returning(|_| Err(RepositoryError::Unavailable("connection refused".into())));
+    let mut contacts = MockContactDirectory::new();
+    contacts.expect_find_by_phone().never();
+    let mut cache = MockCallContextCache::new();
+    cache.expect_put().never();
+    let svc = service(orgs, contacts, cache);
+
+    let answer = svc.personalize(request(Some("+14165550100"))).await.unwrap();
+
+    assert!(answer.variables.is_empty());
+    assert_eq!(answer.store_failure, Some(DependencyFailure::Error));
+    assert_eq!(answer.org_id, None);
+    assert_eq!(answer.outcome(), "degraded");
+}
+
+#[tokio::test]
+async fn store_error_on_contact_lookup_answers_empty_and_caches_what_is_known() {
+    let mut contacts = MockContactDirectory::new();
+    contacts
+        .expect_find_by_phone()
+        .returning(|_, _| Err(RepositoryError::Unavailable("connection reset".into())));
+    let (cache, written) = recording_cache();
+    let svc = service(orgs_finding(Some(org())), contacts, cache);
+
+    let answer = svc.personalize(request(Some("+14165550100"))).await.unwrap();
+
+    assert!(answer.variables.is_empty());
+    assert_eq!(answer.matched, MatchResult::Unknown);
+    assert_eq!(answer.store_failure, Some(DependencyFailure::Error));
+    assert_eq!(answer.outcome(), "degraded");
+    let written = written.lock().unwrap();
+    assert_eq!(written[0].0.org_id, org().id);
+    assert_eq!(written[0].0.contact_id, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hung_store_answers_empty_when_the_budget_runs_out() {
+    let store = InMemoryStore::new();
+    let (_, token) = store.add_org("Acme Corp", "CA");
+    store.set_behaviour(Behaviour::Slow(Duration::from_secs(3600)));
+    let cache = InMemoryCache::new();
+    let svc = service(store.clone(), store, cache.clone());
+
+    let started = Instant::now();
+    let mut req = request(Some("+14165550100"));
+    req.token = token;
+    let answer = svc.personalize(req).await.unwrap();
+
+    assert_eq!(started.elapsed(), BUDGET);
+    assert!(answer.variables.is_empty());
+    assert_eq!(answer.store_failure, Some(DependencyFailure::Timeout));
+    assert_eq!(cache.puts(), 0, "the organization is unknown, so nothing is cached");
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_contact_lookup_shares_the_budget_with_the_token_check() {
+    let store = InMemoryStore::new();
+    let (org, token) = store.add_org("Acme Corp", "CA");
+    store.add_contact(org.id, Some("Alex"), None, "+14165550100");
+    // Each store call takes 500 ms: the token check fits in 800 ms, the contact lookup does not.
+    store.set_behaviour(Behaviour::Slow(Duration::from_millis(500)));
+    let svc = service(store.clone(), store, InMemoryCache::new());
+
+    let started = Instant::now();
+    let mut req = request(Some("+14165550100"));
+    req.token = token;
+    let answer = svc.personalize(req).await.unwrap();
+
+    assert_eq!(started.elapsed(), BUDGET);
+    assert_eq!(answer.store_failure, Some(DependencyFailure::Timeout));
+    assert!(answer.variables.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn cache_error_still_answers_the_variables_and_retries_in_the_background() {
+    let store = InMemoryStore::new();
+    let (org, token) = store.add_org("Acme Corp", "CA");
+    store.add_contact(org.id, Some("Alex"), Some("Morgan"), "+14165550100");
+    let cache = InMemoryCache::new();
+    cache.set_behaviour(Behaviour::Down);
+    let svc = service(store.clone(), store, cache.clone());
+
+    let mut req = request(Some("+14165550100"));
+    req.token = token;
+    let answer = svc.personalize(req).await.unwrap();
+
+    assert_eq!(answer.variables.caller_name.as_deref(), Some("Alex Morgan"));
+    assert_eq!(answer.cache_failure, Some(DependencyFailure::Error));
+    assert_eq!(answer.outcome(), "degraded");
+    assert!(cache.is_empty());
+
+    // Redis comes back before the first retry: the context lands after all.
+    cache.set_behaviour(Behaviour::Healthy);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (ctx, ttl) = cache.entry("conv_1").expect("context written by the retry");
+    assert_eq!(ctx.org_id, org.id);
+    assert_eq!(ttl, CallContext::TTL);
+    let stats = svc.background_stats();
+    assert_eq!((stats.retried(), stats.recovered(), stats.dropped()), (1, 1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hung_cache_answers_within_the_budget_and_gives_up_after_bounded_retries() {
+    let store = InMemoryStore::new();
+    let (org, token) = store.add_org("Acme Corp", "CA");
+    store.add_contact(org.id, Some("Alex"), None, "+14165550100");
+    let cache = InMemoryCache::new();
+    cache.set_behaviour(Behaviour::Slow(Duration::from_secs(3600)));
+    let svc = service(store.clone(), store, cache.clone());
+
+    let started = Instant::now();
+    let mut req = request(Some("+14165550100"));
+    req.token = token;
+    let answer = svc.personalize(req).await.unwrap();
+    assert_eq!(started.elapsed(), BUDGET);
+    assert_eq!(answer.variables.caller_name.as_deref(), Some("Alex"));
+    assert_eq!(answer.cache_failure, Some(DependencyFailure::Timeout));
+
+    assert_eq!(svc.drain_background_writes(Duration::from_secs(60)).await, 0);
+    assert_eq!(cache.puts(), 1 + 3, "one write on the request path, three retries");
+    let stats = svc.background_stats();
+    assert_eq!((stats.retried(), stats.recovered(), stats.dropped()), (1, 0, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn pending_retries_are_bounded_and_the_excess_is_counted_as_dropped() {
+    let mut cache = MockCallContextCache::new();
+    cache
+        .expect_put()
+        .returning(|_, _| Err(CacheError::Unavailable("down".into())));
+    let mut orgs = MockOrganizationDirectory::new();
+    orgs.expect_find_by_secret_digest().returning(|_| Ok(Some(org())));
+    let svc = service(orgs, MockContactDirectory::new(), cache);
+
+    for _ in 0..3 {
+        svc.personalize(request(None)).await.unwrap();
+    }
+    // max_pending is 2: the third write is dropped at once.
+    let stats = svc.background_stats();
+    assert_eq!((stats.retried(), stats.dropped()), (3, 1));
+    svc.drain_background_writes(Duration::from_secs(60)).await;
+    assert_eq!(stats.dropped(), 3);
+}
