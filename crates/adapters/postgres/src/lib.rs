@@ -1,0 +1,386 @@
+//! Postgres adapter: implements the organization, contact and admin ports with sqlx.
+//!
+//! Queries are checked at run time (no compile-time database needed to build); the adapter tests
+//! run every query against a real Postgres. Driver errors become port errors here, at the seam.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use relay_domain::{
+    Contact, ContactId, E164, NewContact, OrgId, OrgName, Organization, Region, SecretId,
+    SecretInfo, TokenDigest,
+};
+use relay_ports::{
+    AdminError, ContactDirectory, ContactImport, OrganizationAdmin, OrganizationDirectory,
+    RepositoryError, UpsertSummary,
+};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Row};
+use sqlx::types::Uuid;
+
+#[cfg(feature = "test-helpers")]
+pub mod testing;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../../migrations/postgres");
+
+/// Connection pool settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// Most connections the pool opens.
+    pub max_connections: u32,
+    /// How long a query may wait for a free connection before failing.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The database URL could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("DATABASE_URL is not a valid Postgres URL: {0}")]
+pub struct InvalidUrl(String);
+
+/// Organizations, secrets and contacts in Postgres.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// A store whose pool connects on first use: the service starts (and answers `{}`) even while
+    /// Postgres is down, and recovers by itself when it is back.
+    ///
+    /// # Errors
+    /// [`InvalidUrl`] when the URL cannot be parsed.
+    pub fn connect_lazy(url: &SecretString, settings: PoolSettings) -> Result<Self, InvalidUrl> {
+        let options = connect_options(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .min_connections(0)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_lazy_with(options);
+        Ok(Self { pool })
+    }
+
+    /// A store that checks the connection now (for CLI commands, which should fail at once).
+    ///
+    /// # Errors
+    /// [`RepositoryError::Unavailable`] when Postgres cannot be reached; `Unexpected` for a bad URL.
+    pub async fn connect(url: &SecretString, settings: PoolSettings) -> Result<Self, RepositoryError> {
+        let options = connect_options(url).map_err(|e| RepositoryError::Unexpected(Box::new(e)))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options)
+            .await
+            .map_err(repo_error)?;
+        Ok(Self { pool })
+    }
+
+    /// Wraps an existing pool.
+    pub fn from_pool(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// The pool, for callers that need raw access (tests, health checks).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the pending migrations of `migrations/postgres`.
+    ///
+    /// # Errors
+    /// The migration error, with the failing version.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        MIGRATOR.run(&self.pool).await
+    }
+}
+
+fn connect_options(url: &SecretString) -> Result<PgConnectOptions, InvalidUrl> {
+    PgConnectOptions::from_str(url.expose_secret())
+        // The sqlx error may quote the URL, password included: keep only its kind.
+        .map_err(|e| InvalidUrl(error_kind(&e).to_owned()))
+        .map(|o| o.application_name("relay"))
+}
+
+fn error_kind(e: &sqlx::Error) -> &'static str {
+    match e {
+        sqlx::Error::Configuration(_) => "bad configuration",
+        _ => "unreadable",
+    }
+}
+
+/// Translates a driver error into the port's terms.
+fn repo_error(e: sqlx::Error) -> RepositoryError {
+    use sqlx::Error as E;
+    match &e {
+        E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => {
+            RepositoryError::Unavailable(Box::new(e))
+        }
+        E::Database(db) => match db.code().as_deref() {
+            // connection exceptions, insufficient resources, operator intervention (shutdown),
+            // statement timeout / query canceled
+            Some(code) if code.starts_with("08") || code.starts_with("53") || code.starts_with("57") => {
+                RepositoryError::Unavailable(Box::new(e))
+            }
+            _ => RepositoryError::Unexpected(Box::new(e)),
+        },
+        _ => RepositoryError::Unexpected(Box::new(e)),
+    }
+}
+
+fn admin_error(e: sqlx::Error, missing: &'static str) -> AdminError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_foreign_key_violation() {
+            return AdminError::NotFound(missing);
+        }
+    }
+    AdminError::Repository(repo_error(e))
+}
+
+fn unexpected(what: impl std::fmt::Display) -> RepositoryError {
+    RepositoryError::Unexpected(what.to_string().into())
+}
+
+fn org_from_row(row: &sqlx::postgres::PgRow) -> Result<Organization, RepositoryError> {
+    let id: Uuid = row.try_get("id").map_err(repo_error)?;
+    let name: String = row.try_get("name").map_err(repo_error)?;
+    let region: String = row.try_get("default_region").map_err(repo_error)?;
+    Ok(Organization {
+        id: OrgId::from_uuid(id),
+        name: OrgName::parse(&name).map_err(|e| unexpected(format!("organization {id}: {e}")))?,
+        default_region: Region::parse(&region).map_err(|e| unexpected(format!("organization {id}: {e}")))?,
+    })
+}
+
+fn secret_from_row(row: &sqlx::postgres::PgRow) -> Result<SecretInfo, RepositoryError> {
+    Ok(SecretInfo {
+        id: SecretId::from_uuid(row.try_get("id").map_err(repo_error)?),
+        org_id: OrgId::from_uuid(row.try_get("org_id").map_err(repo_error)?),
+        created_at: row.try_get("created_at").map_err(repo_error)?,
+        revoked_at: row.try_get("revoked_at").map_err(repo_error)?,
+    })
+}
+
+#[async_trait]
+impl OrganizationDirectory for PgStore {
+    #[tracing::instrument(name = "postgres.find_org_by_secret", skip_all, err(Display))]
+    async fn find_by_secret_digest(
+        &self,
+        digest: &TokenDigest,
+    ) -> Result<Option<Organization>, RepositoryError> {
+        let row = sqlx::query(
+            "SELECT o.id, o.name, o.default_region
+               FROM organization_secrets s
+               JOIN organizations o ON o.id = s.org_id
+              WHERE s.digest = $1 AND s.revoked_at IS NULL",
+        )
+        .bind(digest.as_bytes().as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        row.as_ref().map(org_from_row).transpose()
+    }
+}
+
+#[async_trait]
+impl ContactDirectory for PgStore {
+    #[tracing::instrument(name = "postgres.find_contact_by_phone", skip_all, fields(org_id = %org), err(Display))]
+    async fn find_by_phone(
+        &self,
+        org: OrgId,
+        phone: &E164,
+    ) -> Result<Option<Contact>, RepositoryError> {
+        let row = sqlx::query(
+            "SELECT id, first_name, last_name, phone_e164, updated_at
+               FROM contacts
+              WHERE org_id = $1 AND phone_e164 = $2
+              ORDER BY updated_at DESC, id DESC
+              LIMIT 1",
+        )
+        .bind(org.as_uuid())
+        .bind(phone.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        let Some(row) = row else { return Ok(None) };
+        let stored: String = row.try_get("phone_e164").map_err(repo_error)?;
+        Ok(Some(Contact {
+            id: ContactId::from_uuid(row.try_get("id").map_err(repo_error)?),
+            org_id: org,
+            first_name: row.try_get("first_name").map_err(repo_error)?,
+            last_name: row.try_get("last_name").map_err(repo_error)?,
+            phone: E164::from_normalized(&stored).map_err(|e| unexpected(format!("contact number: {e}")))?,
+            updated_at: row.try_get::<DateTime<Utc>, _>("updated_at").map_err(repo_error)?,
+        }))
+    }
+}
+
+#[async_trait]
+impl OrganizationAdmin for PgStore {
+    async fn create_organization(
+        &self,
+        name: &OrgName,
+        default_region: Region,
+    ) -> Result<Organization, AdminError> {
+        let row = sqlx::query(
+            "INSERT INTO organizations (name, default_region) VALUES ($1, $2)
+             RETURNING id, name, default_region",
+        )
+        .bind(name.as_str())
+        .bind(default_region.code())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        Ok(org_from_row(&row)?)
+    }
+
+    async fn list_organizations(&self) -> Result<Vec<Organization>, AdminError> {
+        let rows = sqlx::query("SELECT id, name, default_region FROM organizations ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(repo_error)?;
+        Ok(rows.iter().map(org_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn add_secret(&self, org: OrgId, digest: &TokenDigest) -> Result<SecretInfo, AdminError> {
+        let row = sqlx::query(
+            "INSERT INTO organization_secrets (org_id, digest) VALUES ($1, $2)
+             RETURNING id, org_id, created_at, revoked_at",
+        )
+        .bind(org.as_uuid())
+        .bind(digest.as_bytes().as_slice())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| admin_error(e, "organization"))?;
+        Ok(secret_from_row(&row)?)
+    }
+
+    async fn list_secrets(&self, org: OrgId) -> Result<Vec<SecretInfo>, AdminError> {
+        if self.find_organization(org).await?.is_none() {
+            return Err(AdminError::NotFound("organization"));
+        }
+        let rows = sqlx::query(
+            "SELECT id, org_id, created_at, revoked_at FROM organization_secrets
+              WHERE org_id = $1 ORDER BY created_at, id",
+        )
+        .bind(org.as_uuid())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        Ok(rows.iter().map(secret_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn revoke_secret(&self, secret: SecretId) -> Result<SecretInfo, AdminError> {
+        let row = sqlx::query(
+            "UPDATE organization_secrets SET revoked_at = COALESCE(revoked_at, now())
+              WHERE id = $1
+             RETURNING id, org_id, created_at, revoked_at",
+        )
+        .bind(secret.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        let row = row.ok_or(AdminError::NotFound("secret"))?;
+        Ok(secret_from_row(&row)?)
+    }
+
+    async fn find_organization(&self, org: OrgId) -> Result<Option<Organization>, AdminError> {
+        let row = sqlx::query("SELECT id, name, default_region FROM organizations WHERE id = $1")
+            .bind(org.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(repo_error)?;
+        Ok(row.as_ref().map(org_from_row).transpose()?)
+    }
+}
+
+/// One statement per batch: find the newest existing contact of each number, update those whose
+/// data changed, insert the numbers not seen before, and count each kind.
+const UPSERT_CONTACTS: &str = r"
+WITH input AS (
+    SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[])
+             AS i(first_name, last_name, phone_raw, phone_e164)
+), target AS (
+    SELECT DISTINCT ON (c.phone_e164) c.id, c.phone_e164, c.first_name, c.last_name, c.phone_raw
+      FROM contacts c
+      JOIN input i ON c.phone_e164 = i.phone_e164
+     WHERE c.org_id = $1
+     ORDER BY c.phone_e164, c.updated_at DESC, c.id DESC
+), changed AS (
+    UPDATE contacts c
+       SET first_name = i.first_name, last_name = i.last_name, phone_raw = i.phone_raw,
+           updated_at = now()
+      FROM target t
+      JOIN input i ON i.phone_e164 = t.phone_e164
+     WHERE c.id = t.id
+       AND (t.first_name, t.last_name, t.phone_raw) IS DISTINCT FROM (i.first_name, i.last_name, i.phone_raw)
+    RETURNING 1
+), inserted AS (
+    INSERT INTO contacts (org_id, first_name, last_name, phone_raw, phone_e164)
+    SELECT $1, i.first_name, i.last_name, i.phone_raw, i.phone_e164
+      FROM input i
+     WHERE NOT EXISTS (SELECT 1 FROM target t WHERE t.phone_e164 = i.phone_e164)
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM inserted) AS inserted,
+       (SELECT count(*) FROM changed)  AS updated,
+       (SELECT count(*) FROM target)   AS matched";
+
+#[async_trait]
+impl ContactImport for PgStore {
+    #[tracing::instrument(name = "postgres.upsert_contacts", skip_all, fields(org_id = %org, batch = contacts.len()))]
+    async fn upsert_contacts(
+        &self,
+        org: OrgId,
+        contacts: &[NewContact],
+    ) -> Result<UpsertSummary, AdminError> {
+        let mut first = Vec::with_capacity(contacts.len());
+        let mut last = Vec::with_capacity(contacts.len());
+        let mut raw = Vec::with_capacity(contacts.len());
+        let mut e164 = Vec::with_capacity(contacts.len());
+        for c in contacts {
+            first.push(c.first_name.as_deref());
+            last.push(c.last_name.as_deref());
+            raw.push(c.phone_raw.as_str());
+            e164.push(c.phone.as_str());
+        }
+        let mut tx = self.pool.begin().await.map_err(repo_error)?;
+        // Two imports into one organization at once would both insert a new number; take turns.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
+            .bind(org.as_uuid())
+            .execute(&mut *tx)
+            .await
+            .map_err(repo_error)?;
+        let row = sqlx::query(UPSERT_CONTACTS)
+            .bind(org.as_uuid())
+            .bind(&first)
+            .bind(&last)
+            .bind(&raw)
+            .bind(&e164)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| admin_error(e, "organization"))?;
+        tx.commit().await.map_err(repo_error)?;
+        let count = |name: &str| -> Result<u64, AdminError> {
+            let n: i64 = row.try_get(name).map_err(repo_error)?;
+            Ok(u64::try_from(n).unwrap_or_default())
+        };
+        let matched = count("matched")?;
+        let updated = count("updated")?;
+        Ok(UpsertSummary {
+            inserted: count("inserted")?,
+            updated,
+            unchanged: matched - updated,
+        })
+    }
+}
