@@ -7,6 +7,7 @@
 use std::str::FromStr;
 
 use secrecy::SecretString;
+pub use sqlx;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection, PgPool};
 

@@ -4,7 +4,7 @@
 //! `relay-test:<uuid>:`, and every key under it is deleted when the [`TestRedis`] is dropped, also
 //! when the test panics. An unreachable Redis fails the test loudly.
 
-use deadpool_redis::redis;
+pub use deadpool_redis::redis;
 use secrecy::SecretString;
 
 use crate::{PoolSettings, RedisCache};

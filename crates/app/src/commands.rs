@@ -1,0 +1,294 @@
+//! What each command does: wire the adapters it needs and call the use cases.
+
+use std::io::IsTerminal as _;
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use relay_domain::{OrgId, OrgName, Region};
+use relay_ports::AdminError;
+use relay_postgres::{PgStore, PoolSettings as PgPoolSettings};
+use relay_redis::{PoolSettings as RedisPoolSettings, RedisCache};
+use relay_usecase::{Admin, ContactImporter, PersonalizeCall, RawContact, Rejection, RetryPolicy};
+
+use crate::cli::{Command, ContactsCommand, OrgCommand, SecretCommand};
+use crate::config::{ConfigError, Env, ServeConfig, StoreConfig};
+
+/// Rows per upsert round trip during an import.
+const IMPORT_BATCH: usize = 2_000;
+
+/// How long a stopping service waits for context writes still being retried.
+const BACKGROUND_DRAIN: Duration = Duration::from_secs(5);
+
+/// Why a command failed: configuration (exit 78) or anything else (exit 1).
+pub(crate) enum Failure {
+    Config(ConfigError),
+    Other(anyhow::Error),
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Other(e)
+    }
+}
+
+impl From<AdminError> for Failure {
+    fn from(e: AdminError) -> Self {
+        Self::Other(e.into())
+    }
+}
+
+fn process_env() -> Env<impl Fn(&str) -> Option<String>> {
+    Env(|name: &str| std::env::var(name).ok())
+}
+
+pub(crate) async fn run(command: Command) -> Result<(), Failure> {
+    let env = process_env();
+    match command {
+        Command::Serve => serve(ServeConfig::from_env(&env)?).await,
+        Command::Migrate => {
+            let store = connect(&StoreConfig::from_env(&env)?).await?;
+            store.migrate().await.context("migration failed")?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Org(cmd) => org(cmd, &StoreConfig::from_env(&env)?).await,
+        Command::Secret(cmd) => secret(cmd, &StoreConfig::from_env(&env)?).await,
+        Command::Contacts(ContactsCommand::Import { org_id, file }) => {
+            import(org_id, &file, &StoreConfig::from_env(&env)?).await
+        }
+    }
+}
+
+fn pg_settings(config: &StoreConfig) -> PgPoolSettings {
+    PgPoolSettings {
+        max_connections: config.max_connections,
+        ..PgPoolSettings::default()
+    }
+}
+
+async fn connect(config: &StoreConfig) -> Result<PgStore, Failure> {
+    Ok(PgStore::connect(&config.database_url, pg_settings(config))
+        .await
+        .context("cannot connect to Postgres at DATABASE_URL")?)
+}
+
+async fn serve(config: ServeConfig) -> Result<(), Failure> {
+    // The phone-number metadata loads on first use (a few hundred ms): pay that now, not while
+    // the first caller waits.
+    let _ = relay_domain::E164::parse("+14165550100", &Region::parse("US").expect("US is a region"));
+    // Both pools connect on first use: the service starts, and answers `{}`, while a dependency
+    // is down, and recovers by itself when it is back.
+    let store = Arc::new(
+        PgStore::connect_lazy(&config.store.database_url, pg_settings(&config.store))
+            .map_err(|e| ConfigError::Invalid { name: "DATABASE_URL", reason: e.to_string() })?,
+    );
+    let cache = Arc::new(
+        RedisCache::new(
+            &config.redis_url,
+            &config.redis_key_prefix,
+            RedisPoolSettings {
+                max_size: config.redis_pool_size,
+                ..RedisPoolSettings::default()
+            },
+        )
+        .map_err(|e| ConfigError::Invalid { name: "REDIS_URL", reason: e.to_string() })?,
+    );
+    warm_up(&store, &cache);
+    let personalize = Arc::new(PersonalizeCall::new(
+        store.clone(),
+        store,
+        cache,
+        config.lookup_timeout,
+        RetryPolicy::default(),
+    ));
+
+    let listener = TcpListener::bind(config.listen_addr)
+        .with_context(|| format!("cannot listen on LISTEN_ADDR {}", config.listen_addr))?;
+    let addr = listener.local_addr().context("listener address")?;
+    let server = relay_http::server(
+        listener,
+        Arc::clone(&personalize),
+        relay_http::ServerSettings {
+            workers: config.http_workers,
+        },
+    )
+    .context("cannot start the HTTP server")?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen_addr = %addr,
+        store = "postgres",
+        cache = "redis",
+        redis_key_prefix = %config.redis_key_prefix,
+        lookup_timeout_ms = u64::try_from(config.lookup_timeout.as_millis()).unwrap_or(u64::MAX),
+        database_max_connections = config.store.max_connections,
+        redis_pool_size = config.redis_pool_size,
+        "relay listening on {addr}"
+    );
+    // actix-web stops on SIGTERM/SIGINT, finishing in-flight requests first.
+    server.await.context("HTTP server failed")?;
+    let pending = personalize.drain_background_writes(BACKGROUND_DRAIN).await;
+    let stats = personalize.background_stats();
+    tracing::info!(
+        pending,
+        context_writes_retried = stats.retried(),
+        context_writes_dropped = stats.dropped() + pending as u64,
+        "relay stopped"
+    );
+    Ok(())
+}
+
+/// Opens one connection to each dependency in the background, so the first call does not pay
+/// for the handshakes. Failures are only logged: a dependency that is down must not stop the start.
+fn warm_up(store: &Arc<PgStore>, cache: &Arc<RedisCache>) {
+    let pool = store.pool().clone();
+    tokio::spawn(async move {
+        if let Err(error) = pool.acquire().await {
+            tracing::warn!(%error, "Postgres is not reachable yet; webhook calls answer {{}} until it is");
+        }
+    });
+    let redis = cache.pool().clone();
+    tokio::spawn(async move {
+        if let Err(error) = redis.get().await {
+            tracing::warn!(%error, "Redis is not reachable yet; call contexts are retried in the background");
+        }
+    });
+}
+
+#[allow(clippy::print_stdout, reason = "stdout is the command's result")]
+async fn org(cmd: OrgCommand, config: &StoreConfig) -> Result<(), Failure> {
+    let admin = Admin::new(Arc::new(connect(config).await?));
+    match cmd {
+        OrgCommand::Create { name, region } => {
+            let name = OrgName::parse(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+            let region = Region::parse(&region).map_err(|e| anyhow::anyhow!("--region: {e}"))?;
+            let org = admin.create_organization(&name, region).await?;
+            println!("{}", org.id);
+        }
+        OrgCommand::List => {
+            for org in admin.list_organizations().await? {
+                println!("{}\t{}\t{}", org.id, org.default_region, org.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr, reason = "stdout is the result; notes go to stderr")]
+async fn secret(cmd: SecretCommand, config: &StoreConfig) -> Result<(), Failure> {
+    let admin = Admin::new(Arc::new(connect(config).await?));
+    match cmd {
+        SecretCommand::Add { org_id } => {
+            let issued = admin.issue_secret(org_id).await?;
+            eprintln!(
+                "secret {} created for organization {org_id}; the token below is shown only once",
+                issued.info.id
+            );
+            println!("{}", issued.token.expose());
+        }
+        SecretCommand::List { org_id } => {
+            for s in admin.list_secrets(org_id).await? {
+                let revoked = s.revoked_at.map_or_else(|| "live".to_owned(), |t| format!("revoked {}", t.to_rfc3339()));
+                println!("{}\t{}\t{revoked}", s.id, s.created_at.to_rfc3339());
+            }
+        }
+        SecretCommand::Revoke { secret_id } => {
+            let s = admin.revoke_secret(secret_id).await?;
+            let at = s.revoked_at.map(|t| t.to_rfc3339()).unwrap_or_default();
+            println!("{}\t{at}", s.id);
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr, reason = "stdout is the summary; rejections go to stderr")]
+async fn import(org_id: OrgId, file: &Path, config: &StoreConfig) -> Result<(), Failure> {
+    let store = Arc::new(connect(config).await?);
+    let org = Admin::new(store.clone()).organization(org_id).await?;
+    let rows = read_csv(file)?;
+
+    let progress = if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {human_pos} rows  {per_sec}  {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let started = std::time::Instant::now();
+    let importer = ContactImporter::new(store, IMPORT_BATCH);
+    let report = importer.import(&org, rows, |n| progress.set_position(n)).await?;
+    progress.finish_and_clear();
+
+    for r in &report.rejected {
+        eprintln!("line {}: {}", r.line, r.reason);
+    }
+    let s = report.summary;
+    eprintln!("imported in {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "inserted={} updated={} unchanged={} rejected={}",
+        s.inserted,
+        s.updated,
+        s.unchanged,
+        report.rejected.len()
+    );
+    Ok(())
+}
+
+/// Opens the CSV and checks its header; rows are read lazily by the importer.
+fn read_csv(file: &Path) -> Result<impl Iterator<Item = Result<RawContact, Rejection>> + Send + 'static, Failure> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_path(file)
+        .with_context(|| format!("cannot open {}", file.display()))?;
+    let headers = reader
+        .headers()
+        .with_context(|| format!("cannot read the header row of {}", file.display()))?
+        .clone();
+    let column = |name: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
+    let phone = column("phone").ok_or_else(|| {
+        anyhow::anyhow!("{}: the header row has no `phone` column (found: {})", file.display(), headers.iter().collect::<Vec<_>>().join(", "))
+    })?;
+    let first = column("first_name");
+    let last = column("last_name");
+    Ok(reader.into_records().map(move |record| {
+        let record = record.map_err(|e| Rejection {
+            line: e.position().map_or(0, csv::Position::line),
+            reason: format!("unreadable row: {}", e.kind_description()),
+        })?;
+        let field = |i: Option<usize>| i.and_then(|i| record.get(i)).map(str::to_owned);
+        Ok(RawContact {
+            line: record.position().map_or(0, csv::Position::line),
+            first_name: field(first),
+            last_name: field(last),
+            phone: field(Some(phone)),
+        })
+    }))
+}
+
+trait KindDescription {
+    fn kind_description(&self) -> &'static str;
+}
+
+impl KindDescription for csv::Error {
+    fn kind_description(&self) -> &'static str {
+        match self.kind() {
+            csv::ErrorKind::Utf8 { .. } => "not valid UTF-8",
+            csv::ErrorKind::UnequalLengths { .. } => "wrong number of fields",
+            csv::ErrorKind::Io(_) => "read error",
+            _ => "malformed CSV",
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! End to end: the real `relay` binary against real Postgres and Redis, data set up through the
+//! CLI, requests over HTTP. Each test has its own database and Redis key prefix.
+
+mod support;
+
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use relay_postgres::testing::TestDb;
+use relay_redis::testing::{TestRedis, redis};
+use secrecy::ExposeSecret as _;
+use serde_json::{Value, json};
+use support::{Mode, Proxy, Service, post, relay, relay_ok, socket_of, via};
+
+struct Setup {
+    db: TestDb,
+    redis: TestRedis,
+}
+
+impl Setup {
+    async fn new() -> Self {
+        Self { db: TestDb::create().await, redis: TestRedis::create().await }
+    }
+
+    fn org(&self, name: &str, region: &str) -> String {
+        relay_ok(&self.db.url(), &["org", "create", "--name", name, "--region", region])
+    }
+
+    fn secret(&self, org: &str) -> String {
+        relay_ok(&self.db.url(), &["secret", "add", org])
+    }
+
+    fn import(&self, org: &str, csv: &str) -> String {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(csv.as_bytes()).unwrap();
+        relay_ok(&self.db.url(), &["contacts", "import", org, file.path().to_str().unwrap()])
+    }
+
+    fn serve(&self, extra: &[(&str, &str)]) -> Service {
+        let db = self.db.url();
+        let redis = self.redis.url();
+        let mut vars = vec![
+            ("DATABASE_URL", db.expose_secret()),
+            ("REDIS_URL", redis.expose_secret()),
+            ("REDIS_KEY_PREFIX", self.redis.prefix()),
+        ];
+        vars.extend_from_slice(extra);
+        Service::start(&vars)
+    }
+
+    async fn redis_get(&self, key: &str) -> (Option<String>, i64) {
+        let mut conn = self.redis.connection().await;
+        let key = format!("{}{key}", self.redis.prefix());
+        let value: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
+        let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await.unwrap();
+        (value, ttl)
+    }
+}
+
+fn call(conversation: &str, caller: &str) -> Value {
+    json!({
+        "conversation_id": conversation,
+        "caller_id": caller,
+        "called_id": "+12362320246",
+        "agent_id": "agent_a8d3c4e09b2f4e1ab3c45f6a7b8c9d01"
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_known_caller_is_greeted_by_name_and_the_context_is_cached_for_a_day() {
+    let s = Setup::new().await;
+    let org = s.org("Acme Corp", "CA");
+    let token = s.secret(&org);
+    let summary = s.import(&org, "first_name,last_name,phone\nAlex,Morgan,(416) 555-0100\nBad,Row,12\n");
+    assert_eq!(summary, "inserted=1 updated=0 unchanged=0 rejected=1");
+    let service = s.serve(&[]);
+
+    let (status, body, _) = post(&service, &token, call("conv_e2e_1", "+14165550100")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        json!({
+            "caller_name": "Alex Morgan",
+            "caller_first_name": "Alex",
+            "caller_last_name": "Morgan",
+            "caller_number": "+14165550100",
+            "org_name": "Acme Corp"
+        })
+    );
+
+    let (stored, ttl) = s.redis_get("call:conv_e2e_1").await;
+    let stored: Value = serde_json::from_str(&stored.expect("context cached before answering")).unwrap();
+    assert!((86_390..=86_400).contains(&ttl), "ttl {ttl}");
+    assert_eq!(stored["org_id"], org.as_str());
+    assert_eq!(stored["caller_number"], "+14165550100");
+    assert_eq!(stored["called_number"], "+12362320246");
+    assert_eq!(stored["agent_id"], "agent_a8d3c4e09b2f4e1ab3c45f6a7b8c9d01");
+    assert!(stored["contact_id"].is_string());
+    assert!(stored["received_at"].is_string());
+
+    // Unknown and withheld callers: `{}`, and the context is still cached (without a contact).
+    for (conv, caller) in [("conv_e2e_2", "+14165550199"), ("conv_e2e_3", "anonymous")] {
+        let (status, body, _) = post(&service, &token, call(conv, caller)).await;
+        assert_eq!((status, body), (200, json!({})), "{caller}");
+        let (stored, _) = s.redis_get(&format!("call:{conv}")).await;
+        let stored: Value = serde_json::from_str(&stored.unwrap()).unwrap();
+        assert_eq!(stored["contact_id"], Value::Null);
+    }
+
+    // A wrong token: 401, the contract's body.
+    let (status, body, _) = post(&service, "not-a-token", call("conv_e2e_4", "+14165550100")).await;
+    assert_eq!((status, body), (401, json!({"error": "Unauthorized"})));
+    assert_eq!(s.redis_get("call:conv_e2e_4").await.0, None);
+
+    let logs = service.logs();
+    assert!(!logs.contains(&token), "the token leaked into the logs");
+    assert!(!logs.contains("4165550100") && !logs.contains("Morgan"), "PII leaked:\n{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_token_ever_reveals_another_organizations_contact() {
+    let s = Setup::new().await;
+    let acme = s.org("Acme", "CA");
+    let globex = s.org("Globex", "US");
+    let initech = s.org("Initech", "CA");
+    let (acme_token, globex_token, initech_token) = (s.secret(&acme), s.secret(&globex), s.secret(&initech));
+    s.import(&acme, "phone,first_name\n416-555-0100,AcmeAlex\n");
+    s.import(&globex, "phone,first_name\n+1 416 555 0100,GlobexGina\n");
+    s.import(&initech, "phone,first_name\n416-555-0177,OnlyInitech\n");
+    let service = s.serve(&[]);
+
+    let (_, body, _) = post(&service, &acme_token, call("c1", "+14165550100")).await;
+    assert_eq!(body["caller_name"], "AcmeAlex");
+    let (_, body, _) = post(&service, &globex_token, call("c2", "+14165550100")).await;
+    assert_eq!(body["caller_name"], "GlobexGina");
+    // Initech's token, with a number only Acme and Globex know: nothing.
+    let (status, body, _) = post(&service, &initech_token, call("c3", "+14165550100")).await;
+    assert_eq!((status, body), (200, json!({})));
+    // And Acme's token never finds Initech's contact.
+    let (_, body, _) = post(&service, &acme_token, call("c4", "+14165550177")).await;
+    assert_eq!(body, json!({}));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_rotate_without_downtime_and_revoked_ones_stop_working() {
+    let s = Setup::new().await;
+    let org = s.org("Acme", "CA");
+    let old = s.secret(&org);
+    s.import(&org, "phone,first_name\n4165550100,Alex\n");
+    let service = s.serve(&[]);
+    let new = s.secret(&org);
+
+    for token in [&old, &new] {
+        let (_, body, _) = post(&service, token, call("c1", "4165550100")).await;
+        assert_eq!(body["caller_name"], "Alex");
+    }
+    let listed = relay_ok(&s.db.url(), &["secret", "list", &org]);
+    assert!(!listed.contains(&old) && !listed.contains(&new), "tokens are never listed");
+    let old_id = listed.lines().next().unwrap().split('\t').next().unwrap().to_owned();
+    relay_ok(&s.db.url(), &["secret", "revoke", &old_id]);
+
+    let (status, body, _) = post(&service, &old, call("c2", "4165550100")).await;
+    assert_eq!((status, body), (401, json!({"error": "Unauthorized"})));
+    let (status, _, _) = post(&service, &new, call("c3", "4165550100")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_redis_still_answers_the_variables_and_the_context_lands_when_it_is_back() {
+    let s = Setup::new().await;
+    let org = s.org("Acme", "CA");
+    let token = s.secret(&org);
+    s.import(&org, "phone,first_name,last_name\n4165550100,Alex,Morgan\n");
+    let redis_url = s.redis.url();
+    let proxy = Proxy::start(socket_of(redis_url.expose_secret())).await;
+    let proxied = via(redis_url.expose_secret(), proxy.addr);
+    let service = s.serve(&[("REDIS_URL", &proxied), ("LOOKUP_TIMEOUT_MS", "500")]);
+
+    proxy.set(Mode::Refuse);
+    let (status, body, took) = post(&service, &token, call("conv_redis_down", "+14165550100")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["caller_name"], "Alex Morgan");
+    assert!(took < Duration::from_millis(500 + 1_500), "answered in {took:?}");
+    assert_eq!(s.redis_get("call:conv_redis_down").await.0, None);
+
+    // Redis comes back: a background retry writes the context.
+    proxy.set(Mode::Pass);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.redis_get("call:conv_redis_down").await.0.is_none() {
+        assert!(Instant::now() < deadline, "context never written:\n{}", service.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(service.logs().contains("\"outcome\":\"degraded\""));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_postgres_answers_empty_within_the_budget_and_the_service_recovers() {
+    let s = Setup::new().await;
+    let org = s.org("Acme", "CA");
+    let token = s.secret(&org);
+    s.import(&org, "phone,first_name\n4165550100,Alex\n");
+    let db_url = s.db.url();
+    let proxy = Proxy::start(socket_of(db_url.expose_secret())).await;
+    let proxied = via(db_url.expose_secret(), proxy.addr);
+    let service = s.serve(&[("DATABASE_URL", &proxied), ("LOOKUP_TIMEOUT_MS", "300")]);
+    let (_, body, _) = post(&service, &token, call("warm", "4165550100")).await;
+    assert_eq!(body["caller_name"], "Alex");
+
+    proxy.set(Mode::Hang);
+    for i in 0..3 {
+        let (status, body, took) = post(&service, &token, call(&format!("hung{i}"), "4165550100")).await;
+        assert_eq!((status, &body), (200, &json!({})));
+        assert!(took >= Duration::from_millis(300), "answered before the budget ran out: {took:?}");
+        assert!(took < Duration::from_millis(300 + 1_500), "answered in {took:?}");
+    }
+
+    proxy.set(Mode::Pass);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body, _) = post(&service, &token, call("recovered", "4165550100")).await;
+        if body["caller_name"] == "Alex" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered:\n{}", service.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_postgres_answers_empty_at_once_even_for_an_unknown_token() {
+    let s = Setup::new().await;
+    let org = s.org("Acme", "CA");
+    let token = s.secret(&org);
+    let proxy = Proxy::start(socket_of(s.db.url().expose_secret())).await;
+    proxy.set(Mode::Refuse);
+    let proxied = via(s.db.url().expose_secret(), proxy.addr);
+    let service = s.serve(&[("DATABASE_URL", &proxied)]);
+
+    for t in [token.as_str(), "unknown-token"] {
+        let (status, body, took) = post(&service, t, call("c1", "4165550100")).await;
+        assert_eq!((status, body), (200, json!({})));
+        assert!(took < Duration::from_millis(800 + 1_500), "answered in {took:?}");
+    }
+    let out = relay(&s.db.url(), &["org", "list"]);
+    assert!(out.status.success(), "the database itself is fine");
+}

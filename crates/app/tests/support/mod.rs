@@ -1,0 +1,212 @@
+//! Helpers for tests that run the real `relay` binary.
+#![allow(dead_code, unreachable_pub, reason = "each test binary uses a different part")]
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use secrecy::{ExposeSecret as _, SecretString};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+pub const RELAY: &str = env!("CARGO_BIN_EXE_relay");
+
+/// Runs a `relay` admin command against `database_url` and returns its output.
+pub fn relay(database_url: &SecretString, args: &[&str]) -> Output {
+    Command::new(RELAY)
+        .args(args)
+        .env_clear()
+        .env("DATABASE_URL", database_url.expose_secret())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run relay")
+}
+
+/// Runs a `relay` admin command that must succeed and returns its stdout, trimmed.
+pub fn relay_ok(database_url: &SecretString, args: &[&str]) -> String {
+    let out = relay(database_url, args);
+    assert!(
+        out.status.success(),
+        "relay {args:?} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A `relay serve` process on a free loopback port, killed when dropped.
+pub struct Service {
+    child: Child,
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Service {
+    /// Starts `relay serve` with these variables (plus `LISTEN_ADDR=127.0.0.1:0` and JSON logs)
+    /// and waits until it listens.
+    pub fn start(vars: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(RELAY)
+            .arg("serve")
+            .env_clear()
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .envs(vars.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start relay serve");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if let Some(addr) = event["listen_addr"].as_str() {
+                        let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("relay serve did not start:\n{}", logs.lock().unwrap().join("\n"))
+        });
+        Self { child, addr, logs }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/api/webhook/elevenlabs/personalization", self.addr)
+    }
+
+    /// Everything the service logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Posts a personalization call and returns the status, the JSON body and how long it took.
+pub async fn post(
+    service: &Service,
+    token: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value, Duration) {
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let res = client
+        .post(service.url())
+        .bearer_auth(token)
+        .json(&body)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("request");
+    let status = res.status().as_u16();
+    let json = res.json().await.expect("JSON body");
+    (status, json, started.elapsed())
+}
+
+/// What a [`Proxy`] does with traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Forwards both ways.
+    Pass,
+    /// Accepts and reads, but forwards nothing: the upstream looks hung.
+    Hang,
+    /// Closes every connection, old and new: the upstream looks stopped.
+    Refuse,
+}
+
+/// A TCP proxy on loopback in front of a real server, to make it hang or stop without touching
+/// the server other tests share.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    mode: watch::Sender<Mode>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (mode, rx) = watch::channel(Mode::Pass);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                if *rx.borrow() == Mode::Refuse {
+                    continue; // dropped: closed at once
+                }
+                let rx = rx.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(upstream).await else { return };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::select! {
+                        () = pump(cr, sw, rx.clone()) => {}
+                        () = pump(sr, cw, rx) => {}
+                    }
+                });
+            }
+        });
+        Self { addr, mode }
+    }
+
+    pub fn set(&self, mode: Mode) {
+        self.mode.send_replace(mode);
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut mode: watch::Receiver<Mode>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let read = tokio::select! {
+            read = from.read(&mut buf) => read,
+            _ = mode.wait_for(|m| *m == Mode::Refuse) => return,
+        };
+        let n = match read {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        match mode.wait_for(|m| *m != Mode::Hang).await.map(|m| *m) {
+            Ok(Mode::Pass) => {}
+            _ => return,
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The host:port of a URL like `scheme://user@host:port/path`.
+pub fn socket_of(url: &str) -> SocketAddr {
+    let after_scheme = url.split("://").nth(1).unwrap();
+    let host_port = after_scheme.rsplit('@').next().unwrap().split('/').next().unwrap();
+    let host_port = host_port.replace("localhost", "127.0.0.1");
+    host_port.parse().unwrap_or_else(|_| format!("{host_port}:0").parse().unwrap())
+}
+
+/// `url` with its host:port replaced by `addr`.
+pub fn via(url: &str, addr: SocketAddr) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let (userinfo, hostpath) = match rest.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), rest),
+    };
+    let path = hostpath.find('/').map_or("", |i| &hostpath[i..]);
+    format!("{scheme}://{userinfo}{addr}{path}")
+}
