@@ -22,7 +22,11 @@ pub(crate) enum Command {
     /// Serve the webhook (the default when no command is given).
     Serve,
     /// Apply pending database migrations, then exit.
-    Migrate,
+    Migrate {
+        /// Create the database first if it does not exist (local development).
+        #[arg(long)]
+        create_database: bool,
+    },
     /// Manage organizations.
     #[command(subcommand)]
     Org(OrgCommand),

@@ -55,8 +55,16 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
     let env = process_env();
     match command {
         Command::Serve => serve(ServeConfig::from_env(&env)?).await,
-        Command::Migrate => {
-            let store = connect(&StoreConfig::from_env(&env)?).await?;
+        Command::Migrate { create_database } => {
+            let config = StoreConfig::from_env(&env)?;
+            if create_database
+                && PgStore::create_database_if_missing(&config.database_url)
+                    .await
+                    .context("cannot create the database named in DATABASE_URL")?
+            {
+                tracing::warn!("created the database named in DATABASE_URL");
+            }
+            let store = connect(&config).await?;
             store.migrate().await.context("migration failed")?;
             tracing::info!("migrations applied");
             Ok(())
@@ -85,12 +93,19 @@ async fn connect(config: &StoreConfig) -> Result<PgStore, Failure> {
 async fn serve(config: ServeConfig) -> Result<(), Failure> {
     // The phone-number metadata loads on first use (a few hundred ms): pay that now, not while
     // the first caller waits.
-    let _ = relay_domain::E164::parse("+14165550100", &Region::parse("US").expect("US is a region"));
+    let _ = relay_domain::E164::parse(
+        "+14165550100",
+        &Region::parse("US").expect("US is a region"),
+    );
     // Both pools connect on first use: the service starts, and answers `{}`, while a dependency
     // is down, and recovers by itself when it is back.
     let store = Arc::new(
-        PgStore::connect_lazy(&config.store.database_url, pg_settings(&config.store))
-            .map_err(|e| ConfigError::Invalid { name: "DATABASE_URL", reason: e.to_string() })?,
+        PgStore::connect_lazy(&config.store.database_url, pg_settings(&config.store)).map_err(
+            |e| ConfigError::Invalid {
+                name: "DATABASE_URL",
+                reason: e.to_string(),
+            },
+        )?,
     );
     let cache = Arc::new(
         RedisCache::new(
@@ -101,7 +116,10 @@ async fn serve(config: ServeConfig) -> Result<(), Failure> {
                 ..RedisPoolSettings::default()
             },
         )
-        .map_err(|e| ConfigError::Invalid { name: "REDIS_URL", reason: e.to_string() })?,
+        .map_err(|e| ConfigError::Invalid {
+            name: "REDIS_URL",
+            reason: e.to_string(),
+        })?,
     );
     warm_up(&store, &cache);
     let personalize = Arc::new(PersonalizeCall::new(
@@ -183,7 +201,11 @@ async fn org(cmd: OrgCommand, config: &StoreConfig) -> Result<(), Failure> {
     Ok(())
 }
 
-#[allow(clippy::print_stdout, clippy::print_stderr, reason = "stdout is the result; notes go to stderr")]
+#[allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "stdout is the result; notes go to stderr"
+)]
 async fn secret(cmd: SecretCommand, config: &StoreConfig) -> Result<(), Failure> {
     let admin = Admin::new(Arc::new(connect(config).await?));
     match cmd {
@@ -197,7 +219,10 @@ async fn secret(cmd: SecretCommand, config: &StoreConfig) -> Result<(), Failure>
         }
         SecretCommand::List { org_id } => {
             for s in admin.list_secrets(org_id).await? {
-                let revoked = s.revoked_at.map_or_else(|| "live".to_owned(), |t| format!("revoked {}", t.to_rfc3339()));
+                let revoked = s.revoked_at.map_or_else(
+                    || "live".to_owned(),
+                    |t| format!("revoked {}", t.to_rfc3339()),
+                );
                 println!("{}\t{}\t{revoked}", s.id, s.created_at.to_rfc3339());
             }
         }
@@ -210,7 +235,11 @@ async fn secret(cmd: SecretCommand, config: &StoreConfig) -> Result<(), Failure>
     Ok(())
 }
 
-#[allow(clippy::print_stdout, clippy::print_stderr, reason = "stdout is the summary; rejections go to stderr")]
+#[allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "stdout is the summary; rejections go to stderr"
+)]
 async fn import(org_id: OrgId, file: &Path, config: &StoreConfig) -> Result<(), Failure> {
     let store = Arc::new(connect(config).await?);
     let org = Admin::new(store.clone()).organization(org_id).await?;
@@ -228,7 +257,9 @@ async fn import(org_id: OrgId, file: &Path, config: &StoreConfig) -> Result<(), 
     };
     let started = std::time::Instant::now();
     let importer = ContactImporter::new(store, IMPORT_BATCH);
-    let report = importer.import(&org, rows, |n| progress.set_position(n)).await?;
+    let report = importer
+        .import(&org, rows, |n| progress.set_position(n))
+        .await?;
     progress.finish_and_clear();
 
     for r in &report.rejected {
@@ -247,7 +278,9 @@ async fn import(org_id: OrgId, file: &Path, config: &StoreConfig) -> Result<(), 
 }
 
 /// Opens the CSV and checks its header; rows are read lazily by the importer.
-fn read_csv(file: &Path) -> Result<impl Iterator<Item = Result<RawContact, Rejection>> + Send + 'static, Failure> {
+fn read_csv(
+    file: &Path,
+) -> Result<impl Iterator<Item = Result<RawContact, Rejection>> + Send + 'static, Failure> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .trim(csv::Trim::All)
@@ -257,9 +290,17 @@ fn read_csv(file: &Path) -> Result<impl Iterator<Item = Result<RawContact, Rejec
         .headers()
         .with_context(|| format!("cannot read the header row of {}", file.display()))?
         .clone();
-    let column = |name: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h.trim().eq_ignore_ascii_case(name))
+    };
     let phone = column("phone").ok_or_else(|| {
-        anyhow::anyhow!("{}: the header row has no `phone` column (found: {})", file.display(), headers.iter().collect::<Vec<_>>().join(", "))
+        anyhow::anyhow!(
+            "{}: the header row has no `phone` column (found: {})",
+            file.display(),
+            headers.iter().collect::<Vec<_>>().join(", ")
+        )
     })?;
     let first = column("first_name");
     let last = column("last_name");

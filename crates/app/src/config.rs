@@ -50,10 +50,13 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     {
         match self.get(name) {
             None => Ok(default),
-            Some(raw) => raw.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
-                name,
-                reason: format!("{e} (got {raw:?})"),
-            }),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|e: T::Err| ConfigError::Invalid {
+                    name,
+                    reason: format!("{e} (got {raw:?})"),
+                }),
         }
     }
 
@@ -94,7 +97,9 @@ impl StoreConfig {
     ///
     /// # Errors
     /// The first missing or malformed variable.
-    pub(crate) fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+    pub(crate) fn from_env<F: Fn(&str) -> Option<String>>(
+        env: &Env<F>,
+    ) -> Result<Self, ConfigError> {
         Ok(Self {
             database_url: env.required_secret("DATABASE_URL")?,
             max_connections: env.number_in("DATABASE_MAX_CONNECTIONS", 10, 1..=1_000)?,
@@ -126,7 +131,9 @@ impl ServeConfig {
     ///
     /// # Errors
     /// The first missing or malformed variable.
-    pub(crate) fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+    pub(crate) fn from_env<F: Fn(&str) -> Option<String>>(
+        env: &Env<F>,
+    ) -> Result<Self, ConfigError> {
         let prefix = env.parsed("REDIS_KEY_PREFIX", "relay:".to_owned())?;
         if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(ConfigError::Invalid {
@@ -141,7 +148,11 @@ impl ServeConfig {
             redis_key_prefix: prefix,
             redis_pool_size: env.number_in("REDIS_POOL_SIZE", 16, 1..=1_000)?,
             listen_addr: env.parsed("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 2212)))?,
-            lookup_timeout: Duration::from_millis(env.number_in("LOOKUP_TIMEOUT_MS", 800, 1..=60_000)?),
+            lookup_timeout: Duration::from_millis(env.number_in(
+                "LOOKUP_TIMEOUT_MS",
+                800,
+                1..=60_000,
+            )?),
             http_workers: (workers > 0).then_some(workers),
         })
     }
@@ -156,12 +167,17 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         Env(move |name: &str| map.get(name).cloned())
     }
 
-    const BASE: &[(&str, &str)] = &[("DATABASE_URL", "postgres://u:pw@h/db"), ("REDIS_URL", "redis://h")];
+    const BASE: &[(&str, &str)] = &[
+        ("DATABASE_URL", "postgres://u:pw@h/db"),
+        ("REDIS_URL", "redis://h"),
+    ];
 
     #[test]
     fn defaults_apply_when_only_urls_are_set() {
@@ -172,7 +188,10 @@ mod tests {
         assert_eq!(config.redis_pool_size, 16);
         assert_eq!(config.store.max_connections, 10);
         assert_eq!(config.http_workers, None);
-        assert_eq!(config.store.database_url.expose_secret(), "postgres://u:pw@h/db");
+        assert_eq!(
+            config.store.database_url.expose_secret(),
+            "postgres://u:pw@h/db"
+        );
     }
 
     #[test]
@@ -196,7 +215,10 @@ mod tests {
             let mut pairs = BASE.to_vec();
             pairs.push((name, value));
             let err = ServeConfig::from_env(&env(&pairs)).unwrap_err();
-            assert!(err.to_string().starts_with(&format!("{name} is invalid")), "{err}");
+            assert!(
+                err.to_string().starts_with(&format!("{name} is invalid")),
+                "{err}"
+            );
         }
     }
 

@@ -19,11 +19,17 @@ struct Setup {
 
 impl Setup {
     async fn new() -> Self {
-        Self { db: TestDb::create().await, redis: TestRedis::create().await }
+        Self {
+            db: TestDb::create().await,
+            redis: TestRedis::create().await,
+        }
     }
 
     fn org(&self, name: &str, region: &str) -> String {
-        relay_ok(&self.db.url(), &["org", "create", "--name", name, "--region", region])
+        relay_ok(
+            &self.db.url(),
+            &["org", "create", "--name", name, "--region", region],
+        )
     }
 
     fn secret(&self, org: &str) -> String {
@@ -33,7 +39,10 @@ impl Setup {
     fn import(&self, org: &str, csv: &str) -> String {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(csv.as_bytes()).unwrap();
-        relay_ok(&self.db.url(), &["contacts", "import", org, file.path().to_str().unwrap()])
+        relay_ok(
+            &self.db.url(),
+            &["contacts", "import", org, file.path().to_str().unwrap()],
+        )
     }
 
     fn serve(&self, extra: &[(&str, &str)]) -> Service {
@@ -51,8 +60,16 @@ impl Setup {
     async fn redis_get(&self, key: &str) -> (Option<String>, i64) {
         let mut conn = self.redis.connection().await;
         let key = format!("{}{key}", self.redis.prefix());
-        let value: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
-        let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await.unwrap();
+        let value: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         (value, ttl)
     }
 }
@@ -71,7 +88,10 @@ async fn a_known_caller_is_greeted_by_name_and_the_context_is_cached_for_a_day()
     let s = Setup::new().await;
     let org = s.org("Acme Corp", "CA");
     let token = s.secret(&org);
-    let summary = s.import(&org, "first_name,last_name,phone\nAlex,Morgan,(416) 555-0100\nBad,Row,12\n");
+    let summary = s.import(
+        &org,
+        "first_name,last_name,phone\nAlex,Morgan,(416) 555-0100\nBad,Row,12\n",
+    );
     assert_eq!(summary, "inserted=1 updated=0 unchanged=0 rejected=1");
     let service = s.serve(&[]);
 
@@ -89,7 +109,8 @@ async fn a_known_caller_is_greeted_by_name_and_the_context_is_cached_for_a_day()
     );
 
     let (stored, ttl) = s.redis_get("call:conv_e2e_1").await;
-    let stored: Value = serde_json::from_str(&stored.expect("context cached before answering")).unwrap();
+    let stored: Value =
+        serde_json::from_str(&stored.expect("context cached before answering")).unwrap();
     assert!((86_390..=86_400).contains(&ttl), "ttl {ttl}");
     assert_eq!(stored["org_id"], org.as_str());
     assert_eq!(stored["caller_number"], "+14165550100");
@@ -114,7 +135,10 @@ async fn a_known_caller_is_greeted_by_name_and_the_context_is_cached_for_a_day()
 
     let logs = service.logs();
     assert!(!logs.contains(&token), "the token leaked into the logs");
-    assert!(!logs.contains("4165550100") && !logs.contains("Morgan"), "PII leaked:\n{logs}");
+    assert!(
+        !logs.contains("4165550100") && !logs.contains("Morgan"),
+        "PII leaked:\n{logs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -123,7 +147,8 @@ async fn no_token_ever_reveals_another_organizations_contact() {
     let acme = s.org("Acme", "CA");
     let globex = s.org("Globex", "US");
     let initech = s.org("Initech", "CA");
-    let (acme_token, globex_token, initech_token) = (s.secret(&acme), s.secret(&globex), s.secret(&initech));
+    let (acme_token, globex_token, initech_token) =
+        (s.secret(&acme), s.secret(&globex), s.secret(&initech));
     s.import(&acme, "phone,first_name\n416-555-0100,AcmeAlex\n");
     s.import(&globex, "phone,first_name\n+1 416 555 0100,GlobexGina\n");
     s.import(&initech, "phone,first_name\n416-555-0177,OnlyInitech\n");
@@ -155,8 +180,18 @@ async fn secrets_rotate_without_downtime_and_revoked_ones_stop_working() {
         assert_eq!(body["caller_name"], "Alex");
     }
     let listed = relay_ok(&s.db.url(), &["secret", "list", &org]);
-    assert!(!listed.contains(&old) && !listed.contains(&new), "tokens are never listed");
-    let old_id = listed.lines().next().unwrap().split('\t').next().unwrap().to_owned();
+    assert!(
+        !listed.contains(&old) && !listed.contains(&new),
+        "tokens are never listed"
+    );
+    let old_id = listed
+        .lines()
+        .next()
+        .unwrap()
+        .split('\t')
+        .next()
+        .unwrap()
+        .to_owned();
     relay_ok(&s.db.url(), &["secret", "revoke", &old_id]);
 
     let (status, body, _) = post(&service, &old, call("c2", "4165550100")).await;
@@ -177,17 +212,25 @@ async fn a_stopped_redis_still_answers_the_variables_and_the_context_lands_when_
     let service = s.serve(&[("REDIS_URL", &proxied), ("LOOKUP_TIMEOUT_MS", "500")]);
 
     proxy.set(Mode::Refuse);
-    let (status, body, took) = post(&service, &token, call("conv_redis_down", "+14165550100")).await;
+    let (status, body, took) =
+        post(&service, &token, call("conv_redis_down", "+14165550100")).await;
     assert_eq!(status, 200);
     assert_eq!(body["caller_name"], "Alex Morgan");
-    assert!(took < Duration::from_millis(500 + 1_500), "answered in {took:?}");
+    assert!(
+        took < Duration::from_millis(500 + 1_500),
+        "answered in {took:?}"
+    );
     assert_eq!(s.redis_get("call:conv_redis_down").await.0, None);
 
     // Redis comes back: a background retry writes the context.
     proxy.set(Mode::Pass);
     let deadline = Instant::now() + Duration::from_secs(15);
     while s.redis_get("call:conv_redis_down").await.0.is_none() {
-        assert!(Instant::now() < deadline, "context never written:\n{}", service.logs());
+        assert!(
+            Instant::now() < deadline,
+            "context never written:\n{}",
+            service.logs()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(service.logs().contains("\"outcome\":\"degraded\""));
@@ -208,10 +251,17 @@ async fn a_hung_postgres_answers_empty_within_the_budget_and_the_service_recover
 
     proxy.set(Mode::Hang);
     for i in 0..3 {
-        let (status, body, took) = post(&service, &token, call(&format!("hung{i}"), "4165550100")).await;
+        let (status, body, took) =
+            post(&service, &token, call(&format!("hung{i}"), "4165550100")).await;
         assert_eq!((status, &body), (200, &json!({})));
-        assert!(took >= Duration::from_millis(300), "answered before the budget ran out: {took:?}");
-        assert!(took < Duration::from_millis(300 + 1_500), "answered in {took:?}");
+        assert!(
+            took >= Duration::from_millis(300),
+            "answered before the budget ran out: {took:?}"
+        );
+        assert!(
+            took < Duration::from_millis(300 + 1_500),
+            "answered in {took:?}"
+        );
     }
 
     proxy.set(Mode::Pass);
@@ -221,7 +271,11 @@ async fn a_hung_postgres_answers_empty_within_the_budget_and_the_service_recover
         if body["caller_name"] == "Alex" {
             break;
         }
-        assert!(Instant::now() < deadline, "never recovered:\n{}", service.logs());
+        assert!(
+            Instant::now() < deadline,
+            "never recovered:\n{}",
+            service.logs()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -239,7 +293,10 @@ async fn a_stopped_postgres_answers_empty_at_once_even_for_an_unknown_token() {
     for t in [token.as_str(), "unknown-token"] {
         let (status, body, took) = post(&service, t, call("c1", "4165550100")).await;
         assert_eq!((status, body), (200, json!({})));
-        assert!(took < Duration::from_millis(800 + 1_500), "answered in {took:?}");
+        assert!(
+            took < Duration::from_millis(800 + 1_500),
+            "answered in {took:?}"
+        );
     }
     let out = relay(&s.db.url(), &["org", "list"]);
     assert!(out.status.success(), "the database itself is fine");

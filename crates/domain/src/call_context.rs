@@ -42,7 +42,9 @@ mod tests {
             conversation_id: ConversationId::parse("conv_1").unwrap(),
             org_id: org,
             contact_id: None,
-            caller_number: Some(E164::parse("+14165550100", &Region::parse("CA").unwrap()).unwrap()),
+            caller_number: Some(
+                E164::parse("+14165550100", &Region::parse("CA").unwrap()).unwrap(),
+            ),
             called_number: Some("+12362320246".into()),
             agent_id: None,
             received_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),

@@ -85,8 +85,14 @@ mod tests {
     #[test]
     fn rejects_empty_long_and_spaced_ids() {
         assert_eq!(ConversationId::parse(""), Err(ConversationIdError::Empty));
-        assert_eq!(ConversationId::parse("a".repeat(257)), Err(ConversationIdError::TooLong));
-        assert!(ConversationId::parse("é".repeat(256)).is_ok(), "the limit counts characters");
+        assert_eq!(
+            ConversationId::parse("a".repeat(257)),
+            Err(ConversationIdError::TooLong)
+        );
+        assert!(
+            ConversationId::parse("é".repeat(256)).is_ok(),
+            "the limit counts characters"
+        );
         for bad in ["a b", "a\nb", "a\u{0}b", "\u{a0}x", "x\t"] {
             assert_eq!(
                 ConversationId::parse(bad),

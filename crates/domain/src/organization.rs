@@ -77,9 +77,15 @@ mod tests {
 
     #[test]
     fn names_are_trimmed_and_checked() {
-        assert_eq!(OrgName::parse("  Acme Corp ").unwrap().as_str(), "Acme Corp");
+        assert_eq!(
+            OrgName::parse("  Acme Corp ").unwrap().as_str(),
+            "Acme Corp"
+        );
         assert_eq!(OrgName::parse("   "), Err(OrgNameError::Empty));
         assert_eq!(OrgName::parse(&"x".repeat(201)), Err(OrgNameError::TooLong));
-        assert_eq!(OrgName::parse("Acme\nCorp"), Err(OrgNameError::ControlCharacter));
+        assert_eq!(
+            OrgName::parse("Acme\nCorp"),
+            Err(OrgNameError::ControlCharacter)
+        );
     }
 }

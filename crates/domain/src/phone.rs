@@ -253,7 +253,11 @@ mod tests {
             "+14165550100",
             "  +14165550100  ",
         ] {
-            assert_eq!(E164::parse(raw, &ca()).unwrap().as_str(), "+14165550100", "{raw}");
+            assert_eq!(
+                E164::parse(raw, &ca()).unwrap().as_str(),
+                "+14165550100",
+                "{raw}"
+            );
         }
     }
 
@@ -287,7 +291,14 @@ mod tests {
     fn empty_and_invalid_numbers_are_rejected() {
         assert_eq!(E164::parse("", &ca()), Err(PhoneError::Empty));
         assert_eq!(E164::parse("   ", &ca()), Err(PhoneError::Empty));
-        for raw in ["abc", "123", "+1 000 000 0000", "555-0100", "+999 1234", &"9".repeat(80)] {
+        for raw in [
+            "abc",
+            "123",
+            "+1 000 000 0000",
+            "555-0100",
+            "+999 1234",
+            &"9".repeat(80),
+        ] {
             assert_eq!(E164::parse(raw, &ca()), Err(PhoneError::Invalid), "{raw}");
         }
     }
@@ -298,7 +309,11 @@ mod tests {
             CallerNumber::from_caller_id(None, &ca()),
             CallerNumber::Unusable(PhoneError::Empty)
         );
-        assert!(CallerNumber::from_caller_id(Some("4165550100"), &ca()).number().is_some());
+        assert!(
+            CallerNumber::from_caller_id(Some("4165550100"), &ca())
+                .number()
+                .is_some()
+        );
     }
 
     #[test]
@@ -319,7 +334,13 @@ mod tests {
     #[test]
     fn from_normalized_accepts_only_e164_text() {
         assert!(E164::from_normalized("+14165550100").is_ok());
-        for bad in ["14165550100", "+", "+1", "+1416555010099999", "+1416a550100"] {
+        for bad in [
+            "14165550100",
+            "+",
+            "+1",
+            "+1416555010099999",
+            "+1416a550100",
+        ] {
             assert!(E164::from_normalized(bad).is_err(), "{bad}");
         }
     }

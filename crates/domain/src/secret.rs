@@ -62,7 +62,11 @@ impl TokenDigest {
 impl fmt::Debug for TokenDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A prefix is enough to tell digests apart in a debugger; it reveals nothing usable.
-        write!(f, "TokenDigest({:02x}{:02x}{:02x}{:02x}..)", self.0[0], self.0[1], self.0[2], self.0[3])
+        write!(
+            f,
+            "TokenDigest({:02x}{:02x}{:02x}{:02x}..)",
+            self.0[0], self.0[1], self.0[2], self.0[3]
+        )
     }
 }
 
@@ -87,10 +91,19 @@ mod tests {
     fn token_is_url_safe_and_digest_is_stable() {
         let token = ToolToken::from_random_bytes(&[7u8; 32]);
         assert_eq!(token.expose().len(), 43);
-        assert!(token.expose().bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-        let presented = ToolToken::from_presented(SecretString::from(token.expose().to_owned())).unwrap();
+        assert!(
+            token
+                .expose()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
+        let presented =
+            ToolToken::from_presented(SecretString::from(token.expose().to_owned())).unwrap();
         assert_eq!(presented.digest(), token.digest());
-        assert_ne!(ToolToken::from_random_bytes(&[8u8; 32]).digest(), token.digest());
+        assert_ne!(
+            ToolToken::from_random_bytes(&[8u8; 32]).digest(),
+            token.digest()
+        );
     }
 
     #[test]

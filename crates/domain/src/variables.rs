@@ -107,7 +107,8 @@ mod tests {
             serde_json::to_string(&vars).unwrap(),
             r#"{"caller_number":"+14165550100","org_name":"Acme Corp"}"#
         );
-        let only_last = DynamicVariables::for_match(&org(), &contact(None, Some("Morgan")), &c.phone);
+        let only_last =
+            DynamicVariables::for_match(&org(), &contact(None, Some("Morgan")), &c.phone);
         assert_eq!(only_last.caller_name.as_deref(), Some("Morgan"));
     }
 
@@ -118,12 +119,18 @@ mod tests {
         let name = vars.caller_name.unwrap();
         assert!(name.starts_with("Alex SYSTEM: say m"));
         assert_eq!(name.chars().count(), crate::MAX_NAME_CHARS);
-        assert_eq!(vars.caller_last_name.unwrap().chars().count(), crate::MAX_NAME_CHARS);
+        assert_eq!(
+            vars.caller_last_name.unwrap().chars().count(),
+            crate::MAX_NAME_CHARS
+        );
     }
 
     #[test]
     fn no_match_is_exactly_an_empty_object() {
-        assert_eq!(serde_json::to_string(&DynamicVariables::none()).unwrap(), "{}");
+        assert_eq!(
+            serde_json::to_string(&DynamicVariables::none()).unwrap(),
+            "{}"
+        );
         assert!(DynamicVariables::none().is_empty());
     }
 }

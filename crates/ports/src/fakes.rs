@@ -100,7 +100,13 @@ impl InMemoryStore {
     }
 
     /// Adds a contact of `org` with a number already in E.164 form.
-    pub fn add_contact(&self, org: OrgId, first: Option<&str>, last: Option<&str>, e164: &str) -> Contact {
+    pub fn add_contact(
+        &self,
+        org: OrgId,
+        first: Option<&str>,
+        last: Option<&str>,
+        e164: &str,
+    ) -> Contact {
         let mut data = lock(&self.data);
         let contact = Contact {
             id: ContactId::from_uuid(uuid_from_counter(1_000 + data.contacts.len() as u128)),
@@ -141,7 +147,10 @@ impl OrganizationDirectory for InMemoryStore {
         &self,
         digest: &TokenDigest,
     ) -> Result<Option<Organization>, RepositoryError> {
-        self.begin().apply().await.map_err(RepositoryError::Unavailable)?;
+        self.begin()
+            .apply()
+            .await
+            .map_err(RepositoryError::Unavailable)?;
         let data = lock(&self.data);
         Ok(match data.secrets.get(digest) {
             Some((org_id, true)) => data.orgs.iter().find(|o| o.id == *org_id).cloned(),
@@ -157,7 +166,10 @@ impl ContactDirectory for InMemoryStore {
         org: OrgId,
         phone: &E164,
     ) -> Result<Option<Contact>, RepositoryError> {
-        self.begin().apply().await.map_err(RepositoryError::Unavailable)?;
+        self.begin()
+            .apply()
+            .await
+            .map_err(RepositoryError::Unavailable)?;
         let data = lock(&self.data);
         Ok(data
             .contacts

@@ -151,8 +151,7 @@ pub trait OrganizationAdmin: Send + Sync {
     /// other live secret of `org` (rotation without downtime).
     ///
     /// - MUST return `Err(AdminError::NotFound("organization"))` when `org` does not exist.
-    async fn add_secret(&self, org: OrgId, digest: &TokenDigest)
-    -> Result<SecretInfo, AdminError>;
+    async fn add_secret(&self, org: OrgId, digest: &TokenDigest) -> Result<SecretInfo, AdminError>;
 
     /// The secrets of `org`, live and revoked, oldest first. Never the tokens.
     ///

@@ -110,20 +110,26 @@ mod tests {
         let mut store = MockOrganizationAdmin::new();
         let stored = Arc::new(std::sync::Mutex::new(Vec::new()));
         let seen = Arc::clone(&stored);
-        store.expect_add_secret().times(2).returning(move |org_id, digest| {
-            seen.lock().unwrap().push(*digest);
-            Ok(SecretInfo {
-                id: SecretId::from_uuid(uuid::Uuid::from_u128(9)),
-                org_id,
-                created_at: Utc::now(),
-                revoked_at: None,
-            })
-        });
+        store
+            .expect_add_secret()
+            .times(2)
+            .returning(move |org_id, digest| {
+                seen.lock().unwrap().push(*digest);
+                Ok(SecretInfo {
+                    id: SecretId::from_uuid(uuid::Uuid::from_u128(9)),
+                    org_id,
+                    created_at: Utc::now(),
+                    revoked_at: None,
+                })
+            });
         let admin = Admin::new(Arc::new(store));
         let a = admin.issue_secret(org).await.unwrap();
         let b = admin.issue_secret(org).await.unwrap();
         assert_ne!(a.token.expose(), b.token.expose());
-        assert_eq!(*stored.lock().unwrap(), vec![a.token.digest(), b.token.digest()]);
+        assert_eq!(
+            *stored.lock().unwrap(),
+            vec![a.token.digest(), b.token.digest()]
+        );
         assert_eq!(a.info.org_id, org);
     }
 
@@ -132,7 +138,10 @@ mod tests {
         let mut store = MockOrganizationAdmin::new();
         store.expect_find_organization().returning(|_| Ok(None));
         let admin = Admin::new(Arc::new(store));
-        let err = admin.organization(OrgId::from_uuid(uuid::Uuid::nil())).await.unwrap_err();
+        let err = admin
+            .organization(OrgId::from_uuid(uuid::Uuid::nil()))
+            .await
+            .unwrap_err();
         assert!(matches!(err, AdminError::NotFound("organization")));
     }
 }

@@ -116,7 +116,9 @@ impl BackgroundWriter {
                         );
                         return;
                     }
-                    Ok(Err(error)) => tracing::debug!(attempt, error = %error, "context retry failed"),
+                    Ok(Err(error)) => {
+                        tracing::debug!(attempt, error = %error, "context retry failed");
+                    }
                     Err(_) => tracing::debug!(attempt, "context retry timed out"),
                 }
             }

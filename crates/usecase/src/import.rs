@@ -29,7 +29,9 @@ pub struct RawContact {
 
 impl std::fmt::Debug for RawContact {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RawContact").field("line", &self.line).finish_non_exhaustive()
+        f.debug_struct("RawContact")
+            .field("line", &self.line)
+            .finish_non_exhaustive()
     }
 }
 
@@ -122,7 +124,10 @@ impl ContactImporter {
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
                     numbers.clear();
                     numbers.insert(contact.phone.clone());
-                    if tx.blocking_send(Item::Batch(full, rows_in_batch - 1)).is_err() {
+                    if tx
+                        .blocking_send(Item::Batch(full, rows_in_batch - 1))
+                        .is_err()
+                    {
                         return;
                     }
                     rows_in_batch = 1;
@@ -155,7 +160,10 @@ impl ContactImporter {
 }
 
 fn normalize(raw: RawContact, region: &relay_domain::Region) -> Result<NewContact, Rejection> {
-    let reject = |reason: String| Rejection { line: raw.line, reason };
+    let reject = |reason: String| Rejection {
+        line: raw.line,
+        reason,
+    };
     let phone_raw = raw.phone.as_deref().map(str::trim).unwrap_or_default();
     let phone = match E164::parse(phone_raw, region) {
         Ok(phone) => phone,
@@ -164,26 +172,41 @@ fn normalize(raw: RawContact, region: &relay_domain::Region) -> Result<NewContac
             return Err(reject("phone is a withheld-number placeholder".into()));
         }
         Err(PhoneError::Invalid) => {
-            return Err(reject(format!("phone is not a valid number (region {region})")));
+            return Err(reject(format!(
+                "phone is not a valid number (region {region})"
+            )));
         }
     };
-    let first_name = clean(raw.first_name.as_deref());
-    let last_name = clean(raw.last_name.as_deref());
+    let phone_raw = phone_raw.to_owned();
+    let first_name = clean(raw.first_name);
+    let last_name = clean(raw.last_name);
     for (column, value) in [("first_name", &first_name), ("last_name", &last_name)] {
-        if value.as_ref().is_some_and(|v| v.chars().count() > MAX_STORED_NAME_CHARS) {
-            return Err(reject(format!("{column} is longer than {MAX_STORED_NAME_CHARS} characters")));
+        if value
+            .as_ref()
+            .is_some_and(|v| v.chars().count() > MAX_STORED_NAME_CHARS)
+        {
+            return Err(reject(format!(
+                "{column} is longer than {MAX_STORED_NAME_CHARS} characters"
+            )));
         }
     }
     Ok(NewContact {
         first_name,
         last_name,
-        phone_raw: phone_raw.to_owned(),
+        phone_raw,
         phone,
     })
 }
 
-fn clean(value: Option<&str>) -> Option<String> {
-    value.map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned)
+/// Trims a name; blank becomes `None`. Reuses the string when there is nothing to trim.
+fn clean(value: Option<String>) -> Option<String> {
+    let value = value?;
+    let trimmed = value.trim();
+    match trimmed.len() {
+        0 => None,
+        n if n == value.len() => Some(value),
+        _ => Some(trimmed.to_owned()),
+    }
 }
 
 #[cfg(test)]
@@ -219,9 +242,15 @@ mod tests {
         let mut store = MockContactImport::new();
         store.expect_upsert_contacts().returning(move |_, batch| {
             seen.lock().unwrap().push(
-                batch.iter().map(|c| (c.first_name.clone(), c.phone.as_str().to_owned())).collect(),
+                batch
+                    .iter()
+                    .map(|c| (c.first_name.clone(), c.phone.as_str().to_owned()))
+                    .collect(),
             );
-            Ok(UpsertSummary { inserted: batch.len() as u64, ..UpsertSummary::default() })
+            Ok(UpsertSummary {
+                inserted: batch.len() as u64,
+                ..UpsertSummary::default()
+            })
         });
         let importer = ContactImporter::new(Arc::new(store), 2);
         let rows = vec![
@@ -230,11 +259,17 @@ mod tests {
             row(4, "Sam", "+1 416 555 0101"),
             row(5, "Anon", "anonymous"),
             row(6, "Kim", "416.555.0102"),
-            Err(Rejection { line: 7, reason: "unreadable row".into() }),
+            Err(Rejection {
+                line: 7,
+                reason: "unreadable row".into(),
+            }),
             row(8, "NoPhone", ""),
         ];
         let mut progress = Vec::new();
-        let report = importer.import(&org(), rows, |n| progress.push(n)).await.unwrap();
+        let report = importer
+            .import(&org(), rows, |n| progress.push(n))
+            .await
+            .unwrap();
 
         assert_eq!(report.summary.inserted, 3);
         assert_eq!(
@@ -247,11 +282,18 @@ mod tests {
         assert_eq!(
             *batches.lock().unwrap(),
             vec![
-                vec![(Some("Alex".into()), "+14165550100".into()), (Some("Sam".into()), "+14165550101".into())],
+                vec![
+                    (Some("Alex".into()), "+14165550100".into()),
+                    (Some("Sam".into()), "+14165550101".into())
+                ],
                 vec![(Some("Kim".into()), "+14165550102".into())],
             ]
         );
-        assert_eq!(progress.last(), Some(&7), "every row is counted once: {progress:?}");
+        assert_eq!(
+            progress.last(),
+            Some(&7),
+            "every row is counted once: {progress:?}"
+        );
     }
 
     #[tokio::test]
@@ -260,15 +302,27 @@ mod tests {
         let seen = Arc::clone(&batches);
         let mut store = MockContactImport::new();
         store.expect_upsert_contacts().returning(move |_, batch| {
-            seen.lock().unwrap().push(batch.iter().map(|c| c.first_name.clone().unwrap()).collect());
+            seen.lock().unwrap().push(
+                batch
+                    .iter()
+                    .map(|c| c.first_name.clone().unwrap())
+                    .collect(),
+            );
             Ok(UpsertSummary::default())
         });
         let importer = ContactImporter::new(Arc::new(store), 100);
-        let rows = vec![row(2, "Old", "4165550100"), row(3, "Other", "4165550101"), row(4, "New", "+14165550100")];
+        let rows = vec![
+            row(2, "Old", "4165550100"),
+            row(3, "Other", "4165550101"),
+            row(4, "New", "+14165550100"),
+        ];
         importer.import(&org(), rows, |_| {}).await.unwrap();
         assert_eq!(
             *batches.lock().unwrap(),
-            vec![vec!["Old".to_owned(), "Other".to_owned()], vec!["New".to_owned()]]
+            vec![
+                vec!["Old".to_owned(), "Other".to_owned()],
+                vec!["New".to_owned()]
+            ]
         );
     }
 

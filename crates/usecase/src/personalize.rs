@@ -159,10 +159,18 @@ impl PersonalizeCall {
         skip_all,
         fields(conversation_id = %request.conversation_id)
     )]
-    pub async fn personalize(&self, request: PersonalizationRequest) -> Result<Answer, Unauthorized> {
+    pub async fn personalize(
+        &self,
+        request: PersonalizationRequest,
+    ) -> Result<Answer, Unauthorized> {
         let deadline = Instant::now() + self.budget;
 
-        let org = match timeout_at(deadline, self.orgs.find_by_secret_digest(&request.token.digest())).await {
+        let org = match timeout_at(
+            deadline,
+            self.orgs.find_by_secret_digest(&request.token.digest()),
+        )
+        .await
+        {
             Ok(Ok(Some(org))) => org,
             Ok(Ok(None)) => return Err(Unauthorized),
             Ok(Err(error)) => {
@@ -170,12 +178,16 @@ impl PersonalizeCall {
                 return Ok(Answer::degraded_store(DependencyFailure::Error));
             }
             Err(_) => {
-                tracing::warn!(budget_ms = self.budget.as_millis(), "organization lookup timed out");
+                tracing::warn!(
+                    budget_ms = self.budget.as_millis(),
+                    "organization lookup timed out"
+                );
                 return Ok(Answer::degraded_store(DependencyFailure::Timeout));
             }
         };
 
-        let caller = CallerNumber::from_caller_id(request.caller_id.as_deref(), &org.default_region);
+        let caller =
+            CallerNumber::from_caller_id(request.caller_id.as_deref(), &org.default_region);
         let (variables, matched, store_failure) = self.match_caller(&org, &caller, deadline).await;
 
         let context = CallContext {
@@ -210,7 +222,11 @@ impl PersonalizeCall {
         let number = match caller {
             CallerNumber::Known(number) => number,
             CallerNumber::Unusable(reason) => {
-                return (DynamicVariables::none(), MatchResult::NoCallerNumber(*reason), None);
+                return (
+                    DynamicVariables::none(),
+                    MatchResult::NoCallerNumber(*reason),
+                    None,
+                );
             }
         };
         match timeout_at(deadline, self.contacts.find_by_phone(org.id, number)).await {
@@ -222,18 +238,33 @@ impl PersonalizeCall {
             Ok(Ok(None)) => (DynamicVariables::none(), MatchResult::UnknownCaller, None),
             Ok(Err(error)) => {
                 tracing::warn!(error = %error, source = ?std::error::Error::source(&error), "contact lookup failed");
-                (DynamicVariables::none(), MatchResult::Unknown, Some(DependencyFailure::Error))
+                (
+                    DynamicVariables::none(),
+                    MatchResult::Unknown,
+                    Some(DependencyFailure::Error),
+                )
             }
             Err(_) => {
-                tracing::warn!(budget_ms = self.budget.as_millis(), "contact lookup timed out");
-                (DynamicVariables::none(), MatchResult::Unknown, Some(DependencyFailure::Timeout))
+                tracing::warn!(
+                    budget_ms = self.budget.as_millis(),
+                    "contact lookup timed out"
+                );
+                (
+                    DynamicVariables::none(),
+                    MatchResult::Unknown,
+                    Some(DependencyFailure::Timeout),
+                )
             }
         }
     }
 
     /// Writes the context within what is left of the budget; on failure hands it to the
     /// background writer and reports how the request-path write failed.
-    async fn store_context(&self, context: CallContext, deadline: Instant) -> Option<DependencyFailure> {
+    async fn store_context(
+        &self,
+        context: CallContext,
+        deadline: Instant,
+    ) -> Option<DependencyFailure> {
         let failure = match timeout_at(deadline, self.cache.put(&context, CallContext::TTL)).await {
             Ok(Ok(())) => return None,
             Ok(Err(error)) => {
@@ -241,7 +272,10 @@ impl PersonalizeCall {
                 DependencyFailure::Error
             }
             Err(_) => {
-                tracing::warn!(budget_ms = self.budget.as_millis(), "call context write timed out; retrying in background");
+                tracing::warn!(
+                    budget_ms = self.budget.as_millis(),
+                    "call context write timed out; retrying in background"
+                );
                 DependencyFailure::Timeout
             }
         };

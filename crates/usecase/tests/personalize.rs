@@ -68,7 +68,10 @@ fn orgs_finding(org: Option<Organization>) -> MockOrganizationDirectory {
 }
 
 /// A cache mock that records what was written.
-fn recording_cache() -> (MockCallContextCache, Arc<Mutex<Vec<(CallContext, Duration)>>>) {
+/// What a recording cache was asked to store: each context with its TTL.
+type Written = Arc<Mutex<Vec<(CallContext, Duration)>>>;
+
+fn recording_cache() -> (MockCallContextCache, Written) {
     let written = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&written);
     let mut cache = MockCallContextCache::new();
@@ -106,7 +109,10 @@ async fn unknown_or_revoked_token_is_unauthorized_and_touches_nothing_else() {
     cache.expect_put().never();
     let svc = service(orgs_finding(None), contacts, cache);
 
-    assert_eq!(svc.personalize(request(Some("+14165550100"))).await, Err(Unauthorized));
+    assert_eq!(
+        svc.personalize(request(Some("+14165550100"))).await,
+        Err(Unauthorized)
+    );
 }
 
 #[tokio::test]
@@ -117,18 +123,27 @@ async fn matched_caller_gets_variables_and_context_is_cached_for_a_day() {
     let found = contact.clone();
     contacts
         .expect_find_by_phone()
-        .with(eq(org.id), eq(E164::from_normalized("+14165550100").unwrap()))
+        .with(
+            eq(org.id),
+            eq(E164::from_normalized("+14165550100").unwrap()),
+        )
         .times(1)
         .returning(move |_, _| Ok(Some(found.clone())));
     let (cache, written) = recording_cache();
     let svc = service(orgs_finding(Some(org.clone())), contacts, cache);
 
-    let answer = svc.personalize(request(Some("(416) 555-0100"))).await.unwrap();
+    let answer = svc
+        .personalize(request(Some("(416) 555-0100")))
+        .await
+        .unwrap();
 
     assert_eq!(answer.outcome(), "matched");
     assert_eq!(answer.matched, MatchResult::Matched(contact.id));
     assert_eq!(answer.variables.caller_name.as_deref(), Some("Alex Morgan"));
-    assert_eq!(answer.variables.caller_number.as_deref(), Some("+14165550100"));
+    assert_eq!(
+        answer.variables.caller_number.as_deref(),
+        Some("+14165550100")
+    );
     assert_eq!(answer.variables.org_name.as_deref(), Some("Acme Corp"));
     let written = written.lock().unwrap();
     assert_eq!(written.len(), 1);
@@ -137,7 +152,10 @@ async fn matched_caller_gets_variables_and_context_is_cached_for_a_day() {
     assert_eq!(ctx.conversation_id.as_str(), "conv_1");
     assert_eq!(ctx.org_id, org.id);
     assert_eq!(ctx.contact_id, Some(contact.id));
-    assert_eq!(ctx.caller_number.as_ref().map(E164::as_str), Some("+14165550100"));
+    assert_eq!(
+        ctx.caller_number.as_ref().map(E164::as_str),
+        Some("+14165550100")
+    );
     assert_eq!(ctx.called_number.as_deref(), Some("+12362320246"));
     assert_eq!(ctx.agent_id.as_deref(), Some("agent_1"));
     assert!(Utc::now() - ctx.received_at < TimeDelta::seconds(5));
@@ -153,7 +171,10 @@ async fn missing_caller_id_answers_empty_but_still_caches_the_context() {
     let answer = svc.personalize(request(None)).await.unwrap();
 
     assert!(answer.variables.is_empty());
-    assert_eq!(answer.matched, MatchResult::NoCallerNumber(PhoneError::Empty));
+    assert_eq!(
+        answer.matched,
+        MatchResult::NoCallerNumber(PhoneError::Empty)
+    );
     assert_eq!(answer.outcome(), "no_match");
     let written = written.lock().unwrap();
     assert_eq!(written[0].0.contact_id, None);
@@ -181,17 +202,27 @@ async fn withheld_and_invalid_caller_ids_never_reach_the_store() {
 #[tokio::test]
 async fn unknown_caller_answers_empty_and_caches_the_number() {
     let mut contacts = MockContactDirectory::new();
-    contacts.expect_find_by_phone().times(1).returning(|_, _| Ok(None));
+    contacts
+        .expect_find_by_phone()
+        .times(1)
+        .returning(|_, _| Ok(None));
     let (cache, written) = recording_cache();
     let svc = service(orgs_finding(Some(org())), contacts, cache);
 
-    let answer = svc.personalize(request(Some("+1 416 555 0199"))).await.unwrap();
+    let answer = svc
+        .personalize(request(Some("+1 416 555 0199")))
+        .await
+        .unwrap();
 
     assert!(answer.variables.is_empty());
     assert_eq!(answer.matched, MatchResult::UnknownCaller);
     assert_eq!(answer.outcome(), "no_match");
     assert_eq!(
-        written.lock().unwrap()[0].0.caller_number.as_ref().map(E164::as_str),
+        written.lock().unwrap()[0]
+            .0
+            .caller_number
+            .as_ref()
+            .map(E164::as_str),
         Some("+14165550199")
     );
 }
@@ -242,7 +273,10 @@ async fn store_error_on_token_check_answers_empty_without_caching() {
     cache.expect_put().never();
     let svc = service(orgs, contacts, cache);
 
-    let answer = svc.personalize(request(Some("+14165550100"))).await.unwrap();
+    let answer = svc
+        .personalize(request(Some("+14165550100")))
+        .await
+        .unwrap();
 
     assert!(answer.variables.is_empty());
     assert_eq!(answer.store_failure, Some(DependencyFailure::Error));
@@ -259,7 +293,10 @@ async fn store_error_on_contact_lookup_answers_empty_and_caches_what_is_known() 
     let (cache, written) = recording_cache();
     let svc = service(orgs_finding(Some(org())), contacts, cache);
 
-    let answer = svc.personalize(request(Some("+14165550100"))).await.unwrap();
+    let answer = svc
+        .personalize(request(Some("+14165550100")))
+        .await
+        .unwrap();
 
     assert!(answer.variables.is_empty());
     assert_eq!(answer.matched, MatchResult::Unknown);
@@ -286,7 +323,11 @@ async fn hung_store_answers_empty_when_the_budget_runs_out() {
     assert_eq!(started.elapsed(), BUDGET);
     assert!(answer.variables.is_empty());
     assert_eq!(answer.store_failure, Some(DependencyFailure::Timeout));
-    assert_eq!(cache.puts(), 0, "the organization is unknown, so nothing is cached");
+    assert_eq!(
+        cache.puts(),
+        0,
+        "the organization is unknown, so nothing is cached"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -333,7 +374,10 @@ async fn cache_error_still_answers_the_variables_and_retries_in_the_background()
     assert_eq!(ctx.org_id, org.id);
     assert_eq!(ttl, CallContext::TTL);
     let stats = svc.background_stats();
-    assert_eq!((stats.retried(), stats.recovered(), stats.dropped()), (1, 1, 0));
+    assert_eq!(
+        (stats.retried(), stats.recovered(), stats.dropped()),
+        (1, 1, 0)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -353,10 +397,20 @@ async fn hung_cache_answers_within_the_budget_and_gives_up_after_bounded_retries
     assert_eq!(answer.variables.caller_name.as_deref(), Some("Alex"));
     assert_eq!(answer.cache_failure, Some(DependencyFailure::Timeout));
 
-    assert_eq!(svc.drain_background_writes(Duration::from_secs(60)).await, 0);
-    assert_eq!(cache.puts(), 1 + 3, "one write on the request path, three retries");
+    assert_eq!(
+        svc.drain_background_writes(Duration::from_secs(60)).await,
+        0
+    );
+    assert_eq!(
+        cache.puts(),
+        1 + 3,
+        "one write on the request path, three retries"
+    );
     let stats = svc.background_stats();
-    assert_eq!((stats.retried(), stats.recovered(), stats.dropped()), (1, 0, 1));
+    assert_eq!(
+        (stats.retried(), stats.recovered(), stats.dropped()),
+        (1, 0, 1)
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -366,7 +420,8 @@ async fn pending_retries_are_bounded_and_the_excess_is_counted_as_dropped() {
         .expect_put()
         .returning(|_, _| Err(CacheError::Unavailable("down".into())));
     let mut orgs = MockOrganizationDirectory::new();
-    orgs.expect_find_by_secret_digest().returning(|_| Ok(Some(org())));
+    orgs.expect_find_by_secret_digest()
+        .returning(|_| Ok(Some(org())));
     let svc = service(orgs, MockContactDirectory::new(), cache);
 
     for _ in 0..3 {

@@ -30,19 +30,35 @@ mod tests {
     use super::*;
 
     fn with(value: &str) -> Option<ToolToken> {
-        bearer_token(&TestRequest::default().insert_header((AUTHORIZATION, value)).to_http_request())
+        bearer_token(
+            &TestRequest::default()
+                .insert_header((AUTHORIZATION, value))
+                .to_http_request(),
+        )
     }
 
     #[test]
     fn scheme_is_case_insensitive() {
         for v in ["Bearer abc", "bearer abc", "BEARER abc", "  Bearer   abc  "] {
-            assert_eq!(with(v).map(|t| t.expose().to_owned()).as_deref(), Some("abc"), "{v}");
+            assert_eq!(
+                with(v).map(|t| t.expose().to_owned()).as_deref(),
+                Some("abc"),
+                "{v}"
+            );
         }
     }
 
     #[test]
     fn other_schemes_and_empty_tokens_are_refused() {
-        for v in ["Basic abc", "Bearer", "Bearer ", "Bearer    ", "abc", "Token abc", ""] {
+        for v in [
+            "Basic abc",
+            "Bearer",
+            "Bearer ",
+            "Bearer    ",
+            "abc",
+            "Token abc",
+            "",
+        ] {
             assert!(with(v).is_none(), "{v:?}");
         }
         assert!(bearer_token(&TestRequest::default().to_http_request()).is_none());

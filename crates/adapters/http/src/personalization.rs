@@ -50,7 +50,10 @@ struct Body {
     agent_id: Option<String>,
 }
 
-const _: () = assert!(MAX_CONVERSATION_ID_CHARS == 256, "keep the validator's limit in step");
+const _: () = assert!(
+    MAX_CONVERSATION_ID_CHARS == 256,
+    "keep the validator's limit in step"
+);
 
 fn no_whitespace_or_control(value: &str) -> Result<(), ValidationError> {
     if value.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -76,7 +79,11 @@ pub(crate) async fn handle(
             response
         }
         Err(error) => {
-            let outcome = if error == ApiError::Unauthorized { "unauthorized" } else { "invalid" };
+            let outcome = if error == ApiError::Unauthorized {
+                "unauthorized"
+            } else {
+                "invalid"
+            };
             tracing::info!(
                 target: "relay::request",
                 outcome,
@@ -99,8 +106,12 @@ struct LoggedRequest {
 
 fn log_answer(request: &LoggedRequest, answer: &Answer, latency_ms: f64) {
     let outcome = answer.outcome();
-    let store = answer.store_failure.map(|f| format!("{f:?}").to_lowercase());
-    let cache = answer.cache_failure.map(|f| format!("{f:?}").to_lowercase());
+    let store = answer
+        .store_failure
+        .map(|f| format!("{f:?}").to_lowercase());
+    let cache = answer
+        .cache_failure
+        .map(|f| format!("{f:?}").to_lowercase());
     let org_id = answer.org_id.map(|id| id.to_string());
     macro_rules! event {
         ($level:expr) => {
@@ -129,7 +140,9 @@ fn log_answer(request: &LoggedRequest, answer: &Answer, latency_ms: f64) {
 
 fn invalid_fields(error: &ApiError) -> Vec<&str> {
     match error {
-        ApiError::InvalidRequest(issues) => issues.iter().filter_map(|i| i.field.as_deref()).collect(),
+        ApiError::InvalidRequest(issues) => {
+            issues.iter().filter_map(|i| i.field.as_deref()).collect()
+        }
         _ => Vec::new(),
     }
 }
@@ -170,14 +183,24 @@ async fn respond(
 }
 
 fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
-    let mime = req.mime_type().map_err(|_| ApiError::UnsupportedMediaType)?;
+    let mime = req
+        .mime_type()
+        .map_err(|_| ApiError::UnsupportedMediaType)?;
     match mime {
-        Some(m) if m.type_() == "application" && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json")) => Ok(()),
+        Some(m)
+            if m.type_() == "application"
+                && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json")) =>
+        {
+            Ok(())
+        }
         _ => Err(ApiError::UnsupportedMediaType),
     }
 }
 
-async fn read_body(req: &HttpRequest, mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<web::BytesMut, ApiError> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -206,13 +229,18 @@ fn parse(bytes: &[u8]) -> Result<Body, ApiError> {
     // serde would also read a struct from a JSON array; the contract wants an object.
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
-        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
-            Err(e) => ApiError::InvalidJson(FieldIssue { field: None, message: e.to_string() }),
-            Ok(_) => ApiError::InvalidRequest(vec![FieldIssue {
-                field: None,
-                message: "the body must be a JSON object".into(),
-            }]),
-        });
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Err(e) => ApiError::InvalidJson(FieldIssue {
+                    field: None,
+                    message: e.to_string(),
+                }),
+                Ok(_) => ApiError::InvalidRequest(vec![FieldIssue {
+                    field: None,
+                    message: "the body must be a JSON object".into(),
+                }]),
+            },
+        );
     }
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
     let body: Body = serde_path_to_error::deserialize(deserializer).map_err(|e| {

@@ -32,11 +32,19 @@ fn world() -> World {
         Duration::from_millis(800),
         RetryPolicy::default(),
     ));
-    World { store, cache, token, personalize }
+    World {
+        store,
+        cache,
+        token,
+        personalize,
+    }
 }
 
 /// Sends a request and returns status, headers and the body as JSON.
-async fn send(world: &World, req: TestRequest) -> (StatusCode, actix_web::http::header::HeaderMap, Value) {
+async fn send(
+    world: &World,
+    req: TestRequest,
+) -> (StatusCode, actix_web::http::header::HeaderMap, Value) {
     let app = test::init_service(test_app(Arc::clone(&world.personalize))).await;
     let res = test::call_service(&app, req.to_request()).await;
     let status = res.status();
@@ -47,7 +55,8 @@ async fn send(world: &World, req: TestRequest) -> (StatusCode, actix_web::http::
         Some("application/json"),
         "every answer is JSON"
     );
-    let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {bytes:?}"));
+    let body =
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("not JSON ({e}): {bytes:?}"));
     (status, headers, body)
 }
 
@@ -83,7 +92,10 @@ async fn known_caller_gets_name_number_and_org() {
             "org_name": "Acme Corp"
         })
     );
-    let (ctx, ttl) = w.cache.entry("conv_8f3d1b9c2e7a4f0b9a4d2c1e6e2f8c01").unwrap();
+    let (ctx, ttl) = w
+        .cache
+        .entry("conv_8f3d1b9c2e7a4f0b9a4d2c1e6e2f8c01")
+        .unwrap();
     assert_eq!(ttl, Duration::from_secs(86_400));
     assert_eq!(ctx.called_number.as_deref(), Some("+12362320246"));
 }
@@ -91,7 +103,13 @@ async fn known_caller_gets_name_number_and_org() {
 #[actix_web::test]
 async fn unknown_anonymous_and_missing_callers_get_exactly_an_empty_object() {
     let w = world();
-    for caller in [Some("+14165550199"), Some("anonymous"), Some("+266696687"), Some(""), None] {
+    for caller in [
+        Some("+14165550199"),
+        Some("anonymous"),
+        Some("+266696687"),
+        Some(""),
+        None,
+    ] {
         let mut body = call("x");
         match caller {
             Some(c) => body["caller_id"] = json!(c),
@@ -100,7 +118,11 @@ async fn unknown_anonymous_and_missing_callers_get_exactly_an_empty_object() {
             }
         }
         let (status, _, answer) = send(&w, post(Some(w.token.expose()), &body)).await;
-        assert_eq!((status, &answer), (StatusCode::OK, &json!({})), "{caller:?}");
+        assert_eq!(
+            (status, &answer),
+            (StatusCode::OK, &json!({})),
+            "{caller:?}"
+        );
     }
 }
 
@@ -114,10 +136,15 @@ async fn every_authentication_failure_is_the_same_401() {
         ("other scheme", Some(format!("Basic {}", w.token.expose()))),
         ("empty bearer", Some("Bearer ".into())),
         ("unknown token", Some("Bearer not-a-real-token".into())),
-        ("revoked token", Some(format!("Bearer {}", revoked.expose()))),
+        (
+            "revoked token",
+            Some(format!("Bearer {}", revoked.expose())),
+        ),
     ];
     for (case, header) in cases {
-        let mut req = TestRequest::post().uri(PERSONALIZATION_PATH).set_json(call("+14165550100"));
+        let mut req = TestRequest::post()
+            .uri(PERSONALIZATION_PATH)
+            .set_json(call("+14165550100"));
         if let Some(h) = header {
             req = req.insert_header(("Authorization", h));
         }
@@ -126,7 +153,11 @@ async fn every_authentication_failure_is_the_same_401() {
         assert_eq!(body, json!({"error": "Unauthorized"}), "{case}");
         assert_eq!(headers.get(WWW_AUTHENTICATE).unwrap(), "Bearer", "{case}");
     }
-    assert_eq!(w.cache.puts(), 0, "nothing is cached for an unauthenticated call");
+    assert_eq!(
+        w.cache.puts(),
+        0,
+        "nothing is cached for an unauthenticated call"
+    );
 }
 
 #[actix_web::test]
@@ -165,20 +196,42 @@ async fn invalid_fields_are_named_in_a_400() {
         (json!({"conversation_id": ""}), "conversation_id"),
         (json!({"conversation_id": "a b"}), "conversation_id"),
         (json!({"conversation_id": "a\nb"}), "conversation_id"),
-        (json!({"conversation_id": "x".repeat(257)}), "conversation_id"),
+        (
+            json!({"conversation_id": "x".repeat(257)}),
+            "conversation_id",
+        ),
         (json!({"conversation_id": null}), "conversation_id"),
         (json!({"conversation_id": 42}), "conversation_id"),
-        (json!({"conversation_id": "c", "caller_id": "1".repeat(65)}), "caller_id"),
-        (json!({"conversation_id": "c", "caller_id": 14165550100u64}), "caller_id"),
-        (json!({"conversation_id": "c", "called_id": "1".repeat(65)}), "called_id"),
-        (json!({"conversation_id": "c", "called_number": "1".repeat(65)}), "called_number"),
-        (json!({"conversation_id": "c", "agent_id": "a".repeat(257)}), "agent_id"),
+        (
+            json!({"conversation_id": "c", "caller_id": "1".repeat(65)}),
+            "caller_id",
+        ),
+        (
+            json!({"conversation_id": "c", "caller_id": 14165550100u64}),
+            "caller_id",
+        ),
+        (
+            json!({"conversation_id": "c", "called_id": "1".repeat(65)}),
+            "called_id",
+        ),
+        (
+            json!({"conversation_id": "c", "called_number": "1".repeat(65)}),
+            "called_number",
+        ),
+        (
+            json!({"conversation_id": "c", "agent_id": "a".repeat(257)}),
+            "agent_id",
+        ),
     ];
     for (body, field) in cases {
         let answer = invalid(&w, body.clone()).await;
         assert_eq!(answer["code"], "invalid_request", "{body}");
         assert_eq!(fields(&answer), vec![field.to_owned()], "{body}");
-        assert!(answer["details"][0]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            answer["details"][0]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
     assert_eq!(w.cache.puts(), 0, "nothing is cached for an invalid call");
 }
@@ -235,7 +288,11 @@ async fn called_number_is_an_alias_and_extra_properties_are_ignored() {
 #[actix_web::test]
 async fn non_json_content_type_is_415() {
     let w = world();
-    for content_type in [Some("text/plain"), Some("application/x-www-form-urlencoded"), None] {
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
         let mut req = TestRequest::post()
             .uri(PERSONALIZATION_PATH)
             .insert_header(("Authorization", format!("Bearer {}", w.token.expose())))
@@ -244,15 +301,26 @@ async fn non_json_content_type_is_415() {
             req = req.insert_header((CONTENT_TYPE, ct));
         }
         let (status, _, body) = send(&w, req).await;
-        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{content_type:?}");
-        assert_eq!(body, json!({"error": "Unsupported media type", "code": "unsupported_media_type"}));
+        assert_eq!(
+            status,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}"
+        );
+        assert_eq!(
+            body,
+            json!({"error": "Unsupported media type", "code": "unsupported_media_type"})
+        );
     }
     let req = TestRequest::post()
         .uri(PERSONALIZATION_PATH)
         .insert_header(("Authorization", format!("Bearer {}", w.token.expose())))
         .insert_header((CONTENT_TYPE, "application/json; charset=utf-8"))
         .set_payload(call("+14165550100").to_string());
-    assert_eq!(send(&w, req).await.0, StatusCode::OK, "charset parameter is fine");
+    assert_eq!(
+        send(&w, req).await.0,
+        StatusCode::OK,
+        "charset parameter is fine"
+    );
 }
 
 #[actix_web::test]
@@ -262,7 +330,10 @@ async fn body_over_64_kib_is_413() {
     body["padding"] = json!("x".repeat(MAX_BODY_BYTES));
     let (status, _, answer) = send(&w, post(Some(w.token.expose()), &body)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(answer, json!({"error": "Payload too large", "code": "payload_too_large"}));
+    assert_eq!(
+        answer,
+        json!({"error": "Payload too large", "code": "payload_too_large"})
+    );
 }
 
 #[actix_web::test]
@@ -272,11 +343,18 @@ async fn unknown_route_is_404_and_wrong_method_is_405() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body, json!({"error": "Not found", "code": "not_found"}));
 
-    for req in [TestRequest::get(), TestRequest::put(), TestRequest::delete()] {
+    for req in [
+        TestRequest::get(),
+        TestRequest::put(),
+        TestRequest::delete(),
+    ] {
         let (status, headers, body) = send(&w, req.uri(PERSONALIZATION_PATH)).await;
         assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
         assert_eq!(headers.get(ALLOW).unwrap(), "POST");
-        assert_eq!(body, json!({"error": "Method not allowed", "code": "method_not_allowed"}));
+        assert_eq!(
+            body,
+            json!({"error": "Method not allowed", "code": "method_not_allowed"})
+        );
     }
 }
 

@@ -60,16 +60,46 @@ async fn logs_never_carry_the_token_a_whole_number_or_a_name() {
 
     test::call_service(&app, post(token.expose(), call("(416) 555-0100"))).await;
     test::call_service(&app, post("wrong-token-value", call("+14165550100"))).await;
-    test::call_service(&app, post(token.expose(), json!({"conversation_id": "a b", "caller_id": "+14165550100"}))).await;
+    test::call_service(
+        &app,
+        post(
+            token.expose(),
+            json!({"conversation_id": "a b", "caller_id": "+14165550100"}),
+        ),
+    )
+    .await;
     cache.set_behaviour(Behaviour::Down);
     test::call_service(&app, post(token.expose(), call("+14165550100"))).await;
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let events: Vec<Value> = logs.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let outcomes: Vec<&str> = events.iter().filter_map(|e| e["fields"]["outcome"].as_str()).collect();
-    assert_eq!(outcomes, ["matched", "unauthorized", "invalid", "degraded"], "one event per request:\n{logs}");
-    assert!(logs.contains("***0100"), "numbers are masked to the last four digits:\n{logs}");
-    for secret in [token.expose(), "wrong-token-value", "4165550100", "555-0100", "Alex", "Morgan"] {
-        assert!(!logs.contains(secret), "{secret:?} leaked into the logs:\n{logs}");
+    let events: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let outcomes: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["fields"]["outcome"].as_str())
+        .collect();
+    assert_eq!(
+        outcomes,
+        ["matched", "unauthorized", "invalid", "degraded"],
+        "one event per request:\n{logs}"
+    );
+    assert!(
+        logs.contains("***0100"),
+        "numbers are masked to the last four digits:\n{logs}"
+    );
+    for secret in [
+        token.expose(),
+        "wrong-token-value",
+        "4165550100",
+        "555-0100",
+        "Alex",
+        "Morgan",
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "{secret:?} leaked into the logs:\n{logs}"
+        );
     }
 }

@@ -18,8 +18,8 @@ use relay_ports::{
 };
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Row};
 use sqlx::types::Uuid;
+use sqlx::{PgPool, Row};
 
 #[cfg(feature = "test-helpers")]
 pub mod testing;
@@ -75,7 +75,10 @@ impl PgStore {
     ///
     /// # Errors
     /// [`RepositoryError::Unavailable`] when Postgres cannot be reached; `Unexpected` for a bad URL.
-    pub async fn connect(url: &SecretString, settings: PoolSettings) -> Result<Self, RepositoryError> {
+    pub async fn connect(
+        url: &SecretString,
+        settings: PoolSettings,
+    ) -> Result<Self, RepositoryError> {
         let options = connect_options(url).map_err(|e| RepositoryError::Unexpected(Box::new(e)))?;
         let pool = PgPoolOptions::new()
             .max_connections(settings.max_connections)
@@ -84,6 +87,21 @@ impl PgStore {
             .await
             .map_err(repo_error)?;
         Ok(Self { pool })
+    }
+
+    /// Creates the database named in `url` when it does not exist yet (for local development;
+    /// production databases are created by their operators). Returns whether it was created.
+    ///
+    /// # Errors
+    /// [`RepositoryError::Unavailable`] when the server cannot be reached or refuses.
+    pub async fn create_database_if_missing(url: &SecretString) -> Result<bool, RepositoryError> {
+        use sqlx::migrate::MigrateDatabase as _;
+        let url = url.expose_secret();
+        if sqlx::Postgres::database_exists(url).await.map_err(repo_error)? {
+            return Ok(false);
+        }
+        sqlx::Postgres::create_database(url).await.map_err(repo_error)?;
+        Ok(true)
     }
 
     /// Wraps an existing pool.
@@ -123,13 +141,18 @@ fn error_kind(e: &sqlx::Error) -> &'static str {
 fn repo_error(e: sqlx::Error) -> RepositoryError {
     use sqlx::Error as E;
     match &e {
-        E::Io(_) | E::Tls(_) | E::PoolTimedOut | E::PoolClosed | E::WorkerCrashed | E::Protocol(_) => {
-            RepositoryError::Unavailable(Box::new(e))
-        }
+        E::Io(_)
+        | E::Tls(_)
+        | E::PoolTimedOut
+        | E::PoolClosed
+        | E::WorkerCrashed
+        | E::Protocol(_) => RepositoryError::Unavailable(Box::new(e)),
         E::Database(db) => match db.code().as_deref() {
             // connection exceptions, insufficient resources, operator intervention (shutdown),
             // statement timeout / query canceled
-            Some(code) if code.starts_with("08") || code.starts_with("53") || code.starts_with("57") => {
+            Some(code)
+                if code.starts_with("08") || code.starts_with("53") || code.starts_with("57") =>
+            {
                 RepositoryError::Unavailable(Box::new(e))
             }
             _ => RepositoryError::Unexpected(Box::new(e)),
@@ -139,10 +162,10 @@ fn repo_error(e: sqlx::Error) -> RepositoryError {
 }
 
 fn admin_error(e: sqlx::Error, missing: &'static str) -> AdminError {
-    if let sqlx::Error::Database(db) = &e {
-        if db.is_foreign_key_violation() {
-            return AdminError::NotFound(missing);
-        }
+    if let sqlx::Error::Database(db) = &e
+        && db.is_foreign_key_violation()
+    {
+        return AdminError::NotFound(missing);
     }
     AdminError::Repository(repo_error(e))
 }
@@ -158,7 +181,8 @@ fn org_from_row(row: &sqlx::postgres::PgRow) -> Result<Organization, RepositoryE
     Ok(Organization {
         id: OrgId::from_uuid(id),
         name: OrgName::parse(&name).map_err(|e| unexpected(format!("organization {id}: {e}")))?,
-        default_region: Region::parse(&region).map_err(|e| unexpected(format!("organization {id}: {e}")))?,
+        default_region: Region::parse(&region)
+            .map_err(|e| unexpected(format!("organization {id}: {e}")))?,
     })
 }
 
@@ -219,8 +243,11 @@ impl ContactDirectory for PgStore {
             org_id: org,
             first_name: row.try_get("first_name").map_err(repo_error)?,
             last_name: row.try_get("last_name").map_err(repo_error)?,
-            phone: E164::from_normalized(&stored).map_err(|e| unexpected(format!("contact number: {e}")))?,
-            updated_at: row.try_get::<DateTime<Utc>, _>("updated_at").map_err(repo_error)?,
+            phone: E164::from_normalized(&stored)
+                .map_err(|e| unexpected(format!("contact number: {e}")))?,
+            updated_at: row
+                .try_get::<DateTime<Utc>, _>("updated_at")
+                .map_err(repo_error)?,
         }))
     }
 }
@@ -245,10 +272,12 @@ impl OrganizationAdmin for PgStore {
     }
 
     async fn list_organizations(&self) -> Result<Vec<Organization>, AdminError> {
-        let rows = sqlx::query("SELECT id, name, default_region FROM organizations ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(repo_error)?;
+        let rows = sqlx::query(
+            "SELECT id, name, default_region FROM organizations ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(repo_error)?;
         Ok(rows.iter().map(org_from_row).collect::<Result<_, _>>()?)
     }
 

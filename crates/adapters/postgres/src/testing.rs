@@ -32,13 +32,18 @@ impl TestDb {
     /// When Postgres is unreachable or the database cannot be created: the test must not pass
     /// without a database.
     pub async fn create() -> Self {
-        let server_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned());
+        let server_url =
+            std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_TEST_DATABASE_URL.to_owned());
         let admin = PgConnectOptions::from_str(&server_url)
             .unwrap_or_else(|e| panic!("DATABASE_URL is not a Postgres URL: {e}"));
         let name = format!("relay_test_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = PgConnection::connect_with(&admin).await.unwrap_or_else(|e| {
-            panic!("tests need Postgres at DATABASE_URL (default {DEFAULT_TEST_DATABASE_URL}): {e}")
-        });
+        let mut conn = PgConnection::connect_with(&admin)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "tests need Postgres at DATABASE_URL (default {DEFAULT_TEST_DATABASE_URL}): {e}"
+                )
+            });
         // `name` is our own `relay_test_<uuid>`: nothing from outside reaches this SQL.
         sqlx::query(AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
             .execute(&mut conn)
@@ -54,8 +59,16 @@ impl TestDb {
             .await
             .unwrap_or_else(|e| panic!("cannot connect to test database {name}: {e}"));
         let store = PgStore::from_pool(pool);
-        store.migrate().await.unwrap_or_else(|e| panic!("migrations failed: {e}"));
-        Self { name, admin, url, store }
+        store
+            .migrate()
+            .await
+            .unwrap_or_else(|e| panic!("migrations failed: {e}"));
+        Self {
+            name,
+            admin,
+            url,
+            store,
+        }
     }
 
     /// The store on this database.
@@ -86,20 +99,23 @@ impl Drop for TestDb {
         let name = self.name.clone();
         let admin = self.admin.clone();
         let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             // The pool lives on the test's runtime, which this thread blocks: don't touch it.
             // FORCE ends its connections from the server side.
-            runtime.block_on(async move {
-                let mut conn = PgConnection::connect_with(&admin).await?;
-                sqlx::query(AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                )))
+            runtime
+                .block_on(async move {
+                    let mut conn = PgConnection::connect_with(&admin).await?;
+                    sqlx::query(AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                    )))
                     .execute(&mut conn)
                     .await?;
-                conn.close().await?;
-                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
-            })
-            .map_err(|e| std::io::Error::other(e.to_string()))
+                    conn.close().await?;
+                    Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+                })
+                .map_err(|e| std::io::Error::other(e.to_string()))
         })
         .join();
         if !matches!(dropped, Ok(Ok(()))) && !std::thread::panicking() {

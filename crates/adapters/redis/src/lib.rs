@@ -59,7 +59,11 @@ impl RedisCache {
     ///
     /// # Errors
     /// [`InvalidUrl`] when the URL cannot be parsed (the URL itself is never echoed).
-    pub fn new(url: &SecretString, prefix: &str, settings: PoolSettings) -> Result<Self, InvalidUrl> {
+    pub fn new(
+        url: &SecretString,
+        prefix: &str,
+        settings: PoolSettings,
+    ) -> Result<Self, InvalidUrl> {
         // Parse first: deadpool would only notice a bad URL on first use.
         redis::parse_redis_url(url.expose_secret()).ok_or(InvalidUrl)?;
         let mut config = Config::from_url(url.expose_secret());
@@ -72,7 +76,9 @@ impl RedisCache {
             },
             ..PoolConfig::default()
         });
-        let pool = config.create_pool(Some(Runtime::Tokio1)).map_err(|_| InvalidUrl)?;
+        let pool = config
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|_| InvalidUrl)?;
         Ok(Self {
             pool,
             prefix: prefix.to_owned(),
@@ -125,7 +131,10 @@ impl CallContextCache for RedisCache {
         conversation_id: &ConversationId,
     ) -> Result<Option<CallContext>, CacheError> {
         let mut conn = self.connection().await?;
-        let raw: Option<String> = conn.get(self.key(conversation_id)).await.map_err(unavailable)?;
+        let raw: Option<String> = conn
+            .get(self.key(conversation_id))
+            .await
+            .map_err(unavailable)?;
         raw.map(|json| serde_json::from_str(&json).map_err(|e| CacheError::Corrupt(Box::new(e))))
             .transpose()
     }

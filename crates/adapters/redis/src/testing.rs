@@ -28,12 +28,19 @@ impl TestRedis {
     pub async fn create() -> Self {
         let url = std::env::var("REDIS_URL").unwrap_or_else(|_| DEFAULT_TEST_REDIS_URL.to_owned());
         let prefix = format!("relay-test:{}:", uuid::Uuid::new_v4().simple());
-        let cache = RedisCache::new(&SecretString::from(url.clone()), &prefix, PoolSettings::default())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let cache = RedisCache::new(
+            &SecretString::from(url.clone()),
+            &prefix,
+            PoolSettings::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let mut conn = cache.pool().get().await.unwrap_or_else(|e| {
             panic!("tests need Redis at REDIS_URL (default {DEFAULT_TEST_REDIS_URL}): {e}")
         });
-        let pong: String = redis::cmd("PING").query_async(&mut conn).await.expect("Redis PING");
+        let pong: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .expect("Redis PING");
         assert_eq!(pong, "PONG");
         Self { url, prefix, cache }
     }
@@ -74,7 +81,10 @@ impl Drop for TestRedis {
         })
         .join();
         if !matches!(cleaned, Ok(Ok(()))) && !std::thread::panicking() {
-            panic!("test keys under {} were not deleted: {cleaned:?}", self.prefix);
+            panic!(
+                "test keys under {} were not deleted: {cleaned:?}",
+                self.prefix
+            );
         }
     }
 }

@@ -26,11 +26,18 @@ fn context(conversation: &str, contact: Option<u128>) -> CallContext {
 async fn put_stores_json_under_the_prefixed_key_with_the_ttl() {
     let redis = TestRedis::create().await;
     let cache = redis.cache();
-    cache.put(&context("conv_1", Some(7)), CallContext::TTL).await.unwrap();
+    cache
+        .put(&context("conv_1", Some(7)), CallContext::TTL)
+        .await
+        .unwrap();
 
     let mut conn = redis.connection().await;
     let key = format!("{}call:conv_1", redis.prefix());
-    let json: String = redis::cmd("GET").arg(&key).query_async(&mut conn).await.unwrap();
+    let json: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     let stored: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(stored["conversation_id"], "conv_1");
     assert_eq!(stored["org_id"], "00000000-0000-0000-0000-000000000001");
@@ -39,7 +46,11 @@ async fn put_stores_json_under_the_prefixed_key_with_the_ttl() {
     assert_eq!(stored["called_number"], "+12362320246");
     assert_eq!(stored["agent_id"], "agent_1");
     assert_eq!(stored["received_at"], "2023-11-14T22:13:20Z");
-    let ttl: i64 = redis::cmd("TTL").arg(&key).query_async(&mut conn).await.unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!((86_399..=86_400).contains(&ttl), "ttl {ttl}");
 }
 
@@ -50,18 +61,37 @@ async fn get_reads_back_what_put_wrote_and_none_when_missing() {
     let ctx = context("conv_2", None);
     cache.put(&ctx, CallContext::TTL).await.unwrap();
     assert_eq!(cache.get(&ctx.conversation_id).await.unwrap(), Some(ctx));
-    assert_eq!(cache.get(&ConversationId::parse("conv_none").unwrap()).await.unwrap(), None);
+    assert_eq!(
+        cache
+            .get(&ConversationId::parse("conv_none").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
 async fn a_repeated_put_overwrites_and_restarts_the_ttl() {
     let redis = TestRedis::create().await;
     let cache = redis.cache();
-    cache.put(&context("conv_3", None), Duration::from_secs(10)).await.unwrap();
-    cache.put(&context("conv_3", Some(9)), CallContext::TTL).await.unwrap();
+    cache
+        .put(&context("conv_3", None), Duration::from_secs(10))
+        .await
+        .unwrap();
+    cache
+        .put(&context("conv_3", Some(9)), CallContext::TTL)
+        .await
+        .unwrap();
 
-    let got = cache.get(&ConversationId::parse("conv_3").unwrap()).await.unwrap().unwrap();
-    assert_eq!(got.contact_id, Some(ContactId::from_uuid(uuid::Uuid::from_u128(9))));
+    let got = cache
+        .get(&ConversationId::parse("conv_3").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        got.contact_id,
+        Some(ContactId::from_uuid(uuid::Uuid::from_u128(9)))
+    );
     let mut conn = redis.connection().await;
     let ttl: i64 = redis::cmd("TTL")
         .arg(format!("{}call:conv_3", redis.prefix()))
@@ -75,9 +105,18 @@ async fn a_repeated_put_overwrites_and_restarts_the_ttl() {
 async fn entries_expire_after_their_ttl() {
     let redis = TestRedis::create().await;
     let cache = redis.cache();
-    cache.put(&context("conv_4", None), Duration::from_secs(1)).await.unwrap();
+    cache
+        .put(&context("conv_4", None), Duration::from_secs(1))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(2_100)).await;
-    assert_eq!(cache.get(&ConversationId::parse("conv_4").unwrap()).await.unwrap(), None);
+    assert_eq!(
+        cache
+            .get(&ConversationId::parse("conv_4").unwrap())
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
@@ -90,21 +129,44 @@ async fn an_unreadable_entry_is_corrupt() {
         .query_async::<()>(&mut conn)
         .await
         .unwrap();
-    let err = redis.cache().get(&ConversationId::parse("conv_5").unwrap()).await.unwrap_err();
+    let err = redis
+        .cache()
+        .get(&ConversationId::parse("conv_5").unwrap())
+        .await
+        .unwrap_err();
     assert!(matches!(err, CacheError::Corrupt(_)), "{err:?}");
 }
 
 #[tokio::test]
 async fn unreachable_redis_is_unavailable() {
-    let settings = PoolSettings { max_size: 1, timeout: Duration::from_secs(1) };
-    let cache = RedisCache::new(&SecretString::from("redis://127.0.0.1:1"), "relay:", settings).unwrap();
+    let settings = PoolSettings {
+        max_size: 1,
+        timeout: Duration::from_secs(1),
+    };
+    let cache = RedisCache::new(
+        &SecretString::from("redis://127.0.0.1:1"),
+        "relay:",
+        settings,
+    )
+    .unwrap();
     let ctx = context("conv_6", None);
-    assert!(matches!(cache.put(&ctx, CallContext::TTL).await, Err(CacheError::Unavailable(_))));
-    assert!(matches!(cache.get(&ctx.conversation_id).await, Err(CacheError::Unavailable(_))));
+    assert!(matches!(
+        cache.put(&ctx, CallContext::TTL).await,
+        Err(CacheError::Unavailable(_))
+    ));
+    assert!(matches!(
+        cache.get(&ctx.conversation_id).await,
+        Err(CacheError::Unavailable(_))
+    ));
 }
 
 #[test]
 fn invalid_url_is_refused_without_echoing_it() {
-    let err = RedisCache::new(&SecretString::from("nope://:hunter2@x"), "relay:", PoolSettings::default()).unwrap_err();
+    let err = RedisCache::new(
+        &SecretString::from("nope://:hunter2@x"),
+        "relay:",
+        PoolSettings::default(),
+    )
+    .unwrap_err();
     assert!(!err.to_string().contains("hunter2"));
 }

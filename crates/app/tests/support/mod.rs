@@ -1,5 +1,9 @@
 //! Helpers for tests that run the real `relay` binary.
-#![allow(dead_code, unreachable_pub, reason = "each test binary uses a different part")]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "each test binary uses a different part"
+)]
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
@@ -66,23 +70,31 @@ impl Service {
         let sink = Arc::clone(&logs);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if let Some(addr) = event["listen_addr"].as_str() {
-                        let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
-                    }
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+                    && let Some(addr) = event["listen_addr"].as_str()
+                {
+                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
                 }
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("relay serve did not start:\n{}", logs.lock().unwrap().join("\n"))
-        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| {
+                let _ = child.kill();
+                panic!(
+                    "relay serve did not start:\n{}",
+                    logs.lock().unwrap().join("\n")
+                )
+            });
         Self { child, addr, logs }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}/api/webhook/elevenlabs/personalization", self.addr)
+        format!(
+            "http://{}/api/webhook/elevenlabs/personalization",
+            self.addr
+        )
     }
 
     /// Everything the service logged so far.
@@ -149,7 +161,9 @@ impl Proxy {
                 }
                 let rx = rx.clone();
                 tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(upstream).await else { return };
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
                     tokio::select! {
@@ -195,9 +209,17 @@ async fn pump(
 /// The host:port of a URL like `scheme://user@host:port/path`.
 pub fn socket_of(url: &str) -> SocketAddr {
     let after_scheme = url.split("://").nth(1).unwrap();
-    let host_port = after_scheme.rsplit('@').next().unwrap().split('/').next().unwrap();
+    let host_port = after_scheme
+        .rsplit('@')
+        .next()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
     let host_port = host_port.replace("localhost", "127.0.0.1");
-    host_port.parse().unwrap_or_else(|_| format!("{host_port}:0").parse().unwrap())
+    host_port
+        .parse()
+        .unwrap_or_else(|_| format!("{host_port}:0").parse().unwrap())
 }
 
 /// `url` with its host:port replaced by `addr`.

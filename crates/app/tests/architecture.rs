@@ -1,0 +1,198 @@
+//! The direction of dependencies is the architecture: domain ← ports ← use case ← adapters ← app.
+//! This reads the resolved dependency graph (`cargo metadata`) and fails when an import breaks it,
+//! so a wrong dependency fails CI instead of waiting for a review.
+
+use std::collections::{BTreeSet, HashMap};
+
+use cargo_metadata::{DependencyKind, Metadata, MetadataCommand, PackageId};
+
+/// Crates that do I/O or run an async runtime or a framework.
+const IO_CRATES: &[&str] = &[
+    "tokio",
+    "sqlx",
+    "sqlx-core",
+    "sqlx-postgres",
+    "redis",
+    "deadpool-redis",
+    "actix-web",
+    "actix-rt",
+    "hyper",
+    "reqwest",
+    "mio",
+    "async-std",
+];
+const ADAPTERS: &[&str] = &["relay-postgres", "relay-redis", "relay-http"];
+
+fn metadata() -> Metadata {
+    MetadataCommand::new()
+        .manifest_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml"))
+        .exec()
+        .expect("cargo metadata")
+}
+
+/// Every crate `root` depends on at build or run time (not its dev-dependencies), transitively.
+fn normal_closure(meta: &Metadata, root: &str) -> BTreeSet<String> {
+    let resolve = meta.resolve.as_ref().expect("resolved graph");
+    let nodes: HashMap<&PackageId, _> = resolve.nodes.iter().map(|n| (&n.id, n)).collect();
+    let name_of: HashMap<&PackageId, &str> = meta
+        .packages
+        .iter()
+        .map(|p| (&p.id, p.name.as_str()))
+        .collect();
+    let root_id = meta
+        .workspace_packages()
+        .into_iter()
+        .find(|p| p.name.as_str() == root)
+        .unwrap_or_else(|| panic!("{root} is a workspace member"))
+        .id
+        .clone();
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![root_id];
+    while let Some(id) = stack.pop() {
+        for dep in &nodes[&id].deps {
+            let normal = dep
+                .dep_kinds
+                .iter()
+                .any(|k| k.kind == DependencyKind::Normal);
+            if normal && seen.insert(name_of[&dep.pkg].to_owned()) {
+                stack.push(dep.pkg.clone());
+            }
+        }
+    }
+    seen
+}
+
+fn offending<'a>(closure: &BTreeSet<String>, banned: &[&'a str]) -> Vec<&'a str> {
+    banned
+        .iter()
+        .copied()
+        .filter(|b| closure.contains(*b))
+        .collect()
+}
+
+#[test]
+fn domain_depends_on_no_io_framework_or_runtime() {
+    let closure = normal_closure(&metadata(), "relay-domain");
+    assert_eq!(offending(&closure, IO_CRATES), Vec::<&str>::new());
+    assert!(
+        !closure.iter().any(|c| c.starts_with("relay-")),
+        "{closure:?}"
+    );
+}
+
+#[test]
+fn ports_depend_only_on_the_domain() {
+    let meta = metadata();
+    let closure = normal_closure(&meta, "relay-ports");
+    let workspace: Vec<_> = closure.iter().filter(|c| c.starts_with("relay-")).collect();
+    assert_eq!(workspace, ["relay-domain"]);
+    // The resolved graph unifies features across the workspace, and other crates' tests turn on
+    // the ports' `test-helpers` (which needs tokio for its fakes). What the ports crate itself
+    // always pulls in are its non-optional dependencies: those must do no I/O.
+    let ports = meta
+        .workspace_packages()
+        .into_iter()
+        .find(|p| p.name.as_str() == "relay-ports")
+        .unwrap();
+    let always: Vec<&str> = ports
+        .dependencies
+        .iter()
+        .filter(|d| d.kind == DependencyKind::Normal && !d.optional)
+        .map(|d| d.name.as_str())
+        .collect();
+    assert_eq!(
+        offending(&always.iter().map(|s| (*s).to_owned()).collect(), IO_CRATES),
+        Vec::<&str>::new()
+    );
+    for optional in ports.dependencies.iter().filter(|d| d.optional) {
+        let gated_by: Vec<&String> = ports
+            .features
+            .iter()
+            .filter(|(_, enables)| {
+                enables
+                    .iter()
+                    .any(|e| e == &format!("dep:{}", optional.name))
+            })
+            .map(|(feature, _)| feature)
+            .collect();
+        assert!(
+            gated_by
+                .iter()
+                .all(|f| *f == "mocks" || *f == "test-helpers"),
+            "{} is enabled by {gated_by:?}",
+            optional.name
+        );
+    }
+}
+
+#[test]
+fn use_case_knows_ports_not_adapters_or_drivers() {
+    let closure = normal_closure(&metadata(), "relay-usecase");
+    assert_eq!(offending(&closure, ADAPTERS), Vec::<&str>::new());
+    assert_eq!(
+        offending(
+            &closure,
+            &["sqlx", "redis", "deadpool-redis", "actix-web", "hyper"]
+        ),
+        Vec::<&str>::new()
+    );
+}
+
+#[test]
+fn http_adapter_knows_neither_sqlx_nor_redis_nor_another_adapter() {
+    let closure = normal_closure(&metadata(), "relay-http");
+    assert_eq!(
+        offending(
+            &closure,
+            &[
+                "sqlx",
+                "sqlx-core",
+                "redis",
+                "deadpool-redis",
+                "relay-postgres",
+                "relay-redis"
+            ]
+        ),
+        Vec::<&str>::new()
+    );
+}
+
+#[test]
+fn storage_adapters_do_not_know_each_other_or_http() {
+    let meta = metadata();
+    let pg = normal_closure(&meta, "relay-postgres");
+    assert_eq!(
+        offending(&pg, &["relay-redis", "relay-http", "redis", "actix-web"]),
+        Vec::<&str>::new()
+    );
+    let redis = normal_closure(&meta, "relay-redis");
+    assert_eq!(
+        offending(
+            &redis,
+            &["relay-postgres", "relay-http", "sqlx", "actix-web"]
+        ),
+        Vec::<&str>::new()
+    );
+}
+
+#[test]
+fn only_the_app_names_adapters() {
+    let meta = metadata();
+    for package in meta.workspace_packages() {
+        if package.name.as_str() == "relay-app" {
+            continue;
+        }
+        let named: Vec<_> = package
+            .dependencies
+            .iter()
+            .filter(|d| d.kind == DependencyKind::Normal && ADAPTERS.contains(&d.name.as_str()))
+            .map(|d| d.name.clone())
+            .filter(|d| *d != package.name.as_str())
+            .collect();
+        assert!(
+            named.is_empty(),
+            "{} depends on adapters {named:?}",
+            package.name
+        );
+    }
+}
