@@ -97,10 +97,15 @@ impl PgStore {
     pub async fn create_database_if_missing(url: &SecretString) -> Result<bool, RepositoryError> {
         use sqlx::migrate::MigrateDatabase as _;
         let url = url.expose_secret();
-        if sqlx::Postgres::database_exists(url).await.map_err(repo_error)? {
+        if sqlx::Postgres::database_exists(url)
+            .await
+            .map_err(repo_error)?
+        {
             return Ok(false);
         }
-        sqlx::Postgres::create_database(url).await.map_err(repo_error)?;
+        sqlx::Postgres::create_database(url)
+            .await
+            .map_err(repo_error)?;
         Ok(true)
     }
 
