@@ -34,3 +34,7 @@ fmt:
 # Build the release binary
 build:
     cargo build --release --locked --bin relay
+
+# Time the import of 1,000,000 generated contacts into a scratch database (results: docs/benchmarks.md)
+bench-import rows="1000000":
+    scripts/bench-import.sh {{rows}}

@@ -55,6 +55,16 @@ pub enum DependencyFailure {
     Timeout,
 }
 
+impl DependencyFailure {
+    /// `error` or `timeout`, for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Error => "error",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
 /// What to answer, and what happened on the way (for logs and metrics).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {

@@ -10,7 +10,7 @@ use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use futures_util::StreamExt as _;
 use relay_domain::{ConversationId, MAX_CONVERSATION_ID_CHARS, mask_phone};
-use relay_usecase::{Answer, PersonalizationRequest, PersonalizeCall};
+use relay_usecase::{Answer, DependencyFailure, PersonalizationRequest, PersonalizeCall};
 use serde::Deserialize;
 use validator::{Validate, ValidationError};
 
@@ -124,8 +124,8 @@ fn log_answer(request: &LoggedRequest, answer: &Answer, latency_ms: f64) {
                 conversation_id = %request.conversation_id,
                 caller = request.caller.as_deref(),
                 match_result = ?answer.matched,
-                store_failure = store.as_deref(),
-                cache_failure = cache.as_deref(),
+                store_failure = store,
+                cache_failure = cache,
                 latency_ms,
                 "personalization answered"
             )
