@@ -106,12 +106,8 @@ struct LoggedRequest {
 
 fn log_answer(request: &LoggedRequest, answer: &Answer, latency_ms: f64) {
     let outcome = answer.outcome();
-    let store = answer
-        .store_failure
-        .map(|f| format!("{f:?}").to_lowercase());
-    let cache = answer
-        .cache_failure
-        .map(|f| format!("{f:?}").to_lowercase());
+    let store = answer.store_failure.map(DependencyFailure::as_str);
+    let cache = answer.cache_failure.map(DependencyFailure::as_str);
     let org_id = answer.org_id.map(|id| id.to_string());
     macro_rules! event {
         ($level:expr) => {
