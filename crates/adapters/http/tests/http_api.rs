@@ -1,44 +1,18 @@
 //! Every status and envelope of the webhook, through actix-web's test service, on the real use
 //! case over in-memory fakes of the ports.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use actix_web::test::{self, TestRequest};
-use relay_domain::ToolToken;
 use relay_http::{MAX_BODY_BYTES, PERSONALIZATION_PATH, test_app};
-use relay_ports::fakes::{Behaviour, InMemoryCache, InMemoryStore};
-use relay_usecase::{PersonalizeCall, RetryPolicy};
+use relay_ports::fakes::Behaviour;
 use serde_json::{Value, json};
-
-struct World {
-    store: InMemoryStore,
-    cache: InMemoryCache,
-    token: ToolToken,
-    personalize: Arc<PersonalizeCall>,
-}
-
-fn world() -> World {
-    let store = InMemoryStore::new();
-    let cache = InMemoryCache::new();
-    let (org, token) = store.add_org("Acme Corp", "CA");
-    store.add_contact(org.id, Some("Alex"), Some("Morgan"), "+14165550100");
-    let personalize = Arc::new(PersonalizeCall::new(
-        Arc::new(store.clone()),
-        Arc::new(store.clone()),
-        Arc::new(cache.clone()),
-        Duration::from_millis(800),
-        RetryPolicy::default(),
-    ));
-    World {
-        store,
-        cache,
-        token,
-        personalize,
-    }
-}
+use support::{World, world};
 
 /// Sends a request and returns status, headers and the body as JSON.
 async fn send(

@@ -5,13 +5,14 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use actix_web::test::{self, TestRequest};
 use relay_http::{PERSONALIZATION_PATH, test_app};
-use relay_ports::fakes::{Behaviour, InMemoryCache, InMemoryStore};
-use relay_usecase::{PersonalizeCall, RetryPolicy};
+use relay_ports::fakes::Behaviour;
 use serde_json::{Value, json};
+use support::{World, world};
+
+mod support;
 
 /// A log sink for one test.
 #[derive(Clone, Default)]
@@ -29,17 +30,12 @@ impl Write for Captured {
 
 #[actix_web::test]
 async fn logs_never_carry_the_token_a_whole_number_or_a_name() {
-    let store = InMemoryStore::new();
-    let cache = InMemoryCache::new();
-    let (org, token) = store.add_org("Acme Corp", "CA");
-    store.add_contact(org.id, Some("Alex"), Some("Morgan"), "+14165550100");
-    let personalize = Arc::new(PersonalizeCall::new(
-        Arc::new(store.clone()),
-        Arc::new(store),
-        Arc::new(cache.clone()),
-        Duration::from_millis(800),
-        RetryPolicy::default(),
-    ));
+    let World {
+        cache,
+        token,
+        personalize,
+        ..
+    } = world();
     let app = test::init_service(test_app(personalize)).await;
     let post = |token: &str, body: Value| {
         TestRequest::post()

@@ -1,0 +1,37 @@
+//! The world HTTP tests run in: the real use case over in-memory fakes, one organization with one
+//! contact (Alex Morgan, +14165550100, region CA).
+#![allow(dead_code, reason = "each test binary uses a different part")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use relay_domain::ToolToken;
+use relay_ports::fakes::{InMemoryCache, InMemoryStore};
+use relay_usecase::{PersonalizeCall, RetryPolicy};
+
+pub struct World {
+    pub store: InMemoryStore,
+    pub cache: InMemoryCache,
+    pub token: ToolToken,
+    pub personalize: Arc<PersonalizeCall>,
+}
+
+pub fn world() -> World {
+    let store = InMemoryStore::new();
+    let cache = InMemoryCache::new();
+    let (org, token) = store.add_org("Acme Corp", "CA");
+    store.add_contact(org.id, Some("Alex"), Some("Morgan"), "+14165550100");
+    let personalize = Arc::new(PersonalizeCall::new(
+        Arc::new(store.clone()),
+        Arc::new(store.clone()),
+        Arc::new(cache.clone()),
+        Duration::from_millis(800),
+        RetryPolicy::default(),
+    ));
+    World {
+        store,
+        cache,
+        token,
+        personalize,
+    }
+}
