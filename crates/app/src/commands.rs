@@ -307,7 +307,7 @@ fn read_csv(
     Ok(reader.into_records().map(move |record| {
         let record = record.map_err(|e| Rejection {
             line: e.position().map_or(0, csv::Position::line),
-            reason: format!("unreadable row: {}", e.kind_description()),
+            reason: format!("unreadable row: {}", describe(&e)),
         })?;
         let field = |i: Option<usize>| i.and_then(|i| record.get(i)).map(str::to_owned);
         Ok(RawContact {
@@ -319,17 +319,12 @@ fn read_csv(
     }))
 }
 
-trait KindDescription {
-    fn kind_description(&self) -> &'static str;
-}
-
-impl KindDescription for csv::Error {
-    fn kind_description(&self) -> &'static str {
-        match self.kind() {
-            csv::ErrorKind::Utf8 { .. } => "not valid UTF-8",
-            csv::ErrorKind::UnequalLengths { .. } => "wrong number of fields",
-            csv::ErrorKind::Io(_) => "read error",
-            _ => "malformed CSV",
-        }
+/// What went wrong with a CSV row, without echoing its content.
+fn describe(error: &csv::Error) -> &'static str {
+    match error.kind() {
+        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8",
+        csv::ErrorKind::UnequalLengths { .. } => "wrong number of fields",
+        csv::ErrorKind::Io(_) => "read error",
+        _ => "malformed CSV",
     }
 }

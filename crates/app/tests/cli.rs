@@ -208,3 +208,25 @@ async fn sqlx_rows(db: &TestDb, sql: &'static str) -> Vec<(String, Option<String
     use relay_postgres::testing::sqlx;
     sqlx::query_as(sql).fetch_all(db.pool()).await.unwrap()
 }
+
+#[tokio::test]
+async fn unreadable_csv_rows_are_reported_and_the_rest_imported() {
+    let db = TestDb::create().await;
+    let url = db.url();
+    let org = relay_ok(&url, &["org", "create", "--name", "Acme", "--region", "CA"]);
+    let mut csv = tempfile::NamedTempFile::new().unwrap();
+    csv.write_all(b"first_name,phone\nAl\xffex,4165550100\nSam,4165550101\n")
+        .unwrap();
+    let out = relay(
+        &url,
+        &["contacts", "import", &org, csv.path().to_str().unwrap()],
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "inserted=1 updated=0 unchanged=0 rejected=1"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 2: unreadable row: not valid UTF-8")
+    );
+}

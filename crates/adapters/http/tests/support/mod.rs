@@ -1,6 +1,10 @@
 //! The world HTTP tests run in: the real use case over in-memory fakes, one organization with one
 //! contact (Alex Morgan, +14165550100, region CA).
-#![allow(dead_code, unreachable_pub, reason = "each test binary uses a different part")]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    reason = "each test binary uses a different part"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;
