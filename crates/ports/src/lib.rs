@@ -10,6 +10,8 @@
 use std::time::Duration;
 
 #[cfg(feature = "test-helpers")]
+pub mod conformance;
+#[cfg(feature = "test-helpers")]
 pub mod fakes;
 
 use async_trait::async_trait;

@@ -1,10 +1,12 @@
-//! The Redis adapter against a real Redis, a unique key prefix per test.
+//! The Redis adapter against a real Redis, a unique key prefix per test: the cache port's
+//! conformance suite, then what is particular to Redis (key, JSON shape, exact TTL).
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deadpool_redis::redis;
 use relay_domain::{CallContext, ContactId, ConversationId, E164, OrgId};
+use relay_ports::conformance::CacheFixture;
 use relay_ports::{CacheError, CallContextCache};
 use relay_redis::testing::TestRedis;
 use relay_redis::{PoolSettings, RedisCache};
@@ -21,6 +23,42 @@ fn context(conversation: &str, contact: Option<u128>) -> CallContext {
         received_at: DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap(),
     }
 }
+
+struct RedisFixture {
+    redis: TestRedis,
+    cache: RedisCache,
+}
+
+impl RedisFixture {
+    async fn new() -> Self {
+        let redis = TestRedis::create().await;
+        let cache = redis.cache();
+        Self { redis, cache }
+    }
+}
+
+impl CacheFixture for RedisFixture {
+    fn cache(&self) -> &dyn CallContextCache {
+        &self.cache
+    }
+
+    fn dead_cache(&self) -> Box<dyn CallContextCache> {
+        let settings = PoolSettings {
+            max_size: 1,
+            timeout: Duration::from_secs(1),
+        };
+        Box::new(
+            RedisCache::new(
+                &SecretString::from("redis://127.0.0.1:1"),
+                self.redis.prefix(),
+                settings,
+            )
+            .expect("valid URL"),
+        )
+    }
+}
+
+relay_ports::cache_conformance_tests!(RedisFixture::new().await);
 
 #[tokio::test]
 async fn put_stores_json_under_the_prefixed_key_with_the_ttl() {
@@ -55,71 +93,6 @@ async fn put_stores_json_under_the_prefixed_key_with_the_ttl() {
 }
 
 #[tokio::test]
-async fn get_reads_back_what_put_wrote_and_none_when_missing() {
-    let redis = TestRedis::create().await;
-    let cache = redis.cache();
-    let ctx = context("conv_2", None);
-    cache.put(&ctx, CallContext::TTL).await.unwrap();
-    assert_eq!(cache.get(&ctx.conversation_id).await.unwrap(), Some(ctx));
-    assert_eq!(
-        cache
-            .get(&ConversationId::parse("conv_none").unwrap())
-            .await
-            .unwrap(),
-        None
-    );
-}
-
-#[tokio::test]
-async fn a_repeated_put_overwrites_and_restarts_the_ttl() {
-    let redis = TestRedis::create().await;
-    let cache = redis.cache();
-    cache
-        .put(&context("conv_3", None), Duration::from_secs(10))
-        .await
-        .unwrap();
-    cache
-        .put(&context("conv_3", Some(9)), CallContext::TTL)
-        .await
-        .unwrap();
-
-    let got = cache
-        .get(&ConversationId::parse("conv_3").unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        got.contact_id,
-        Some(ContactId::from_uuid(uuid::Uuid::from_u128(9)))
-    );
-    let mut conn = redis.connection().await;
-    let ttl: i64 = redis::cmd("TTL")
-        .arg(format!("{}call:conv_3", redis.prefix()))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(ttl > 86_000, "ttl {ttl}");
-}
-
-#[tokio::test]
-async fn entries_expire_after_their_ttl() {
-    let redis = TestRedis::create().await;
-    let cache = redis.cache();
-    cache
-        .put(&context("conv_4", None), Duration::from_secs(1))
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
-    assert_eq!(
-        cache
-            .get(&ConversationId::parse("conv_4").unwrap())
-            .await
-            .unwrap(),
-        None
-    );
-}
-
-#[tokio::test]
 async fn an_unreadable_entry_is_corrupt() {
     let redis = TestRedis::create().await;
     let mut conn = redis.connection().await;
@@ -135,29 +108,6 @@ async fn an_unreadable_entry_is_corrupt() {
         .await
         .unwrap_err();
     assert!(matches!(err, CacheError::Corrupt(_)), "{err:?}");
-}
-
-#[tokio::test]
-async fn unreachable_redis_is_unavailable() {
-    let settings = PoolSettings {
-        max_size: 1,
-        timeout: Duration::from_secs(1),
-    };
-    let cache = RedisCache::new(
-        &SecretString::from("redis://127.0.0.1:1"),
-        "relay:",
-        settings,
-    )
-    .unwrap();
-    let ctx = context("conv_6", None);
-    assert!(matches!(
-        cache.put(&ctx, CallContext::TTL).await,
-        Err(CacheError::Unavailable(_))
-    ));
-    assert!(matches!(
-        cache.get(&ctx.conversation_id).await,
-        Err(CacheError::Unavailable(_))
-    ));
 }
 
 #[test]

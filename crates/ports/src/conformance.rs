@@ -1,0 +1,556 @@
+//! Adapter conformance suites (`test-helpers` feature): the contract of each port, written once
+//! and run against every adapter of that port, so swapping adapters is proven, not hoped.
+//!
+//! An adapter's test file invokes [`cache_conformance_tests!`](crate::cache_conformance_tests) or
+//! [`store_conformance_tests!`](crate::store_conformance_tests) with an expression that builds a
+//! fresh fixture; each case becomes its own `#[tokio::test]`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeDelta, Utc};
+use relay_domain::{
+    CallContext, ContactId, ConversationId, E164, NewContact, OrgId, OrgName, Organization, Region,
+    SecretId, ToolToken,
+};
+
+use crate::{
+    AdminError, CacheError, CallContextCache, ContactDirectory, ContactImport, OrganizationAdmin,
+    OrganizationDirectory, RepositoryError, UpsertSummary,
+};
+
+/// What the cache suite needs from an adapter's test setup.
+#[async_trait]
+pub trait CacheFixture: Send + Sync {
+    /// A cache on a live backend, isolated from other tests.
+    fn cache(&self) -> &dyn CallContextCache;
+    /// A cache whose backend is gone (unreachable).
+    fn dead_cache(&self) -> Box<dyn CallContextCache>;
+}
+
+/// A store implementing every storage port.
+pub trait Store:
+    OrganizationDirectory + ContactDirectory + OrganizationAdmin + ContactImport
+{
+}
+
+impl<T: OrganizationDirectory + ContactDirectory + OrganizationAdmin + ContactImport> Store for T {}
+
+/// What the store suite needs from an adapter's test setup.
+#[async_trait]
+pub trait StoreFixture: Send + Sync {
+    /// A store on a fresh, empty, migrated database.
+    fn store(&self) -> &dyn Store;
+    /// A store whose backend is gone (unreachable).
+    fn dead_store(&self) -> Box<dyn Store>;
+    /// Writes a contact the way another system might: no import rules, this id and update time.
+    async fn insert_raw_contact(
+        &self,
+        org: OrgId,
+        id: ContactId,
+        first_name: &str,
+        phone: &E164,
+        updated_at: DateTime<Utc>,
+    );
+}
+
+fn context(conversation: &str, contact: Option<u128>) -> CallContext {
+    CallContext {
+        conversation_id: ConversationId::parse(conversation).expect("valid id"),
+        org_id: OrgId::from_uuid(uuid::Uuid::from_u128(1)),
+        contact_id: contact.map(|c| ContactId::from_uuid(uuid::Uuid::from_u128(c))),
+        caller_number: Some(e164("+14165550100")),
+        called_number: Some("+12362320246".into()),
+        agent_id: Some("agent_1".into()),
+        received_at: DateTime::<Utc>::from_timestamp(1_700_000_000, 0).expect("timestamp"),
+    }
+}
+
+fn e164(s: &str) -> E164 {
+    E164::from_normalized(s).expect("E.164 test number")
+}
+
+fn conv(s: &str) -> ConversationId {
+    ConversationId::parse(s).expect("valid id")
+}
+
+/// The call-context cache contract.
+pub mod cache {
+    use super::*;
+
+    /// `put` then `get` gives back the same context.
+    pub async fn put_then_get_round_trips(f: &impl CacheFixture) {
+        let ctx = context("conv_round_trip", Some(7));
+        f.cache().put(&ctx, CallContext::TTL).await.expect("put");
+        assert_eq!(
+            f.cache().get(&ctx.conversation_id).await.expect("get"),
+            Some(ctx)
+        );
+    }
+
+    /// A conversation never stored is `None`.
+    pub async fn missing_entry_is_none(f: &impl CacheFixture) {
+        assert_eq!(
+            f.cache()
+                .get(&conv("conv_never_stored"))
+                .await
+                .expect("get"),
+            None
+        );
+    }
+
+    /// A second `put` replaces the first and restarts its TTL.
+    pub async fn put_overwrites_and_restarts_the_ttl(f: &impl CacheFixture) {
+        f.cache()
+            .put(&context("conv_overwrite", None), Duration::from_secs(1))
+            .await
+            .expect("put");
+        f.cache()
+            .put(&context("conv_overwrite", Some(9)), CallContext::TTL)
+            .await
+            .expect("put");
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let got = f.cache().get(&conv("conv_overwrite")).await.expect("get");
+        assert_eq!(
+            got.and_then(|c| c.contact_id),
+            Some(ContactId::from_uuid(uuid::Uuid::from_u128(9)))
+        );
+    }
+
+    /// An entry is gone once its TTL has passed.
+    pub async fn entries_expire_after_their_ttl(f: &impl CacheFixture) {
+        f.cache()
+            .put(&context("conv_expiring", None), Duration::from_secs(1))
+            .await
+            .expect("put");
+        assert!(
+            f.cache()
+                .get(&conv("conv_expiring"))
+                .await
+                .expect("get")
+                .is_some()
+        );
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        assert_eq!(
+            f.cache().get(&conv("conv_expiring")).await.expect("get"),
+            None
+        );
+    }
+
+    /// Entries of different conversations do not touch each other.
+    pub async fn conversations_are_independent(f: &impl CacheFixture) {
+        f.cache()
+            .put(&context("conv_a", Some(1)), CallContext::TTL)
+            .await
+            .expect("put");
+        f.cache()
+            .put(&context("conv_b", Some(2)), CallContext::TTL)
+            .await
+            .expect("put");
+        let a = f
+            .cache()
+            .get(&conv("conv_a"))
+            .await
+            .expect("get")
+            .expect("a");
+        assert_eq!(
+            a.contact_id,
+            Some(ContactId::from_uuid(uuid::Uuid::from_u128(1)))
+        );
+    }
+
+    /// A backend that is gone gives `Unavailable`, for `put` and `get`.
+    pub async fn gone_backend_is_unavailable(f: &impl CacheFixture) {
+        let dead = f.dead_cache();
+        let ctx = context("conv_dead", None);
+        assert!(matches!(
+            dead.put(&ctx, CallContext::TTL).await,
+            Err(CacheError::Unavailable(_))
+        ));
+        assert!(matches!(
+            dead.get(&ctx.conversation_id).await,
+            Err(CacheError::Unavailable(_))
+        ));
+    }
+}
+
+/// The storage ports' contract (organizations, secrets, contacts, import).
+pub mod store {
+    use super::*;
+
+    fn token(seed: u8) -> ToolToken {
+        ToolToken::from_random_bytes(&[seed; 32])
+    }
+
+    async fn org(f: &impl StoreFixture, name: &str) -> Organization {
+        f.store()
+            .create_organization(
+                &OrgName::parse(name).expect("name"),
+                Region::parse("CA").expect("region"),
+            )
+            .await
+            .expect("create organization")
+    }
+
+    fn contact(first: &str, phone: &str) -> NewContact {
+        NewContact {
+            first_name: Some(first.into()),
+            last_name: Some("Test".into()),
+            phone_raw: phone.into(),
+            phone: e164(phone),
+        }
+    }
+
+    /// A live secret's digest finds its organization; an unknown digest finds nothing.
+    pub async fn organization_is_found_by_a_live_secret(f: &impl StoreFixture) {
+        let acme = org(f, "Acme Corp").await;
+        f.store()
+            .add_secret(acme.id, &token(1).digest())
+            .await
+            .expect("add secret");
+        assert_eq!(
+            f.store()
+                .find_by_secret_digest(&token(1).digest())
+                .await
+                .expect("find"),
+            Some(acme)
+        );
+        assert_eq!(
+            f.store()
+                .find_by_secret_digest(&token(2).digest())
+                .await
+                .expect("find"),
+            None
+        );
+    }
+
+    /// Two live secrets both work; revoking one stops only that one, and revoking twice keeps the
+    /// first revocation time.
+    pub async fn secrets_rotate_and_revoke(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        let old = s
+            .add_secret(acme.id, &token(1).digest())
+            .await
+            .expect("add");
+        s.add_secret(acme.id, &token(2).digest())
+            .await
+            .expect("add");
+        for t in [token(1), token(2)] {
+            assert!(
+                s.find_by_secret_digest(&t.digest())
+                    .await
+                    .expect("find")
+                    .is_some()
+            );
+        }
+        let revoked = s.revoke_secret(old.id).await.expect("revoke");
+        assert!(revoked.revoked_at.is_some());
+        assert_eq!(
+            s.find_by_secret_digest(&token(1).digest())
+                .await
+                .expect("find"),
+            None
+        );
+        assert!(
+            s.find_by_secret_digest(&token(2).digest())
+                .await
+                .expect("find")
+                .is_some()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(
+            s.revoke_secret(old.id)
+                .await
+                .expect("revoke again")
+                .revoked_at,
+            revoked.revoked_at
+        );
+        let listed = s.list_secrets(acme.id).await.expect("list");
+        assert_eq!(
+            listed
+                .iter()
+                .map(|x| x.revoked_at.is_some())
+                .collect::<Vec<_>>(),
+            [true, false]
+        );
+        assert_eq!(listed[0].id, old.id);
+    }
+
+    /// Missing organizations and secrets are `NotFound`, never an empty success.
+    pub async fn missing_rows_are_not_found(f: &impl StoreFixture) {
+        let s = f.store();
+        let nobody = OrgId::from_uuid(uuid::Uuid::new_v4());
+        assert!(matches!(
+            s.add_secret(nobody, &token(1).digest()).await,
+            Err(AdminError::NotFound("organization"))
+        ));
+        assert!(matches!(
+            s.list_secrets(nobody).await,
+            Err(AdminError::NotFound("organization"))
+        ));
+        assert!(matches!(
+            s.revoke_secret(SecretId::from_uuid(uuid::Uuid::new_v4()))
+                .await,
+            Err(AdminError::NotFound("secret"))
+        ));
+        assert!(matches!(
+            s.upsert_contacts(nobody, &[contact("A", "+14165550100")])
+                .await,
+            Err(AdminError::NotFound("organization"))
+        ));
+        assert_eq!(s.find_organization(nobody).await.expect("find"), None);
+    }
+
+    /// Organizations list oldest first.
+    pub async fn organizations_list_oldest_first(f: &impl StoreFixture) {
+        let a = org(f, "First").await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let b = org(f, "Second").await;
+        assert_eq!(
+            f.store().list_organizations().await.expect("list"),
+            vec![a.clone(), b]
+        );
+        assert_eq!(
+            f.store().find_organization(a.id).await.expect("find"),
+            Some(a)
+        );
+    }
+
+    /// A contact is found by number within its organization only.
+    pub async fn contacts_are_scoped_to_their_organization(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        let globex = org(f, "Globex").await;
+        s.upsert_contacts(globex.id, &[contact("Secret", "+14165550100")])
+            .await
+            .expect("import");
+        s.upsert_contacts(acme.id, &[contact("Alex", "+14165550101")])
+            .await
+            .expect("import");
+        assert_eq!(
+            s.find_by_phone(acme.id, &e164("+14165550100"))
+                .await
+                .expect("find"),
+            None
+        );
+        let found = s
+            .find_by_phone(acme.id, &e164("+14165550101"))
+            .await
+            .expect("find")
+            .expect("contact");
+        assert_eq!(
+            (found.first_name.as_deref(), found.org_id),
+            (Some("Alex"), acme.id)
+        );
+        assert_eq!(found.phone, e164("+14165550101"));
+        assert_eq!(
+            s.find_by_phone(acme.id, &e164("+14165550199"))
+                .await
+                .expect("find"),
+            None
+        );
+    }
+
+    /// Several contacts with one number: the newest wins, then the highest id; an import updates
+    /// that one.
+    pub async fn newest_of_several_matches_wins(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        let number = e164("+14165550100");
+        let at = |y: i32| {
+            DateTime::<Utc>::from_timestamp(0, 0).expect("epoch")
+                + TimeDelta::days(365 * i64::from(y - 1970))
+        };
+        let id = |n: u128| ContactId::from_uuid(uuid::Uuid::from_u128(n));
+        // The oldest row has the highest id: if an import touched every row, the tie-break would
+        // pick it and the last assertion would fail.
+        f.insert_raw_contact(acme.id, id(3), "Old", &number, at(2024))
+            .await;
+        f.insert_raw_contact(acme.id, id(1), "TieLo", &number, at(2025))
+            .await;
+        f.insert_raw_contact(acme.id, id(2), "TieHi", &number, at(2025))
+            .await;
+        let found = s
+            .find_by_phone(acme.id, &number)
+            .await
+            .expect("find")
+            .expect("contact");
+        assert_eq!(
+            (found.id, found.first_name.as_deref()),
+            (id(2), Some("TieHi"))
+        );
+
+        let summary = s
+            .upsert_contacts(acme.id, &[contact("Alex", "+14165550100")])
+            .await
+            .expect("import");
+        assert_eq!(
+            summary,
+            UpsertSummary {
+                inserted: 0,
+                updated: 1,
+                unchanged: 0
+            }
+        );
+        let found = s
+            .find_by_phone(acme.id, &number)
+            .await
+            .expect("find")
+            .expect("contact");
+        assert_eq!(
+            (found.id, found.first_name.as_deref()),
+            (id(2), Some("Alex"))
+        );
+    }
+
+    /// Re-importing the same data changes nothing; a changed name is one update.
+    pub async fn import_is_idempotent(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        let batch = [
+            contact("Alex", "+14165550100"),
+            contact("Sam", "+14165550101"),
+        ];
+        assert_eq!(
+            s.upsert_contacts(acme.id, &batch).await.expect("import"),
+            UpsertSummary {
+                inserted: 2,
+                updated: 0,
+                unchanged: 0
+            }
+        );
+        let before = s
+            .find_by_phone(acme.id, &e164("+14165550100"))
+            .await
+            .expect("find")
+            .expect("contact");
+        assert_eq!(
+            s.upsert_contacts(acme.id, &batch).await.expect("import"),
+            UpsertSummary {
+                inserted: 0,
+                updated: 0,
+                unchanged: 2
+            }
+        );
+        let after = s
+            .find_by_phone(acme.id, &e164("+14165550100"))
+            .await
+            .expect("find")
+            .expect("contact");
+        assert_eq!(
+            before.updated_at, after.updated_at,
+            "an unchanged contact keeps its update time"
+        );
+        let renamed = [contact("Alexandra", "+14165550100")];
+        assert_eq!(
+            s.upsert_contacts(acme.id, &renamed).await.expect("import"),
+            UpsertSummary {
+                inserted: 0,
+                updated: 1,
+                unchanged: 0
+            }
+        );
+        let found = s
+            .find_by_phone(acme.id, &e164("+14165550100"))
+            .await
+            .expect("find")
+            .expect("contact");
+        assert_eq!(
+            (found.id, found.first_name.as_deref()),
+            (before.id, Some("Alexandra"))
+        );
+    }
+
+    /// Contacts may have no names.
+    pub async fn names_may_be_missing(f: &impl StoreFixture) {
+        let acme = org(f, "Acme").await;
+        let nameless = NewContact {
+            first_name: None,
+            last_name: None,
+            phone_raw: "416 555 0100".into(),
+            phone: e164("+14165550100"),
+        };
+        f.store()
+            .upsert_contacts(acme.id, &[nameless])
+            .await
+            .expect("import");
+        let found = f
+            .store()
+            .find_by_phone(acme.id, &e164("+14165550100"))
+            .await
+            .expect("find")
+            .expect("contact");
+        assert_eq!((found.first_name, found.last_name), (None, None));
+    }
+
+    /// A backend that is gone gives `Unavailable` on the webhook path, never "not found".
+    pub async fn gone_backend_is_unavailable(f: &impl StoreFixture) {
+        let dead = f.dead_store();
+        assert!(matches!(
+            dead.find_by_secret_digest(&token(1).digest()).await,
+            Err(RepositoryError::Unavailable(_))
+        ));
+        assert!(matches!(
+            dead.find_by_phone(OrgId::from_uuid(uuid::Uuid::nil()), &e164("+14165550100"))
+                .await,
+            Err(RepositoryError::Unavailable(_))
+        ));
+        assert!(matches!(
+            dead.list_organizations().await,
+            Err(AdminError::Repository(RepositoryError::Unavailable(_)))
+        ));
+    }
+}
+
+/// One `#[tokio::test]` per cache contract case, on fixtures built by `$fixture` (an async
+/// expression evaluated afresh for each case).
+#[macro_export]
+macro_rules! cache_conformance_tests {
+    ($fixture:expr) => {
+        $crate::__conformance_cases!(cache, $fixture;
+            put_then_get_round_trips,
+            missing_entry_is_none,
+            put_overwrites_and_restarts_the_ttl,
+            entries_expire_after_their_ttl,
+            conversations_are_independent,
+            gone_backend_is_unavailable,
+        );
+    };
+}
+
+/// One `#[tokio::test]` per storage contract case, on fixtures built by `$fixture`.
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($fixture:expr) => {
+        $crate::__conformance_cases!(store, $fixture;
+            organization_is_found_by_a_live_secret,
+            secrets_rotate_and_revoke,
+            missing_rows_are_not_found,
+            organizations_list_oldest_first,
+            contacts_are_scoped_to_their_organization,
+            newest_of_several_matches_wins,
+            import_is_idempotent,
+            names_may_be_missing,
+            gone_backend_is_unavailable,
+        );
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_cases {
+    ($suite:ident, $fixture:expr; $($case:ident),+ $(,)?) => {
+        mod conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let fixture = $fixture;
+                    $crate::conformance::$suite::$case(&fixture).await;
+                }
+            )+
+        }
+    };
+}
