@@ -113,6 +113,14 @@ pub trait CallContextCache: Send + Sync {
     ) -> Result<Option<CallContext>, CacheError>;
 }
 
+/// A store implementing every storage port (what the app wires from one database URL).
+pub trait Store:
+    OrganizationDirectory + ContactDirectory + OrganizationAdmin + ContactImport
+{
+}
+
+impl<T: OrganizationDirectory + ContactDirectory + OrganizationAdmin + ContactImport> Store for T {}
+
 /// What one call of [`ContactImport::upsert_contacts`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UpsertSummary {

@@ -42,19 +42,14 @@ impl CacheFixture for RedisFixture {
         &self.cache
     }
 
-    fn dead_cache(&self) -> Box<dyn CallContextCache> {
+    fn dead_cache(&self) -> Option<Box<dyn CallContextCache>> {
         let settings = PoolSettings {
             max_size: 1,
             timeout: Duration::from_secs(1),
         };
-        Box::new(
-            RedisCache::new(
-                &SecretString::from("redis://127.0.0.1:1"),
-                self.redis.prefix(),
-                settings,
-            )
-            .expect("valid URL"),
-        )
+        let url = SecretString::from("redis://127.0.0.1:1");
+        let cache = RedisCache::new(&url, self.redis.prefix(), settings).expect("valid URL");
+        Some(Box::new(cache))
     }
 }
 

@@ -1,0 +1,98 @@
+//! In-process call-context cache: a bounded moka cache whose entries expire after the TTL each was
+//! stored with. For a single process only: replicas do not share it, and a restart empties it.
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use moka::Expiry;
+use moka::future::Cache;
+use relay_domain::{CallContext, ConversationId};
+use relay_ports::{CacheError, CallContextCache};
+
+/// Entries kept at most by default; the least recently used go first beyond it.
+pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
+
+#[derive(Clone)]
+struct Entry {
+    context: CallContext,
+    ttl: Duration,
+}
+
+struct PerEntryTtl;
+
+impl Expiry<ConversationId, Entry> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _: &ConversationId,
+        entry: &Entry,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &ConversationId,
+        entry: &Entry,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        // An overwrite restarts the TTL, as `SET .. EX` does.
+        Some(entry.ttl)
+    }
+}
+
+/// The call-context cache in this process's memory.
+#[derive(Clone)]
+pub struct MemoryCache {
+    entries: Cache<ConversationId, Entry>,
+}
+
+impl std::fmt::Debug for MemoryCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryCache")
+            .field("entries", &self.entries.entry_count())
+            .finish()
+    }
+}
+
+impl MemoryCache {
+    /// A cache holding at most `max_entries` contexts.
+    pub fn new(max_entries: u64) -> Self {
+        Self {
+            entries: Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(PerEntryTtl)
+                .build(),
+        }
+    }
+}
+
+impl Default for MemoryCache {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_ENTRIES)
+    }
+}
+
+#[async_trait]
+impl CallContextCache for MemoryCache {
+    async fn put(&self, context: &CallContext, ttl: Duration) -> Result<(), CacheError> {
+        self.entries
+            .insert(
+                context.conversation_id.clone(),
+                Entry {
+                    context: context.clone(),
+                    ttl,
+                },
+            )
+            .await;
+        Ok(())
+    }
+
+    async fn get(
+        &self,
+        conversation_id: &ConversationId,
+    ) -> Result<Option<CallContext>, CacheError> {
+        Ok(self.entries.get(conversation_id).await.map(|e| e.context))
+    }
+}

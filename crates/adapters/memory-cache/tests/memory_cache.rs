@@ -1,0 +1,19 @@
+//! The in-process cache proves the cache port's contract through the shared conformance suite.
+
+use relay_memory_cache::MemoryCache;
+use relay_ports::CallContextCache;
+use relay_ports::conformance::CacheFixture;
+
+struct MemoryFixture(MemoryCache);
+
+impl CacheFixture for MemoryFixture {
+    fn cache(&self) -> &dyn CallContextCache {
+        &self.0
+    }
+
+    fn dead_cache(&self) -> Option<Box<dyn CallContextCache>> {
+        None // no backend to lose: it lives in this process
+    }
+}
+
+relay_ports::cache_conformance_tests!(MemoryFixture(MemoryCache::default()));
