@@ -1,23 +1,27 @@
 # relay: ElevenLabs personalization webhook. `just` lists the recipes.
 
-# Local services: override by exporting DATABASE_URL / REDIS_URL before calling just.
-export DATABASE_URL := env_var_or_default("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/relay")
-export REDIS_URL := env_var_or_default("REDIS_URL", "redis://127.0.0.1:6379")
+# `run-pg` and `migrate` use these unless DATABASE_URL / REDIS_URL are exported.
+pg_url := env_var_or_default("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/relay")
+redis_url := env_var_or_default("REDIS_URL", "redis://127.0.0.1:6379")
 
 # List the recipes
 default:
     @just --list
 
-# Migrate the local database (creating it if needed), then serve on LISTEN_ADDR (default 0.0.0.0:2212)
-run: migrate
+# Serve with zero setup: embedded SQLite at data/relay.db and an in-process cache (seeds a demo on first start)
+run:
     cargo run --release --locked --bin relay -- serve
 
-# Apply migrations to DATABASE_URL, creating the database if it does not exist
-migrate:
-    cargo run --release --locked --bin relay -- migrate --create-database
+# Serve against local Postgres and Redis: migrate (creating the database if needed), then serve
+run-pg: migrate
+    DATABASE_URL={{pg_url}} REDIS_URL={{redis_url}} cargo run --release --locked --bin relay -- serve
 
-# Run every test: unit, property, adapter (real Postgres and Redis), HTTP and end-to-end.
-# Each test creates and drops its own database on the server of TEST_DATABASE_URL.
+# Apply migrations to the Postgres database, creating it if it does not exist
+migrate:
+    DATABASE_URL={{pg_url}} cargo run --release --locked --bin relay -- migrate --create-database
+
+# Tests create and drop their own databases on the server of TEST_DATABASE_URL.
+# Run every test: unit, property, adapter conformance (SQLite, Postgres, in-process, Redis), HTTP, end-to-end
 test:
     DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}" cargo test --workspace --locked
 

@@ -9,13 +9,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use relay_domain::{OrgId, OrgName, Region};
-use relay_ports::AdminError;
-use relay_postgres::{PgStore, PoolSettings as PgPoolSettings};
-use relay_redis::{PoolSettings as RedisPoolSettings, RedisCache};
+use relay_ports::{AdminError, Store};
+use relay_postgres::PgStore;
+use relay_redis::RedisCache;
 use relay_usecase::{Admin, ContactImporter, PersonalizeCall, RawContact, Rejection, RetryPolicy};
 
 use crate::cli::{Command, ContactsCommand, OrgCommand, SecretCommand};
 use crate::config::{ConfigError, Env, ServeConfig, StoreConfig};
+use crate::stores;
 
 /// Rows per upsert round trip during an import.
 const IMPORT_BATCH: usize = 2_000;
@@ -56,16 +57,7 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Serve => serve(ServeConfig::from_env(&env)?).await,
         Command::Migrate { create_database } => {
-            let config = StoreConfig::from_env(&env)?;
-            if create_database
-                && PgStore::create_database_if_missing(&config.database_url)
-                    .await
-                    .context("cannot create the database named in DATABASE_URL")?
-            {
-                tracing::warn!("created the database named in DATABASE_URL");
-            }
-            let store = connect(&config).await?;
-            store.migrate().await.context("migration failed")?;
+            stores::migrate(&StoreConfig::from_env(&env)?, create_database).await?;
             tracing::info!("migrations applied");
             Ok(())
         }
@@ -77,17 +69,8 @@ pub(crate) async fn run(command: Command) -> Result<(), Failure> {
     }
 }
 
-fn pg_settings(config: &StoreConfig) -> PgPoolSettings {
-    PgPoolSettings {
-        max_connections: config.max_connections,
-        ..PgPoolSettings::default()
-    }
-}
-
-async fn connect(config: &StoreConfig) -> Result<PgStore, Failure> {
-    Ok(PgStore::connect(&config.database_url, pg_settings(config))
-        .await
-        .context("cannot connect to Postgres at DATABASE_URL")?)
+async fn admin_store(config: &StoreConfig) -> Result<Arc<dyn Store>, Failure> {
+    Ok(stores::for_command(config).await?.store)
 }
 
 async fn serve(config: ServeConfig) -> Result<(), Failure> {
@@ -97,35 +80,15 @@ async fn serve(config: ServeConfig) -> Result<(), Failure> {
         "+14165550100",
         &Region::parse("US").expect("US is a region"),
     );
-    // Both pools connect on first use: the service starts, and answers `{}`, while a dependency
-    // is down, and recovers by itself when it is back.
-    let store = Arc::new(
-        PgStore::connect_lazy(&config.store.database_url, pg_settings(&config.store)).map_err(
-            |e| ConfigError::Invalid {
-                name: "DATABASE_URL",
-                reason: e.to_string(),
-            },
-        )?,
-    );
-    let cache = Arc::new(
-        RedisCache::new(
-            &config.redis_url,
-            &config.redis_key_prefix,
-            RedisPoolSettings {
-                max_size: config.redis_pool_size,
-                ..RedisPoolSettings::default()
-            },
-        )
-        .map_err(|e| ConfigError::Invalid {
-            name: "REDIS_URL",
-            reason: e.to_string(),
-        })?,
-    );
-    warm_up(&store, &cache);
+    let opened = stores::for_serve(&config.store).await?;
+    let cache = stores::cache(&config)?;
+    warm_up(opened.postgres.as_ref(), cache.redis.as_ref());
+    let cache_name = cache.name;
+    let store = Arc::clone(&opened.store);
     let personalize = Arc::new(PersonalizeCall::new(
         store.clone(),
-        store,
-        cache,
+        store.clone(),
+        cache.cache,
         config.lookup_timeout,
         RetryPolicy::default(),
     ));
@@ -144,14 +107,26 @@ async fn serve(config: ServeConfig) -> Result<(), Failure> {
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         listen_addr = %addr,
-        store = "postgres",
-        cache = "redis",
+        store = opened.name,
+        cache = cache_name,
         redis_key_prefix = %config.redis_key_prefix,
         lookup_timeout_ms = u64::try_from(config.lookup_timeout.as_millis()).unwrap_or(u64::MAX),
         database_max_connections = config.store.max_connections,
         redis_pool_size = config.redis_pool_size,
         "relay listening on {addr}"
     );
+    if opened.name == "sqlite" || cache_name == "in-process" {
+        tracing::info!(
+            "embedded mode: store {} at DATABASE_URL, call contexts {}; set DATABASE_URL=postgres://... and REDIS_URL for production",
+            opened.name,
+            cache_name
+        );
+    }
+    if opened.fresh {
+        seed_demo(store, addr)
+            .await
+            .context("cannot seed the demo organization")?;
+    }
     // actix-web stops on SIGTERM/SIGINT, finishing in-flight requests first.
     server.await.context("HTTP server failed")?;
     let pending = personalize.drain_background_writes(BACKGROUND_DRAIN).await;
@@ -165,26 +140,69 @@ async fn serve(config: ServeConfig) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Opens one connection to each dependency in the background, so the first call does not pay
-/// for the handshakes. Failures are only logged: a dependency that is down must not stop the start.
-fn warm_up(store: &Arc<PgStore>, cache: &Arc<RedisCache>) {
-    let pool = store.pool().clone();
-    tokio::spawn(async move {
-        if let Err(error) = pool.acquire().await {
-            tracing::warn!(%error, "Postgres is not reachable yet; webhook calls answer {{}} until it is");
-        }
-    });
-    let redis = cache.pool().clone();
-    tokio::spawn(async move {
-        if let Err(error) = redis.get().await {
-            tracing::warn!(%error, "Redis is not reachable yet; call contexts are retried in the background");
-        }
-    });
+/// Opens one connection to each remote dependency in the background, so the first call does
+/// not pay for the handshakes. Failures are only logged: a dependency that is down must not stop
+/// the start.
+fn warm_up(postgres: Option<&PgStore>, redis: Option<&RedisCache>) {
+    if let Some(store) = postgres {
+        let pool = store.pool().clone();
+        tokio::spawn(async move {
+            if let Err(error) = pool.acquire().await {
+                tracing::warn!(%error, "Postgres is not reachable yet; webhook calls answer {{}} until it is");
+            }
+        });
+    }
+    if let Some(cache) = redis {
+        let pool = cache.pool().clone();
+        tokio::spawn(async move {
+            if let Err(error) = pool.get().await {
+                tracing::warn!(%error, "Redis is not reachable yet; call contexts are retried in the background");
+            }
+        });
+    }
+}
+
+/// First start of a fresh embedded store: a demo organization with one contact and one secret,
+/// and a ready-to-paste request. The token exists in clear only in this output.
+#[allow(
+    clippy::print_stdout,
+    reason = "the demo's token and curl are for the person at the terminal"
+)]
+async fn seed_demo(store: Arc<dyn Store>, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    let admin = Admin::new(store.clone());
+    let name = OrgName::parse("Demo Org").map_err(|e| anyhow::anyhow!(e))?;
+    let region = Region::parse("CA").map_err(|e| anyhow::anyhow!(e))?;
+    let org = admin.create_organization(&name, region).await?;
+    let alex = RawContact {
+        line: 1,
+        first_name: Some("Alex".into()),
+        last_name: Some("Morgan".into()),
+        phone: Some("+14165550100".into()),
+    };
+    ContactImporter::new(store, 1)
+        .import(&org, [Ok(alex)], |_| {})
+        .await?;
+    let issued = admin.issue_secret(org.id).await?;
+    let host = if addr.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    println!(
+        "\nFresh embedded store: seeded \"Demo Org\" (region CA) with the contact Alex Morgan, +14165550100.\n\
+         Its tool secret is shown this once (`relay secret add {org}` makes another):\n\n    {token}\n\n\
+         Try it:\n\n    curl -s http://{host}/api/webhook/elevenlabs/personalization \\\n      \
+         -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' \\\n      \
+         -d '{{\"conversation_id\":\"demo_1\",\"caller_id\":\"+14165550100\"}}'\n",
+        org = org.id,
+        token = issued.token.expose(),
+    );
+    Ok(())
 }
 
 #[allow(clippy::print_stdout, reason = "stdout is the command's result")]
 async fn org(cmd: OrgCommand, config: &StoreConfig) -> Result<(), Failure> {
-    let admin = Admin::new(Arc::new(connect(config).await?));
+    let admin = Admin::new(admin_store(config).await?);
     match cmd {
         OrgCommand::Create { name, region } => {
             let name = OrgName::parse(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
@@ -207,7 +225,7 @@ async fn org(cmd: OrgCommand, config: &StoreConfig) -> Result<(), Failure> {
     reason = "stdout is the result; notes go to stderr"
 )]
 async fn secret(cmd: SecretCommand, config: &StoreConfig) -> Result<(), Failure> {
-    let admin = Admin::new(Arc::new(connect(config).await?));
+    let admin = Admin::new(admin_store(config).await?);
     match cmd {
         SecretCommand::Add { org_id } => {
             let issued = admin.issue_secret(org_id).await?;
@@ -241,7 +259,7 @@ async fn secret(cmd: SecretCommand, config: &StoreConfig) -> Result<(), Failure>
     reason = "stdout is the summary; rejections go to stderr"
 )]
 async fn import(org_id: OrgId, file: &Path, config: &StoreConfig) -> Result<(), Failure> {
-    let store = Arc::new(connect(config).await?);
+    let store = admin_store(config).await?;
     let org = Admin::new(store.clone()).organization(org_id).await?;
     let rows = read_csv(file)?;
 

@@ -6,14 +6,11 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 
 /// A variable is missing or malformed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum ConfigError {
-    /// A required variable is not set.
-    #[error("{0} is not set")]
-    Missing(&'static str),
     /// A variable does not parse; the message says what was expected.
     #[error("{name} is invalid: {reason}")]
     Invalid {
@@ -30,16 +27,6 @@ pub(crate) struct Env<F>(pub(crate) F);
 impl<F: Fn(&str) -> Option<String>> Env<F> {
     fn get(&self, name: &str) -> Option<String> {
         (self.0)(name).filter(|v| !v.trim().is_empty())
-    }
-
-    /// A variable that must be set.
-    pub(crate) fn required(&self, name: &'static str) -> Result<String, ConfigError> {
-        self.get(name).ok_or(ConfigError::Missing(name))
-    }
-
-    /// A secret that must be set.
-    pub(crate) fn required_secret(&self, name: &'static str) -> Result<SecretString, ConfigError> {
-        self.required(name).map(SecretString::from)
     }
 
     /// A variable parsed as `T`, or `default` when unset.
@@ -83,11 +70,41 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 }
 
+/// The embedded store used when `DATABASE_URL` is not set.
+pub(crate) const DEFAULT_DATABASE_URL: &str = "sqlite://data/relay.db";
+
+/// Which store a `DATABASE_URL` selects, by its scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    /// `postgres://` or `postgresql://`.
+    Postgres,
+    /// `sqlite:` (embedded, one file).
+    Sqlite,
+}
+
+impl Backend {
+    fn of(url: &SecretString) -> Result<Self, ConfigError> {
+        let url = url.expose_secret();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else {
+            Err(ConfigError::Invalid {
+                name: "DATABASE_URL",
+                reason: "expected a postgres://, postgresql:// or sqlite: URL".into(),
+            })
+        }
+    }
+}
+
 /// Where the data lives: needed by every command.
 #[derive(Debug, Clone)]
 pub(crate) struct StoreConfig {
-    /// `DATABASE_URL`.
+    /// `DATABASE_URL` (default [`DEFAULT_DATABASE_URL`]).
     pub(crate) database_url: SecretString,
+    /// The store its scheme selects.
+    pub(crate) backend: Backend,
     /// `DATABASE_MAX_CONNECTIONS` (default 10).
     pub(crate) max_connections: u32,
 }
@@ -100,8 +117,13 @@ impl StoreConfig {
     pub(crate) fn from_env<F: Fn(&str) -> Option<String>>(
         env: &Env<F>,
     ) -> Result<Self, ConfigError> {
+        let database_url = env.get("DATABASE_URL").map_or_else(
+            || SecretString::from(DEFAULT_DATABASE_URL),
+            SecretString::from,
+        );
         Ok(Self {
-            database_url: env.required_secret("DATABASE_URL")?,
+            backend: Backend::of(&database_url)?,
+            database_url,
             max_connections: env.number_in("DATABASE_MAX_CONNECTIONS", 10, 1..=1_000)?,
         })
     }
@@ -112,8 +134,8 @@ impl StoreConfig {
 pub(crate) struct ServeConfig {
     /// The store.
     pub(crate) store: StoreConfig,
-    /// `REDIS_URL`.
-    pub(crate) redis_url: SecretString,
+    /// `REDIS_URL`; unset selects the in-process cache.
+    pub(crate) redis_url: Option<SecretString>,
     /// `REDIS_KEY_PREFIX` (default `relay:`).
     pub(crate) redis_key_prefix: String,
     /// `REDIS_POOL_SIZE` (default 16).
@@ -144,7 +166,7 @@ impl ServeConfig {
         let workers = env.number_in("HTTP_WORKERS", 0, 0..=1_024)?;
         Ok(Self {
             store: StoreConfig::from_env(env)?,
-            redis_url: env.required_secret("REDIS_URL")?,
+            redis_url: env.get("REDIS_URL").map(SecretString::from),
             redis_key_prefix: prefix,
             redis_pool_size: env.number_in("REDIS_POOL_SIZE", 16, 1..=1_000)?,
             listen_addr: env.parsed("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 2212)))?,
@@ -192,14 +214,39 @@ mod tests {
             config.store.database_url.expose_secret(),
             "postgres://u:pw@h/db"
         );
+        assert_eq!(config.store.backend, Backend::Postgres);
+        assert!(config.redis_url.is_some());
     }
 
     #[test]
-    fn missing_url_names_the_variable() {
-        let err = ServeConfig::from_env(&env(&[("REDIS_URL", "redis://h")])).unwrap_err();
-        assert_eq!(err.to_string(), "DATABASE_URL is not set");
-        let err = ServeConfig::from_env(&env(&[("DATABASE_URL", "postgres://h")])).unwrap_err();
-        assert_eq!(err.to_string(), "REDIS_URL is not set");
+    fn nothing_set_selects_the_embedded_store_and_the_in_process_cache() {
+        let config = ServeConfig::from_env(&env(&[])).unwrap();
+        assert_eq!(config.store.backend, Backend::Sqlite);
+        assert_eq!(
+            config.store.database_url.expose_secret(),
+            DEFAULT_DATABASE_URL
+        );
+        assert!(config.redis_url.is_none());
+    }
+
+    #[test]
+    fn the_url_scheme_selects_the_store() {
+        for (url, backend) in [
+            ("postgres://h/db", Backend::Postgres),
+            ("postgresql://h/db", Backend::Postgres),
+            ("sqlite://data/x.db", Backend::Sqlite),
+            ("sqlite::memory:", Backend::Sqlite),
+        ] {
+            let config = StoreConfig::from_env(&env(&[("DATABASE_URL", url)])).unwrap();
+            assert_eq!(config.backend, backend, "{url}");
+        }
+        let err =
+            StoreConfig::from_env(&env(&[("DATABASE_URL", "mysql://u:pw@h/db")])).unwrap_err();
+        assert!(
+            err.to_string().starts_with("DATABASE_URL is invalid"),
+            "{err}"
+        );
+        assert!(!err.to_string().contains("pw"));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod cli;
 mod commands;
 mod config;
+mod stores;
 mod telemetry;
 
 use std::process::ExitCode;

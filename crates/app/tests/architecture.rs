@@ -21,7 +21,13 @@ const IO_CRATES: &[&str] = &[
     "mio",
     "async-std",
 ];
-const ADAPTERS: &[&str] = &["relay-postgres", "relay-redis", "relay-http"];
+const ADAPTERS: &[&str] = &[
+    "relay-postgres",
+    "relay-sqlite",
+    "relay-redis",
+    "relay-memory-cache",
+    "relay-http",
+];
 
 fn metadata() -> Metadata {
     MetadataCommand::new()
@@ -149,8 +155,11 @@ fn http_adapter_knows_neither_sqlx_nor_redis_nor_another_adapter() {
                 "sqlx-core",
                 "redis",
                 "deadpool-redis",
+                "moka",
                 "relay-postgres",
-                "relay-redis"
+                "relay-sqlite",
+                "relay-redis",
+                "relay-memory-cache",
             ]
         ),
         Vec::<&str>::new()
@@ -160,19 +169,25 @@ fn http_adapter_knows_neither_sqlx_nor_redis_nor_another_adapter() {
 #[test]
 fn storage_adapters_do_not_know_each_other_or_http() {
     let meta = metadata();
-    let pg = normal_closure(&meta, "relay-postgres");
-    assert_eq!(
-        offending(&pg, &["relay-redis", "relay-http", "redis", "actix-web"]),
-        Vec::<&str>::new()
-    );
-    let redis = normal_closure(&meta, "relay-redis");
-    assert_eq!(
-        offending(
-            &redis,
-            &["relay-postgres", "relay-http", "sqlx", "actix-web"]
-        ),
-        Vec::<&str>::new()
-    );
+    for adapter in [
+        "relay-postgres",
+        "relay-sqlite",
+        "relay-redis",
+        "relay-memory-cache",
+    ] {
+        let closure = normal_closure(&meta, adapter);
+        let others: Vec<&str> = ADAPTERS.iter().copied().filter(|a| *a != adapter).collect();
+        assert_eq!(
+            offending(&closure, &others),
+            Vec::<&str>::new(),
+            "{adapter}"
+        );
+        assert_eq!(
+            offending(&closure, &["actix-web", "hyper"]),
+            Vec::<&str>::new(),
+            "{adapter}"
+        );
+    }
 }
 
 #[test]

@@ -5,9 +5,8 @@ mod support;
 use std::io::Write as _;
 use std::process::Command;
 
-use relay_postgres::testing::TestDb;
 use secrecy::SecretString;
-use support::{RELAY, relay, relay_ok};
+use support::{RELAY, TestStore, relay, relay_ok};
 
 #[test]
 fn every_command_has_help() {
@@ -40,37 +39,65 @@ fn every_command_has_help() {
 
 #[test]
 fn configuration_errors_name_the_variable_and_exit_78() {
-    let out = Command::new(RELAY)
-        .arg("serve")
-        .env_clear()
-        .env("REDIS_URL", "redis://127.0.0.1")
-        .output()
-        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let run = |vars: &[(&str, &str)], args: &[&str]| {
+        Command::new(RELAY)
+            .args(args)
+            .current_dir(dir.path())
+            .env_clear()
+            .envs(vars.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let out = run(
+        &[("DATABASE_URL", "mysql://u:hunter2@127.0.0.1/db")],
+        &["org", "list"],
+    );
     assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
-        "configuration error: DATABASE_URL is not set"
+        stderr.trim(),
+        "configuration error: DATABASE_URL is invalid: expected a postgres://, postgresql:// or sqlite: URL"
     );
 
-    let out = Command::new(RELAY)
-        .env_clear()
-        .env("DATABASE_URL", "postgres://u:hunter2@127.0.0.1/db")
-        .env("REDIS_URL", "redis://127.0.0.1")
-        .env("LOOKUP_TIMEOUT_MS", "soon")
-        .output()
-        .unwrap();
+    let out = run(
+        &[
+            ("DATABASE_URL", "postgres://u:hunter2@127.0.0.1/db"),
+            ("LOOKUP_TIMEOUT_MS", "soon"),
+        ],
+        &[],
+    );
     assert_eq!(out.status.code(), Some(78));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("LOOKUP_TIMEOUT_MS is invalid"), "{stderr}");
     assert!(!stderr.contains("hunter2"));
+    assert!(
+        !dir.path().join("data").exists(),
+        "a configuration error touches nothing"
+    );
+}
 
-    let out = Command::new(RELAY)
-        .args(["org", "list"])
-        .env_clear()
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(78));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("DATABASE_URL is not set"));
+#[test]
+fn with_nothing_set_admin_commands_use_the_embedded_store_in_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(RELAY)
+            .args(args)
+            .current_dir(dir.path())
+            .env_clear()
+            .output()
+            .unwrap()
+    };
+    let out = run(&["org", "create", "--name", "Local", "--region", "CA"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8(out.stdout).unwrap();
+    assert!(dir.path().join("data/relay.db").exists());
+    let listed = String::from_utf8(run(&["org", "list"]).stdout).unwrap();
+    assert_eq!(listed, format!("{}\tCA\tLocal\n", id.trim()));
 }
 
 #[test]
@@ -87,9 +114,13 @@ fn unreachable_database_fails_the_command_without_echoing_the_password() {
     assert!(out.stdout.is_empty());
 }
 
-#[tokio::test]
-async fn organizations_and_secrets_round_trip_through_the_cli() {
-    let db = TestDb::create().await;
+on_both_stores!(
+    organizations_and_secrets_round_trip_through_the_cli,
+    import_reports_rejected_lines_and_is_idempotent,
+    unreadable_csv_rows_are_reported_and_the_rest_imported,
+);
+
+async fn organizations_and_secrets_round_trip_through_the_cli(db: TestStore) {
     let url = db.url();
     let id = relay_ok(
         &url,
@@ -135,9 +166,7 @@ async fn organizations_and_secrets_round_trip_through_the_cli() {
     assert_eq!(out.status.code(), Some(2), "clap rejects a malformed id");
 }
 
-#[tokio::test]
-async fn import_reports_rejected_lines_and_is_idempotent() {
-    let db = TestDb::create().await;
+async fn import_reports_rejected_lines_and_is_idempotent(db: TestStore) {
     let url = db.url();
     let org = relay_ok(&url, &["org", "create", "--name", "Acme", "--region", "CA"]);
     let mut csv = tempfile::NamedTempFile::new().unwrap();
@@ -175,11 +204,7 @@ async fn import_reports_rejected_lines_and_is_idempotent() {
         relay_ok(&url, &["contacts", "import", &org, path]),
         "inserted=0 updated=0 unchanged=3 rejected=3"
     );
-    let stored: Vec<(String, Option<String>)> = sqlx_rows(
-        &db,
-        "SELECT phone_e164, first_name FROM contacts ORDER BY phone_e164",
-    )
-    .await;
+    let stored = db.contacts().await;
     assert_eq!(
         stored,
         [
@@ -204,14 +229,7 @@ async fn import_reports_rejected_lines_and_is_idempotent() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no `phone` column"));
 }
 
-async fn sqlx_rows(db: &TestDb, sql: &'static str) -> Vec<(String, Option<String>)> {
-    use relay_postgres::testing::sqlx;
-    sqlx::query_as(sql).fetch_all(db.pool()).await.unwrap()
-}
-
-#[tokio::test]
-async fn unreadable_csv_rows_are_reported_and_the_rest_imported() {
-    let db = TestDb::create().await;
+async fn unreadable_csv_rows_are_reported_and_the_rest_imported(db: TestStore) {
     let url = db.url();
     let org = relay_ok(&url, &["org", "create", "--name", "Acme", "--region", "CA"]);
     let mut csv = tempfile::NamedTempFile::new().unwrap();

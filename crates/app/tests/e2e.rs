@@ -1,28 +1,51 @@
-//! End to end: the real `relay` binary against real Postgres and Redis, data set up through the
-//! CLI, requests over HTTP. Each test has its own database and Redis key prefix.
+//! End to end: the real `relay` binary, data set up through the CLI, requests over HTTP. The
+//! behaviour tests run twice: on the embedded adapters (SQLite file, in-process cache) and on
+//! Postgres + Redis; the failure tests need a server to break and run on Postgres + Redis. Each
+//! test has its own database and Redis key prefix.
 
 mod support;
 
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use relay_postgres::testing::TestDb;
 use relay_redis::testing::{TestRedis, redis};
 use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
-use support::{Mode, Proxy, Service, post, relay, relay_ok, socket_of, via};
+use support::{Mode, Proxy, Service, TestStore, post, relay, relay_ok, socket_of, via};
 
 struct Setup {
-    db: TestDb,
-    redis: TestRedis,
+    db: TestStore,
+    /// `None`: the service uses its in-process cache.
+    redis: Option<TestRedis>,
+}
+
+/// Which adapters a behaviour test runs on.
+#[derive(Clone, Copy)]
+enum Adapters {
+    Embedded,
+    PostgresRedis,
 }
 
 impl Setup {
     async fn new() -> Self {
-        Self {
-            db: TestDb::create().await,
-            redis: TestRedis::create().await,
+        Self::on(Adapters::PostgresRedis).await
+    }
+
+    async fn on(adapters: Adapters) -> Self {
+        match adapters {
+            Adapters::Embedded => Self {
+                db: TestStore::sqlite(),
+                redis: None,
+            },
+            Adapters::PostgresRedis => Self {
+                db: TestStore::postgres().await,
+                redis: Some(TestRedis::create().await),
+            },
         }
+    }
+
+    fn redis(&self) -> &TestRedis {
+        self.redis.as_ref().expect("a Postgres + Redis setup")
     }
 
     fn org(&self, name: &str, region: &str) -> String {
@@ -47,19 +70,19 @@ impl Setup {
 
     fn serve(&self, extra: &[(&str, &str)]) -> Service {
         let db = self.db.url();
-        let redis = self.redis.url();
-        let mut vars = vec![
-            ("DATABASE_URL", db.expose_secret()),
-            ("REDIS_URL", redis.expose_secret()),
-            ("REDIS_KEY_PREFIX", self.redis.prefix()),
-        ];
+        let redis_url = self.redis.as_ref().map(TestRedis::url);
+        let mut vars = vec![("DATABASE_URL", db.expose_secret())];
+        if let (Some(redis), Some(url)) = (&self.redis, &redis_url) {
+            vars.push(("REDIS_URL", url.expose_secret()));
+            vars.push(("REDIS_KEY_PREFIX", redis.prefix()));
+        }
         vars.extend_from_slice(extra);
         Service::start(&vars)
     }
 
     async fn redis_get(&self, key: &str) -> (Option<String>, i64) {
-        let mut conn = self.redis.connection().await;
-        let key = format!("{}{key}", self.redis.prefix());
+        let mut conn = self.redis().connection().await;
+        let key = format!("{}{key}", self.redis().prefix());
         let value: Option<String> = redis::cmd("GET")
             .arg(&key)
             .query_async(&mut conn)
@@ -83,9 +106,32 @@ fn call(conversation: &str, caller: &str) -> Value {
     })
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_known_caller_is_greeted_by_name_and_the_context_is_cached_for_a_day() {
-    let s = Setup::new().await;
+/// Runs a behaviour test once per set of adapters: `mod $name { embedded, postgres_redis }`.
+macro_rules! on_both_adapters {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread")]
+                async fn embedded() {
+                    super::$name(super::Setup::on(super::Adapters::Embedded).await).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread")]
+                async fn postgres_redis() {
+                    super::$name(super::Setup::on(super::Adapters::PostgresRedis).await).await;
+                }
+            }
+        )+
+    };
+}
+
+on_both_adapters!(
+    a_known_caller_is_greeted_by_name_and_the_context_is_cached_for_a_day,
+    no_token_ever_reveals_another_organizations_contact,
+    secrets_rotate_without_downtime_and_revoked_ones_stop_working,
+);
+
+async fn a_known_caller_is_greeted_by_name_and_the_context_is_cached_for_a_day(s: Setup) {
     let org = s.org("Acme Corp", "CA");
     let token = s.secret(&org);
     let summary = s.import(
@@ -108,30 +154,48 @@ async fn a_known_caller_is_greeted_by_name_and_the_context_is_cached_for_a_day()
         })
     );
 
-    let (stored, ttl) = s.redis_get("call:conv_e2e_1").await;
-    let stored: Value =
-        serde_json::from_str(&stored.expect("context cached before answering")).unwrap();
-    assert!((86_390..=86_400).contains(&ttl), "ttl {ttl}");
-    assert_eq!(stored["org_id"], org.as_str());
-    assert_eq!(stored["caller_number"], "+14165550100");
-    assert_eq!(stored["called_number"], "+12362320246");
-    assert_eq!(stored["agent_id"], "agent_a8d3c4e09b2f4e1ab3c45f6a7b8c9d01");
-    assert!(stored["contact_id"].is_string());
-    assert!(stored["received_at"].is_string());
+    // The in-process cache lives inside the service, where only its conformance tests see it;
+    // Redis can be read from here.
+    let redis = s.redis.is_some();
+    if redis {
+        let (stored, ttl) = s.redis_get("call:conv_e2e_1").await;
+        let stored: Value =
+            serde_json::from_str(&stored.expect("context cached before answering")).unwrap();
+        assert!((86_390..=86_400).contains(&ttl), "ttl {ttl}");
+        assert_eq!(stored["org_id"], org.as_str());
+        assert_eq!(stored["caller_number"], "+14165550100");
+        assert_eq!(stored["called_number"], "+12362320246");
+        assert_eq!(stored["agent_id"], "agent_a8d3c4e09b2f4e1ab3c45f6a7b8c9d01");
+        assert!(stored["contact_id"].is_string());
+        assert!(stored["received_at"].is_string());
+    }
 
     // Unknown and withheld callers: `{}`, and the context is still cached (without a contact).
     for (conv, caller) in [("conv_e2e_2", "+14165550199"), ("conv_e2e_3", "anonymous")] {
         let (status, body, _) = post(&service, &token, call(conv, caller)).await;
         assert_eq!((status, body), (200, json!({})), "{caller}");
-        let (stored, _) = s.redis_get(&format!("call:{conv}")).await;
-        let stored: Value = serde_json::from_str(&stored.unwrap()).unwrap();
-        assert_eq!(stored["contact_id"], Value::Null);
+        if redis {
+            let (stored, _) = s.redis_get(&format!("call:{conv}")).await;
+            let stored: Value = serde_json::from_str(&stored.unwrap()).unwrap();
+            assert_eq!(stored["contact_id"], Value::Null);
+        }
     }
 
     // A wrong token: 401, the contract's body.
     let (status, body, _) = post(&service, "not-a-token", call("conv_e2e_4", "+14165550100")).await;
     assert_eq!((status, body), (401, json!({"error": "Unauthorized"})));
-    assert_eq!(s.redis_get("call:conv_e2e_4").await.0, None);
+    if redis {
+        assert_eq!(s.redis_get("call:conv_e2e_4").await.0, None);
+    }
+    let cache = if redis {
+        r#""cache":"redis""#
+    } else {
+        r#""cache":"in-process""#
+    };
+    assert!(
+        service.logs().contains(cache),
+        "the start-up line names the cache"
+    );
 
     let logs = service.logs();
     assert!(!logs.contains(&token), "the token leaked into the logs");
@@ -141,9 +205,7 @@ async fn a_known_caller_is_greeted_by_name_and_the_context_is_cached_for_a_day()
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn no_token_ever_reveals_another_organizations_contact() {
-    let s = Setup::new().await;
+async fn no_token_ever_reveals_another_organizations_contact(s: Setup) {
     let acme = s.org("Acme", "CA");
     let globex = s.org("Globex", "US");
     let initech = s.org("Initech", "CA");
@@ -166,9 +228,7 @@ async fn no_token_ever_reveals_another_organizations_contact() {
     assert_eq!(body, json!({}));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn secrets_rotate_without_downtime_and_revoked_ones_stop_working() {
-    let s = Setup::new().await;
+async fn secrets_rotate_without_downtime_and_revoked_ones_stop_working(s: Setup) {
     let org = s.org("Acme", "CA");
     let old = s.secret(&org);
     s.import(&org, "phone,first_name\n4165550100,Alex\n");
@@ -206,7 +266,7 @@ async fn a_stopped_redis_still_answers_the_variables_and_the_context_lands_when_
     let org = s.org("Acme", "CA");
     let token = s.secret(&org);
     s.import(&org, "phone,first_name,last_name\n4165550100,Alex,Morgan\n");
-    let redis_url = s.redis.url();
+    let redis_url = s.redis().url();
     let proxy = Proxy::start(socket_of(redis_url.expose_secret())).await;
     let proxied = via(redis_url.expose_secret(), proxy.addr);
     let service = s.serve(&[("REDIS_URL", &proxied), ("LOOKUP_TIMEOUT_MS", "500")]);
@@ -300,4 +360,68 @@ async fn a_stopped_postgres_answers_empty_at_once_even_for_an_unknown_token() {
     }
     let out = relay(&s.db.url(), &["org", "list"]);
     assert!(out.status.success(), "the database itself is fine");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn first_start_with_nothing_set_seeds_a_demo_that_answers_and_later_starts_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        std::process::Command::new(support::RELAY)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("LOG_FORMAT", "json")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = Service::adopt(start());
+    assert!(
+        dir.path().join("data/relay.db").exists(),
+        "the default store is sqlite://data/relay.db"
+    );
+    let banner = first.stdout_until("-d '").await;
+    let token = banner
+        .lines()
+        .map(str::trim)
+        .find(|l| l.len() == 43 && !l.contains(' '))
+        .unwrap_or_else(|| panic!("no token in:\n{banner}"))
+        .to_owned();
+    assert!(
+        banner.contains(&format!(
+            "http://{}/api/webhook/elevenlabs/personalization",
+            first.addr
+        )),
+        "{banner}"
+    );
+    assert!(first.logs().contains("embedded mode"), "{}", first.logs());
+    let (status, body, _) = post(
+        &first,
+        &token,
+        json!({"conversation_id": "demo_1", "caller_id": "+14165550100"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["caller_name"], "Alex Morgan");
+    assert_eq!(body["org_name"], "Demo Org");
+    drop(first);
+
+    let second = Service::adopt(start());
+    let (status, body, _) = post(
+        &second,
+        &token,
+        json!({"conversation_id": "demo_2", "caller_id": "4165550100"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["caller_name"].as_str()),
+        (200, Some("Alex Morgan")),
+        "the store persisted"
+    );
+    assert_eq!(
+        second.stdout(),
+        "",
+        "the token is shown once, on the first start only"
+    );
 }

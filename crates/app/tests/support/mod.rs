@@ -11,6 +11,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use relay_postgres::testing::{TestDb, sqlx};
+use relay_sqlite::SqliteStore;
 use secrecy::{ExposeSecret as _, SecretString};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -46,13 +48,27 @@ pub struct Service {
     child: Child,
     pub addr: SocketAddr,
     logs: Arc<Mutex<Vec<String>>>,
+    stdout: Arc<Mutex<Vec<String>>>,
+}
+
+fn collect(
+    stream: impl std::io::Read + Send + 'static,
+    sink: Arc<Mutex<Vec<String>>>,
+    on_line: impl Fn(&str) + Send + 'static,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            on_line(&line);
+            sink.lock().unwrap().push(line);
+        }
+    });
 }
 
 impl Service {
     /// Starts `relay serve` with these variables (plus `LISTEN_ADDR=127.0.0.1:0` and JSON logs)
     /// and waits until it listens.
     pub fn start(vars: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(RELAY)
+        let child = Command::new(RELAY)
             .arg("serve")
             .env_clear()
             .env("LISTEN_ADDR", "127.0.0.1:0")
@@ -60,24 +76,32 @@ impl Service {
             .env("RUST_LOG", "info")
             .envs(vars.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start relay serve");
-        let stderr = child.stderr.take().unwrap();
+        Self::adopt(child)
+    }
+
+    /// Takes over a started `relay serve` (stdout and stderr piped, JSON logs) and waits until it
+    /// listens.
+    pub fn adopt(mut child: Child) -> Self {
         let logs = Arc::new(Mutex::new(Vec::new()));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
-        let sink = Arc::clone(&logs);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line)
+        let tx = Mutex::new(tx);
+        collect(
+            child.stderr.take().unwrap(),
+            Arc::clone(&logs),
+            move |line| {
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(line)
                     && let Some(addr) = event["listen_addr"].as_str()
                 {
-                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                    let _ = tx.lock().unwrap().send(addr.parse::<SocketAddr>().unwrap());
                 }
-                sink.lock().unwrap().push(line);
-            }
-        });
+            },
+        );
+        collect(child.stdout.take().unwrap(), Arc::clone(&stdout), |_| {});
         let addr = rx
             .recv_timeout(Duration::from_secs(20))
             .unwrap_or_else(|_| {
@@ -87,7 +111,12 @@ impl Service {
                     logs.lock().unwrap().join("\n")
                 )
             });
-        Self { child, addr, logs }
+        Self {
+            child,
+            addr,
+            logs,
+            stdout,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -100,6 +129,27 @@ impl Service {
     /// Everything the service logged so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Everything the service printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().join("\n")
+    }
+
+    /// Waits (up to 10 s) until stdout holds `marker`, and returns all of it.
+    pub async fn stdout_until(&self, marker: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self.stdout();
+            if out.contains(marker) {
+                return out;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stdout never showed {marker:?}:\n{out}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -231,4 +281,62 @@ pub fn via(url: &str, addr: SocketAddr) -> String {
     };
     let path = hostpath.find('/').map_or("", |i| &hostpath[i..]);
     format!("{scheme}://{userinfo}{addr}{path}")
+}
+
+/// A store for one test: a fresh Postgres database, or an embedded SQLite file in a temp folder.
+pub enum TestStore {
+    Postgres(Box<TestDb>),
+    Sqlite(tempfile::TempDir),
+}
+
+impl TestStore {
+    pub async fn postgres() -> Self {
+        Self::Postgres(Box::new(TestDb::create().await))
+    }
+
+    pub fn sqlite() -> Self {
+        Self::Sqlite(tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// The `DATABASE_URL` of this store.
+    pub fn url(&self) -> SecretString {
+        match self {
+            Self::Postgres(db) => db.url(),
+            Self::Sqlite(dir) => {
+                SecretString::from(format!("sqlite://{}/relay.db", dir.path().display()))
+            }
+        }
+    }
+
+    /// Every contact as (E.164, first name), ordered by number: what an import really stored.
+    pub async fn contacts(&self) -> Vec<(String, Option<String>)> {
+        const SQL: &str = "SELECT phone_e164, first_name FROM contacts ORDER BY phone_e164";
+        match self {
+            Self::Postgres(db) => sqlx::query_as(SQL).fetch_all(db.pool()).await.unwrap(),
+            Self::Sqlite(_) => {
+                let (store, _) = SqliteStore::open(&self.url(), false).await.unwrap();
+                sqlx::query_as(SQL).fetch_all(store.pool()).await.unwrap()
+            }
+        }
+    }
+}
+
+/// Runs an async test body once per store: `mod $name { postgres, sqlite }`.
+#[macro_export]
+macro_rules! on_both_stores {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread")]
+                async fn postgres() {
+                    super::$name($crate::support::TestStore::postgres().await).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread")]
+                async fn sqlite() {
+                    super::$name($crate::support::TestStore::sqlite()).await;
+                }
+            }
+        )+
+    };
 }
