@@ -26,6 +26,17 @@ pub(crate) struct Opened {
     pub(crate) postgres: Option<PgStore>,
 }
 
+impl Opened {
+    fn postgres(store: PgStore) -> Self {
+        Self {
+            store: Arc::new(store.clone()),
+            name: "postgres",
+            fresh: false,
+            postgres: Some(store),
+        }
+    }
+}
+
 fn pg_settings(config: &StoreConfig) -> PgPoolSettings {
     PgPoolSettings {
         max_connections: config.max_connections,
@@ -41,12 +52,7 @@ pub(crate) async fn for_command(config: &StoreConfig) -> Result<Opened, Failure>
             let store = PgStore::connect(&config.database_url, pg_settings(config))
                 .await
                 .context("cannot connect to Postgres at DATABASE_URL")?;
-            Ok(Opened {
-                store: Arc::new(store.clone()),
-                name: "postgres",
-                fresh: false,
-                postgres: Some(store),
-            })
+            Ok(Opened::postgres(store))
         }
         Backend::Sqlite => open_sqlite(config).await,
     }
@@ -65,12 +71,7 @@ pub(crate) async fn for_serve(config: &StoreConfig) -> Result<Opened, Failure> {
                         reason: e.to_string(),
                     }
                 })?;
-            Ok(Opened {
-                store: Arc::new(store.clone()),
-                name: "postgres",
-                fresh: false,
-                postgres: Some(store),
-            })
+            Ok(Opened::postgres(store))
         }
         Backend::Sqlite => open_sqlite(config).await,
     }
