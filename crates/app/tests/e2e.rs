@@ -277,7 +277,7 @@ async fn a_stopped_redis_still_answers_the_variables_and_the_context_lands_when_
     assert_eq!(status, 200);
     assert_eq!(body["caller_name"], "Alex Morgan");
     assert!(
-        took < Duration::from_millis(500 + 1_500),
+        took < Duration::from_millis(500 + 3_000),
         "answered in {took:?}"
     );
     assert_eq!(s.redis_get("call:conv_redis_down").await.0, None);
@@ -319,6 +319,8 @@ async fn a_hung_postgres_answers_empty_within_the_budget_and_the_service_recover
             "answered before the budget ran out: {took:?}"
         );
         assert!(
+            // The margin stays under the pool's 2 s acquire timeout, so only the budget can
+            // explain an answer this fast.
             took < Duration::from_millis(300 + 1_500),
             "answered in {took:?}"
         );
@@ -354,7 +356,7 @@ async fn a_stopped_postgres_answers_empty_at_once_even_for_an_unknown_token() {
         let (status, body, took) = post(&service, t, call("c1", "4165550100")).await;
         assert_eq!((status, body), (200, json!({})));
         assert!(
-            took < Duration::from_millis(800 + 1_500),
+            took < Duration::from_millis(800 + 3_000),
             "answered in {took:?}"
         );
     }
