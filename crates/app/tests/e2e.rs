@@ -343,7 +343,7 @@ async fn a_hung_postgres_answers_empty_within_the_budget_and_the_service_recover
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_stopped_postgres_answers_empty_at_once_even_for_an_unknown_token() {
+async fn a_stopped_postgres_answers_empty_within_the_budget_even_for_an_unknown_token() {
     let s = Setup::new().await;
     let org = s.org("Acme", "CA");
     let token = s.secret(&org);
@@ -356,7 +356,8 @@ async fn a_stopped_postgres_answers_empty_at_once_even_for_an_unknown_token() {
         let (status, body, took) = post(&service, t, call("c1", "4165550100")).await;
         assert_eq!((status, body), (200, json!({})));
         assert!(
-            took < Duration::from_millis(800 + 3_000),
+            // Under the pool's 2 s acquire timeout: only the 800 ms budget explains it.
+            took < Duration::from_millis(800 + 1_000),
             "answered in {took:?}"
         );
     }

@@ -12,8 +12,9 @@ impl CacheFixture for MemoryFixture {
     }
 
     fn dead_cache(&self) -> Option<Box<dyn CallContextCache>> {
-        None // no backend to lose: it lives in this process
+        None
     }
 }
 
-relay_ports::cache_conformance_tests!(MemoryFixture(MemoryCache::default()));
+// No backend to lose: it lives in this process, so the backend-gone case is not generated.
+relay_ports::cache_conformance_tests!(in_process: MemoryFixture(MemoryCache::default()));
