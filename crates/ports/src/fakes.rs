@@ -15,8 +15,8 @@ use relay_domain::{
 };
 
 use crate::{
-    BoxError, CacheError, CallContextCache, ContactDirectory, OrganizationDirectory,
-    RepositoryError,
+    BoxError, CacheError, CallContextCache, ContactDirectory, OrganizationDirectory, PoolStats,
+    Probe, RepositoryError,
 };
 
 /// How a fake behaves on each call.
@@ -180,6 +180,19 @@ impl ContactDirectory for InMemoryStore {
     }
 }
 
+/// Pings follow the behaviour but are not counted as port calls; the fake has no pool.
+#[async_trait]
+impl Probe for InMemoryStore {
+    async fn ping(&self) -> Result<(), BoxError> {
+        let behaviour = lock(&self.data).behaviour;
+        behaviour.apply().await
+    }
+
+    fn pool_stats(&self) -> Option<PoolStats> {
+        None
+    }
+}
+
 #[derive(Debug, Default)]
 struct CacheData {
     entries: HashMap<ConversationId, (CallContext, Duration)>,
@@ -251,5 +264,18 @@ impl CallContextCache for InMemoryCache {
             .entries
             .get(conversation_id)
             .map(|(c, _)| c.clone()))
+    }
+}
+
+/// Pings follow the behaviour; the fake has no pool.
+#[async_trait]
+impl Probe for InMemoryCache {
+    async fn ping(&self) -> Result<(), BoxError> {
+        let behaviour = lock(&self.data).behaviour;
+        behaviour.apply().await
+    }
+
+    fn pool_stats(&self) -> Option<PoolStats> {
+        None
     }
 }

@@ -113,6 +113,34 @@ pub trait CallContextCache: Send + Sync {
     ) -> Result<Option<CallContext>, CacheError>;
 }
 
+/// Connection-pool gauges of a backing service, read when metrics are scraped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Most connections the pool may open.
+    pub max: u32,
+    /// Connections open now (idle and in use).
+    pub open: u32,
+    /// Connections lent out now.
+    pub in_use: u32,
+    /// Callers waiting for a connection now, where the adapter counts them.
+    pub waiting: Option<u32>,
+}
+
+/// The operational side of a backing service: does it answer, and how busy is its pool. Used by
+/// the readiness check and the metrics, never on the webhook path.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait Probe: Send + Sync {
+    /// One round trip to the service (`SELECT 1`, `PING`).
+    ///
+    /// - MUST return `Err` when the service cannot be reached or answers with an error.
+    /// - The caller bounds the time; an implementation need not.
+    async fn ping(&self) -> Result<(), BoxError>;
+
+    /// The pool's gauges now; `None` when there is no pool (an in-process cache).
+    fn pool_stats(&self) -> Option<PoolStats>;
+}
+
 /// A store implementing every storage port (what the app wires from one database URL).
 pub trait Store:
     OrganizationDirectory + ContactDirectory + OrganizationAdmin + ContactImport

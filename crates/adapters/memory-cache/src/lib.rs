@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use moka::Expiry;
 use moka::future::Cache;
 use relay_domain::{CallContext, ConversationId};
-use relay_ports::{CacheError, CallContextCache};
+use relay_ports::{BoxError, CacheError, CallContextCache, PoolStats, Probe};
 
 /// Entries kept at most by default; the least recently used go first beyond it.
 pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
@@ -94,5 +94,17 @@ impl CallContextCache for MemoryCache {
         conversation_id: &ConversationId,
     ) -> Result<Option<CallContext>, CacheError> {
         Ok(self.entries.get(conversation_id).await.map(|e| e.context))
+    }
+}
+
+/// In this process: always reachable, no pool.
+#[async_trait]
+impl Probe for MemoryCache {
+    async fn ping(&self) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    fn pool_stats(&self) -> Option<PoolStats> {
+        None
     }
 }

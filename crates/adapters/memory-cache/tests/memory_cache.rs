@@ -18,3 +18,11 @@ impl CacheFixture for MemoryFixture {
 
 // No backend to lose: it lives in this process, so the backend-gone case is not generated.
 relay_ports::cache_conformance_tests!(in_process: MemoryFixture(MemoryCache::default()));
+
+#[tokio::test]
+async fn ping_always_answers_and_there_is_no_pool() {
+    use relay_ports::Probe as _;
+    let cache = relay_memory_cache::MemoryCache::default();
+    assert!(cache.ping().await.is_ok());
+    assert_eq!(cache.pool_stats(), None);
+}

@@ -4,6 +4,8 @@
 //! run every query against a real Postgres. Driver errors become port errors here, at the seam.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,13 +15,14 @@ use relay_domain::{
     SecretInfo, TokenDigest,
 };
 use relay_ports::{
-    AdminError, ContactDirectory, ContactImport, OrganizationAdmin, OrganizationDirectory,
-    RepositoryError, UpsertSummary,
+    AdminError, BoxError, ContactDirectory, ContactImport, OrganizationAdmin,
+    OrganizationDirectory, PoolStats, Probe, RepositoryError, UpsertSummary,
 };
 use secrecy::{ExposeSecret, SecretString};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::types::Uuid;
-use sqlx::{PgPool, Row};
+use sqlx::{PgPool, Postgres, Row};
 
 #[cfg(feature = "test-helpers")]
 pub mod testing;
@@ -53,6 +56,8 @@ pub struct InvalidUrl(String);
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Webhook-path queries waiting for a connection now (sqlx does not count its waiters).
+    waiting: Arc<AtomicU32>,
 }
 
 impl PgStore {
@@ -68,7 +73,7 @@ impl PgStore {
             .min_connections(0)
             .acquire_timeout(settings.acquire_timeout)
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self::from_pool(pool))
     }
 
     /// A store that checks the connection now (for CLI commands, which should fail at once).
@@ -86,7 +91,7 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(repo_error)?;
-        Ok(Self { pool })
+        Ok(Self::from_pool(pool))
     }
 
     /// Creates the database named in `url` when it does not exist yet (for local development;
@@ -111,12 +116,29 @@ impl PgStore {
 
     /// Wraps an existing pool.
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self {
+            pool,
+            waiting: Arc::default(),
+        }
     }
 
     /// The pool, for callers that need raw access (tests, health checks).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// A connection for a webhook-path query, counted in [`PoolStats::waiting`] while it waits.
+    async fn acquire(&self) -> Result<PoolConnection<Postgres>, RepositoryError> {
+        struct Waiting<'a>(&'a AtomicU32);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        // Decremented when acquired, failed, or abandoned because the caller's budget ran out.
+        let _waiting = Waiting(&self.waiting);
+        self.pool.acquire().await.map_err(repo_error)
     }
 
     /// Applies the pending migrations of `migrations/postgres`.
@@ -201,8 +223,27 @@ fn secret_from_row(row: &sqlx::postgres::PgRow) -> Result<SecretInfo, Repository
 }
 
 #[async_trait]
+impl Probe for PgStore {
+    async fn ping(&self) -> Result<(), BoxError> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("SELECT 1").execute(&mut *conn).await?;
+        Ok(())
+    }
+
+    fn pool_stats(&self) -> Option<PoolStats> {
+        let open = self.pool.size();
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        Some(PoolStats {
+            max: self.pool.options().get_max_connections(),
+            open,
+            in_use: open.saturating_sub(idle),
+            waiting: Some(self.waiting.load(Ordering::Relaxed)),
+        })
+    }
+}
+
+#[async_trait]
 impl OrganizationDirectory for PgStore {
-    #[tracing::instrument(name = "postgres.find_org_by_secret", skip_all, err(Display))]
     async fn find_by_secret_digest(
         &self,
         digest: &TokenDigest,
@@ -214,7 +255,7 @@ impl OrganizationDirectory for PgStore {
               WHERE s.digest = $1 AND s.revoked_at IS NULL",
         )
         .bind(digest.as_bytes().as_slice())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.acquire().await?)
         .await
         .map_err(repo_error)?;
         row.as_ref().map(org_from_row).transpose()
@@ -223,7 +264,6 @@ impl OrganizationDirectory for PgStore {
 
 #[async_trait]
 impl ContactDirectory for PgStore {
-    #[tracing::instrument(name = "postgres.find_contact_by_phone", skip_all, fields(org_id = %org), err(Display))]
     async fn find_by_phone(
         &self,
         org: OrgId,
@@ -238,7 +278,7 @@ impl ContactDirectory for PgStore {
         )
         .bind(org.as_uuid())
         .bind(phone.as_str())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.acquire().await?)
         .await
         .map_err(repo_error)?;
         let Some(row) = row else { return Ok(None) };

@@ -93,3 +93,83 @@ async fn invalid_url_is_reported_without_echoing_it() {
     .unwrap_err();
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
+
+#[tokio::test]
+async fn ping_answers_and_the_pool_gauges_count_connections() {
+    use relay_ports::Probe as _;
+    let db = TestDb::create().await;
+    let store = PgStore::connect_lazy(
+        &db.url(),
+        PoolSettings {
+            max_connections: 3,
+            acquire_timeout: Duration::from_secs(2),
+        },
+    )
+    .unwrap();
+    let before = store.pool_stats().unwrap();
+    assert_eq!((before.max, before.open, before.in_use), (3, 0, 0));
+
+    store
+        .ping()
+        .await
+        .expect("a live Postgres answers the ping");
+
+    let held = store.pool().acquire().await.unwrap();
+    let during = store.pool_stats().unwrap();
+    // sqlx returns a released connection to the pool in the background, so the acquire may
+    // have opened a second one.
+    assert!((1..=2).contains(&during.open), "{during:?}");
+    assert_eq!((during.in_use, during.waiting), (1, Some(0)));
+    drop(held);
+}
+
+#[tokio::test]
+async fn webhook_queries_waiting_for_a_connection_are_counted() {
+    use relay_ports::{OrganizationDirectory as _, Probe as _};
+    let db = TestDb::create().await;
+    let store = PgStore::connect_lazy(
+        &db.url(),
+        PoolSettings {
+            max_connections: 1,
+            acquire_timeout: Duration::from_secs(10),
+        },
+    )
+    .unwrap();
+    let held = store.pool().acquire().await.unwrap();
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .find_by_secret_digest(
+                    &relay_domain::ToolToken::from_random_bytes(&[7; 32]).digest(),
+                )
+                .await
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while store.pool_stats().unwrap().waiting != Some(1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the waiter was never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(held);
+    assert!(waiter.await.unwrap().unwrap().is_none());
+    assert_eq!(store.pool_stats().unwrap().waiting, Some(0));
+}
+
+#[tokio::test]
+async fn ping_fails_when_postgres_is_unreachable() {
+    use relay_ports::Probe as _;
+    let url = SecretString::from("postgres://postgres@127.0.0.1:1/test");
+    let store = PgStore::connect_lazy(
+        &url,
+        PoolSettings {
+            max_connections: 1,
+            acquire_timeout: Duration::from_secs(2),
+        },
+    )
+    .unwrap();
+    assert!(store.ping().await.is_err());
+}

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use deadpool_redis::redis::{self, AsyncCommands};
 use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
 use relay_domain::{CallContext, ConversationId};
-use relay_ports::{CacheError, CallContextCache};
+use relay_ports::{BoxError, CacheError, CallContextCache, PoolStats, Probe};
 use secrecy::{ExposeSecret, SecretString};
 
 #[cfg(feature = "test-helpers")]
@@ -114,7 +114,6 @@ fn unavailable(e: redis::RedisError) -> CacheError {
 
 #[async_trait]
 impl CallContextCache for RedisCache {
-    #[tracing::instrument(name = "redis.put_call_context", skip_all, err(Display))]
     async fn put(&self, context: &CallContext, ttl: Duration) -> Result<(), CacheError> {
         let json = serde_json::to_string(context).map_err(|e| CacheError::Corrupt(Box::new(e)))?;
         let key = self.key(&context.conversation_id);
@@ -125,7 +124,6 @@ impl CallContextCache for RedisCache {
             .map_err(unavailable)
     }
 
-    #[tracing::instrument(name = "redis.get_call_context", skip_all, err(Display))]
     async fn get(
         &self,
         conversation_id: &ConversationId,
@@ -137,5 +135,25 @@ impl CallContextCache for RedisCache {
             .map_err(unavailable)?;
         raw.map(|json| serde_json::from_str(&json).map_err(|e| CacheError::Corrupt(Box::new(e))))
             .transpose()
+    }
+}
+
+#[async_trait]
+impl Probe for RedisCache {
+    async fn ping(&self) -> Result<(), BoxError> {
+        let mut conn = self.pool.get().await?;
+        redis::cmd("PING").query_async::<()>(&mut conn).await?;
+        Ok(())
+    }
+
+    fn pool_stats(&self) -> Option<PoolStats> {
+        let status = self.pool.status();
+        let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Some(PoolStats {
+            max: clamp(status.max_size),
+            open: clamp(status.size),
+            in_use: clamp(status.size.saturating_sub(status.available)),
+            waiting: Some(clamp(status.waiting)),
+        })
     }
 }

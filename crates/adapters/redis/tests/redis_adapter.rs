@@ -115,3 +115,34 @@ fn invalid_url_is_refused_without_echoing_it() {
     .unwrap_err();
     assert!(!err.to_string().contains("hunter2"));
 }
+
+#[tokio::test]
+async fn ping_answers_and_the_pool_gauges_follow_the_settings() {
+    use relay_ports::Probe as _;
+    let redis = TestRedis::create().await;
+    let cache = RedisCache::new(
+        &redis.url(),
+        redis.prefix(),
+        PoolSettings {
+            max_size: 4,
+            ..PoolSettings::default()
+        },
+    )
+    .unwrap();
+    cache.ping().await.expect("a live Redis answers PING");
+    let stats = cache.pool_stats().unwrap();
+    assert_eq!(stats.max, 4);
+    assert_eq!((stats.open, stats.in_use, stats.waiting), (1, 0, Some(0)));
+}
+
+#[tokio::test]
+async fn ping_fails_when_redis_is_unreachable() {
+    use relay_ports::Probe as _;
+    let cache = RedisCache::new(
+        &SecretString::from("redis://127.0.0.1:1"),
+        "relay:",
+        PoolSettings::default(),
+    )
+    .unwrap();
+    assert!(cache.ping().await.is_err());
+}

@@ -12,8 +12,8 @@ use relay_domain::{
     SecretInfo, TokenDigest,
 };
 use relay_ports::{
-    AdminError, ContactDirectory, ContactImport, OrganizationAdmin, OrganizationDirectory,
-    RepositoryError, UpsertSummary,
+    AdminError, BoxError, ContactDirectory, ContactImport, OrganizationAdmin,
+    OrganizationDirectory, PoolStats, Probe, RepositoryError, UpsertSummary,
 };
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
@@ -166,9 +166,28 @@ const SELECT_NEWEST_CONTACT: &str = "SELECT id, first_name, last_name, phone_raw
       ORDER BY updated_at DESC, id DESC
       LIMIT 1";
 
+/// Waiters are not counted: the embedded store is for one machine, not for a fleet to watch.
+#[async_trait]
+impl Probe for SqliteStore {
+    async fn ping(&self) -> Result<(), BoxError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn pool_stats(&self) -> Option<PoolStats> {
+        let open = self.pool.size();
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        Some(PoolStats {
+            max: self.pool.options().get_max_connections(),
+            open,
+            in_use: open.saturating_sub(idle),
+            waiting: None,
+        })
+    }
+}
+
 #[async_trait]
 impl OrganizationDirectory for SqliteStore {
-    #[tracing::instrument(name = "sqlite.find_org_by_secret", skip_all, err(Display))]
     async fn find_by_secret_digest(
         &self,
         digest: &TokenDigest,
@@ -189,7 +208,6 @@ impl OrganizationDirectory for SqliteStore {
 
 #[async_trait]
 impl ContactDirectory for SqliteStore {
-    #[tracing::instrument(name = "sqlite.find_contact_by_phone", skip_all, fields(org_id = %org), err(Display))]
     async fn find_by_phone(
         &self,
         org: OrgId,

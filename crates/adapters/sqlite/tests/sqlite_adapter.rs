@@ -76,3 +76,13 @@ async fn reopening_an_existing_file_is_not_fresh_and_migrations_run_again() {
     assert!(!fresh);
     store.migrate().await.unwrap();
 }
+
+#[tokio::test]
+async fn ping_answers_and_the_pool_gauges_do_not_claim_to_count_waiters() {
+    use relay_ports::Probe as _;
+    let fixture = SqliteFixture::new().await;
+    fixture.store.ping().await.expect("the file answers");
+    let stats = fixture.store.pool_stats().unwrap();
+    assert!(stats.max >= 1 && stats.open >= 1, "{stats:?}");
+    assert_eq!(stats.waiting, None);
+}
