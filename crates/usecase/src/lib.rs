@@ -4,12 +4,14 @@
 //!   context, answer the agent's dynamic variables, all within a dependency budget.
 //! - [`Admin`]: organizations and their tool secrets.
 //! - [`ContactImporter`]: bulk contact import with per-row normalization and rejection reasons.
+//! - [`Readiness`]: may this replica take calls (dependencies answer, not shutting down).
 #![warn(missing_docs)]
 
 mod admin;
 mod background;
 mod import;
 mod personalize;
+mod readiness;
 
 pub use admin::{Admin, IssuedSecret};
 pub use background::{BackgroundWriteStats, RetryPolicy};
@@ -17,3 +19,4 @@ pub use import::{ContactImporter, ImportReport, RawContact, Rejection};
 pub use personalize::{
     Answer, DependencyFailure, MatchResult, PersonalizationRequest, PersonalizeCall, Unauthorized,
 };
+pub use readiness::{CheckResult, Readiness, ReadinessReport};
