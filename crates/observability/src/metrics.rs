@@ -1,0 +1,278 @@
+//! The service's metrics, in one Prometheus registry.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+use relay_ports::Probe;
+
+/// The `Content-Type` of [`Metrics::render`]: the Prometheus text format 0.0.4.
+pub const PROMETHEUS_CONTENT_TYPE: &str =
+    prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Latency buckets in seconds. The webhook answers in about a millisecond, so the buckets
+/// resolve 100 µs steps below 1 ms, and still reach the 800 ms lookup budget and beyond.
+const LATENCY_BUCKETS: [f64; 18] = [
+    0.000_1, 0.000_25, 0.000_5, 0.000_75, 0.001, 0.001_5, 0.002, 0.003, 0.005, 0.007_5, 0.01,
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    status: u16,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DependencyLabels {
+    dependency: &'static str,
+    operation: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    store: &'static str,
+    cache: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric the service exports. Build it at start, register the pools and counters that
+/// are read at scrape time, then share it (`Arc`) with the adapters.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: HistogramFamily<RequestLabels>,
+    dependency_duration: HistogramFamily<DependencyLabels>,
+    dependency_errors: Family<DependencyLabels, Counter>,
+}
+
+impl Metrics {
+    /// The registry with the request and dependency families and `relay_build_info`.
+    /// `store` and `cache` name the adapters chosen (`postgres`, `redis`, ...).
+    pub fn new(version: &'static str, store: &'static str, cache: &'static str) -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "relay_http_requests",
+            "Webhook requests answered, by route, status and outcome (matched, no_match, \
+             degraded, unauthorized, invalid)",
+            requests.clone(),
+        );
+        let request_duration: HistogramFamily<RequestLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "relay_http_request_duration_seconds",
+            "Time from the request's arrival at the handler to its answer, in seconds",
+            request_duration.clone(),
+        );
+        let dependency_duration: HistogramFamily<DependencyLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "relay_dependency_duration_seconds",
+            "Calls to Postgres/SQLite and Redis/in-process cache on the webhook path, by \
+             dependency, operation and result (found, not_found, ok, error, timeout), in seconds",
+            dependency_duration.clone(),
+        );
+        let dependency_errors = Family::<DependencyLabels, Counter>::default();
+        registry.register(
+            "relay_dependency_errors",
+            "Failed dependency calls, by dependency, operation and result (error: the \
+             dependency failed; timeout: the request's budget ran out first)",
+            dependency_errors.clone(),
+        );
+        registry.register(
+            "relay_build",
+            "The running version and the adapters chosen by configuration",
+            Info::new(BuildLabels {
+                version,
+                store,
+                cache,
+            }),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            dependency_duration,
+            dependency_errors,
+        }
+    }
+
+    /// Reports the connection pool of `dependency` at each scrape:
+    /// `relay_pool_connections{dependency,state="open|in_use"}`, `relay_pool_max_connections`
+    /// and, where the adapter counts them, `relay_pool_waiters`.
+    pub fn register_pool(&mut self, dependency: &'static str, probe: Arc<dyn Probe>) {
+        self.registry
+            .register_collector(Box::new(PoolCollector { dependency, probe }));
+    }
+
+    /// Reports a counter whose value is read from `read` at each scrape (for counts kept
+    /// elsewhere, such as the background context writes). `name` gets the `_total` suffix.
+    pub fn register_counter_fn(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        read: impl Fn() -> u64 + Send + Sync + 'static,
+    ) {
+        self.registry.register_collector(Box::new(CounterFn {
+            name,
+            help,
+            read: Box::new(read),
+        }));
+    }
+
+    /// Counts one answered webhook request and its latency.
+    pub fn observe_request(
+        &self,
+        route: &'static str,
+        status: u16,
+        outcome: &'static str,
+        elapsed: Duration,
+    ) {
+        let labels = RequestLabels {
+            route,
+            status,
+            outcome,
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.request_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one dependency call and its latency; `error` and `timeout` results also count as
+    /// errors.
+    pub fn observe_dependency(
+        &self,
+        dependency: &'static str,
+        operation: &'static str,
+        result: &'static str,
+        elapsed: Duration,
+    ) {
+        let labels = DependencyLabels {
+            dependency,
+            operation,
+            result,
+        };
+        self.dependency_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        if result == "error" || result == "timeout" {
+            self.dependency_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    /// Every metric in the Prometheus text format ([`PROMETHEUS_CONTENT_TYPE`]).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    dependency: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolStateLabels {
+    dependency: &'static str,
+    state: &'static str,
+}
+
+struct PoolCollector {
+    dependency: &'static str,
+    probe: Arc<dyn Probe>,
+}
+
+impl std::fmt::Debug for PoolCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolCollector")
+            .field("dependency", &self.dependency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector for PoolCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(stats) = self.probe.pool_stats() else {
+            return Ok(());
+        };
+        let dependency = self.dependency;
+        {
+            let mut family = encoder.encode_descriptor(
+                "relay_pool_connections",
+                "Open connections of a dependency's pool, by state (open = idle + in use)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (state, value) in [("open", stats.open), ("in_use", stats.in_use)] {
+                ConstGauge::new(i64::from(value))
+                    .encode(family.encode_family(&PoolStateLabels { dependency, state })?)?;
+            }
+        }
+        {
+            let mut gauge = encoder.encode_descriptor(
+                "relay_pool_max_connections",
+                "Most connections a dependency's pool may open",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(i64::from(stats.max))
+                .encode(gauge.encode_family(&PoolLabels { dependency })?)?;
+        }
+        if let Some(waiting) = stats.waiting {
+            let mut gauge = encoder.encode_descriptor(
+                "relay_pool_waiters",
+                "Webhook-path calls waiting for a connection of a dependency's pool",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(i64::from(waiting))
+                .encode(gauge.encode_family(&PoolLabels { dependency })?)?;
+        }
+        Ok(())
+    }
+}
+
+struct CounterFn {
+    name: &'static str,
+    help: &'static str,
+    read: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for CounterFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CounterFn")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector for CounterFn {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let counter = ConstCounter::new((self.read)());
+        let metric =
+            encoder.encode_descriptor(self.name, self.help, None, counter.metric_type())?;
+        counter.encode(metric)
+    }
+}
