@@ -6,26 +6,70 @@
 
 mod auth;
 mod error;
+mod ops;
 mod personalization;
+mod root_span;
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
-use relay_usecase::PersonalizeCall;
+use relay_observability::Metrics;
+use relay_usecase::{PersonalizeCall, Readiness};
+use tracing_actix_web::TracingLogger;
 
 pub use error::ApiError;
 pub use personalization::{MAX_BODY_BYTES, PERSONALIZATION_PATH};
 
+/// Paths of the operations routes.
+pub const HEALTHZ_PATH: &str = "/healthz";
+/// Readiness route.
+pub const READYZ_PATH: &str = "/readyz";
+/// Prometheus scrape route.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// What the HTTP adapter serves and records besides the webhook: metrics and readiness.
+#[derive(Debug, Clone)]
+pub struct Operations {
+    /// Request metrics are recorded here; `GET /metrics` renders it.
+    pub metrics: Arc<Metrics>,
+    /// `GET /readyz` asks it.
+    pub readiness: Arc<Readiness>,
+}
+
 /// Registers the routes; used by [`server`] and by tests through `actix_web::test`.
-pub fn configure(personalize: Arc<PersonalizeCall>) -> impl FnOnce(&mut web::ServiceConfig) {
+pub fn configure(
+    personalize: Arc<PersonalizeCall>,
+    operations: Operations,
+) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
-        cfg.app_data(web::Data::from(personalize)).service(
-            web::resource(PERSONALIZATION_PATH)
-                .route(web::post().to(personalization::handle))
-                .default_service(web::to(error::method_not_allowed)),
-        );
+        cfg.app_data(web::Data::from(personalize))
+            .app_data(web::Data::from(operations.metrics))
+            .app_data(web::Data::from(operations.readiness))
+            .service(
+                web::resource(PERSONALIZATION_PATH)
+                    // Only the webhook gets a server span: probes and scrapes stay out of traces.
+                    .wrap(TracingLogger::<root_span::WebhookRootSpan>::new())
+                    .route(web::post().to(personalization::handle))
+                    .default_service(web::to(error::method_not_allowed)),
+            )
+            .service(
+                web::resource(HEALTHZ_PATH)
+                    .route(web::get().to(ops::healthz))
+                    .default_service(web::to(error::method_not_allowed)),
+            )
+            .service(
+                web::resource(READYZ_PATH)
+                    .route(web::get().to(ops::readyz))
+                    .default_service(web::to(error::method_not_allowed)),
+            )
+            .service(
+                web::resource(METRICS_PATH)
+                    .route(web::get().to(ops::metrics))
+                    .default_service(web::to(error::method_not_allowed)),
+            );
     }
 }
 
@@ -34,22 +78,31 @@ pub fn configure(personalize: Arc<PersonalizeCall>) -> impl FnOnce(&mut web::Ser
 pub struct ServerSettings {
     /// Worker threads; `None` uses actix-web's default (one per physical core).
     pub workers: Option<usize>,
+    /// After a graceful stop, how long in-flight requests may take before their connections
+    /// are closed.
+    pub shutdown_timeout: Duration,
 }
 
 /// Builds the server on an already-bound listener (bind port 0 in tests and read the port back).
+///
+/// The server does not handle signals itself: the caller decides when to stop it (after a
+/// drain delay) through [`Server::handle`].
 ///
 /// # Errors
 /// The listener cannot be used.
 pub fn server(
     listener: TcpListener,
     personalize: Arc<PersonalizeCall>,
+    operations: Operations,
     settings: ServerSettings,
 ) -> std::io::Result<Server> {
     let mut server = HttpServer::new(move || {
         App::new()
-            .configure(configure(Arc::clone(&personalize)))
+            .configure(configure(Arc::clone(&personalize), operations.clone()))
             .default_service(web::to(error::not_found))
     })
+    .disable_signals()
+    .shutdown_timeout(settings.shutdown_timeout.as_secs().max(1))
     .listen(listener)?;
     if let Some(workers) = settings.workers {
         server = server.workers(workers);
@@ -61,6 +114,7 @@ pub fn server(
 #[doc(hidden)]
 pub fn test_app(
     personalize: Arc<PersonalizeCall>,
+    operations: Operations,
 ) -> App<
     impl actix_web::dev::ServiceFactory<
         actix_web::dev::ServiceRequest,
@@ -71,6 +125,6 @@ pub fn test_app(
     >,
 > {
     App::new()
-        .configure(configure(personalize))
+        .configure(configure(personalize, operations))
         .default_service(web::to(error::not_found))
 }

@@ -10,6 +10,7 @@ use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::{HttpMessage as _, HttpRequest, HttpResponse, web};
 use futures_util::StreamExt as _;
 use relay_domain::{ConversationId, MAX_CONVERSATION_ID_CHARS, mask_phone};
+use relay_observability::Metrics;
 use relay_usecase::{Answer, DependencyFailure, PersonalizationRequest, PersonalizeCall};
 use serde::Deserialize;
 use validator::{Validate, ValidationError};
@@ -68,22 +69,32 @@ pub(crate) async fn handle(
     req: HttpRequest,
     payload: web::Payload,
     personalize: web::Data<PersonalizeCall>,
+    metrics: web::Data<Metrics>,
 ) -> HttpResponse {
     let started = Instant::now();
     let result = respond(&req, payload, &personalize).await;
-    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-    match result {
-        Ok((request_fields, answer)) => {
-            let response = HttpResponse::Ok().json(&answer.variables);
-            log_answer(&request_fields, &answer, latency_ms);
-            response
-        }
-        Err(error) => {
-            let outcome = if error == ApiError::Unauthorized {
+    let (response, outcome) = match &result {
+        Ok((_, answer)) => (HttpResponse::Ok().json(&answer.variables), answer.outcome()),
+        Err(error) => (
+            actix_web::ResponseError::error_response(error),
+            if *error == ApiError::Unauthorized {
                 "unauthorized"
             } else {
                 "invalid"
-            };
+            },
+        ),
+    };
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    metrics.observe_request(PERSONALIZATION_PATH, status, outcome, elapsed);
+    // The server span (tracing-actix-web's root span) is the current span here.
+    tracing::Span::current().record("outcome", outcome);
+    let latency_ms = elapsed.as_secs_f64() * 1e3;
+    match result {
+        Ok((request_fields, answer)) => {
+            log_answer(&request_fields, &answer, latency_ms);
+        }
+        Err(error) => {
             tracing::info!(
                 target: "relay::request",
                 outcome,
@@ -93,9 +104,9 @@ pub(crate) async fn handle(
                 latency_ms,
                 "personalization request refused"
             );
-            actix_web::ResponseError::error_response(&error)
         }
     }
+    response
 }
 
 /// What the request log may say about a request: never the whole number, never a name.

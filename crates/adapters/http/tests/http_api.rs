@@ -19,7 +19,11 @@ async fn send(
     world: &World,
     req: TestRequest,
 ) -> (StatusCode, actix_web::http::header::HeaderMap, Value) {
-    let app = test::init_service(test_app(Arc::clone(&world.personalize))).await;
+    let app = test::init_service(test_app(
+        Arc::clone(&world.personalize),
+        world.operations.clone(),
+    ))
+    .await;
     let res = test::call_service(&app, req.to_request()).await;
     let status = res.status();
     let headers = res.headers().clone();

@@ -34,9 +34,10 @@ async fn logs_never_carry_the_token_a_whole_number_or_a_name() {
         cache,
         token,
         personalize,
+        operations,
         ..
     } = world();
-    let app = test::init_service(test_app(personalize)).await;
+    let app = test::init_service(test_app(personalize, operations)).await;
     let post = |token: &str, body: Value| {
         TestRequest::post()
             .uri(PERSONALIZATION_PATH)

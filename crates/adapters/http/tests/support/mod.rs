@@ -10,14 +10,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use relay_domain::ToolToken;
+use relay_http::Operations;
+use relay_observability::Metrics;
+use relay_ports::Probe;
 use relay_ports::fakes::{InMemoryCache, InMemoryStore};
-use relay_usecase::{PersonalizeCall, RetryPolicy};
+use relay_usecase::{PersonalizeCall, Readiness, RetryPolicy};
 
 pub struct World {
     pub store: InMemoryStore,
     pub cache: InMemoryCache,
     pub token: ToolToken,
     pub personalize: Arc<PersonalizeCall>,
+    pub operations: Operations,
 }
 
 pub fn world() -> World {
@@ -32,10 +36,21 @@ pub fn world() -> World {
         Duration::from_millis(800),
         RetryPolicy::default(),
     ));
+    let readiness = Readiness::new(
+        vec![
+            ("postgres", Arc::new(store.clone()) as Arc<dyn Probe>),
+            ("redis", Arc::new(cache.clone()) as Arc<dyn Probe>),
+        ],
+        Duration::from_millis(500),
+    );
     World {
         store,
         cache,
         token,
         personalize,
+        operations: Operations {
+            metrics: Arc::new(Metrics::new("0.0.0-test", "postgres", "redis")),
+            readiness: Arc::new(readiness),
+        },
     }
 }
