@@ -9,13 +9,17 @@ use std::time::Duration;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use relay_domain::{OrgId, OrgName, Region};
-use relay_ports::{AdminError, Store};
+use relay_observability::{Metrics, Observed};
+use relay_ports::{AdminError, CallContextCache, ContactDirectory, OrganizationDirectory, Store};
 use relay_postgres::PgStore;
 use relay_redis::RedisCache;
-use relay_usecase::{Admin, ContactImporter, PersonalizeCall, RawContact, Rejection, RetryPolicy};
+use relay_usecase::{
+    Admin, BackgroundWriteStats, ContactImporter, PersonalizeCall, RawContact, Readiness,
+    Rejection, RetryPolicy,
+};
 
 use crate::cli::{Command, ContactsCommand, OrgCommand, SecretCommand};
-use crate::config::{ConfigError, Env, ServeConfig, StoreConfig};
+use crate::config::{ConfigError, Env, ServeConfig, StoreConfig, redacted_url};
 use crate::stores;
 
 /// Rows per upsert round trip during an import.
@@ -52,10 +56,10 @@ fn process_env() -> Env<impl Fn(&str) -> Option<String>> {
     Env(|name: &str| std::env::var(name).ok())
 }
 
-pub(crate) async fn run(command: Command) -> Result<(), Failure> {
+pub(crate) async fn run(command: Command, tracing_enabled: bool) -> Result<(), Failure> {
     let env = process_env();
     match command {
-        Command::Serve => serve(ServeConfig::from_env(&env)?).await,
+        Command::Serve => serve(ServeConfig::from_env(&env)?, tracing_enabled).await,
         Command::Migrate { create_database } => {
             stores::migrate(&StoreConfig::from_env(&env)?, create_database).await?;
             tracing::info!("migrations applied");
@@ -73,7 +77,9 @@ async fn admin_store(config: &StoreConfig) -> Result<Arc<dyn Store>, Failure> {
     Ok(stores::for_command(config).await?.store)
 }
 
-async fn serve(config: ServeConfig) -> Result<(), Failure> {
+async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure> {
+    // Installed first: from here on SIGTERM drains instead of killing the process.
+    let mut signals = Signals::install().context("cannot install the signal handlers")?;
     // The phone-number metadata loads on first use (a few hundred ms): pay that now, not while
     // the first caller waits.
     let _ = relay_domain::E164::parse(
@@ -83,14 +89,44 @@ async fn serve(config: ServeConfig) -> Result<(), Failure> {
     let opened = stores::for_serve(&config.store).await?;
     let cache = stores::cache(&config)?;
     warm_up(opened.postgres.as_ref(), cache.redis.as_ref());
-    let cache_name = cache.name;
+
+    let metrics = Arc::new(Metrics::new(
+        env!("CARGO_PKG_VERSION"),
+        opened.name,
+        cache.name,
+    ));
+    metrics.register_pool(opened.name, Arc::clone(&opened.probe));
+    metrics.register_pool(cache.name, Arc::clone(&cache.probe));
     let store = Arc::clone(&opened.store);
+    let observed_orgs: Arc<dyn OrganizationDirectory> = Arc::new(Observed::new(
+        Arc::clone(&store) as Arc<dyn OrganizationDirectory>,
+        opened.name,
+        Arc::clone(&metrics),
+    ));
+    let observed_contacts: Arc<dyn ContactDirectory> = Arc::new(Observed::new(
+        Arc::clone(&store) as Arc<dyn ContactDirectory>,
+        opened.name,
+        Arc::clone(&metrics),
+    ));
+    let observed_cache: Arc<dyn CallContextCache> = Arc::new(Observed::new(
+        Arc::clone(&cache.cache),
+        cache.name,
+        Arc::clone(&metrics),
+    ));
     let personalize = Arc::new(PersonalizeCall::new(
-        store.clone(),
-        store.clone(),
-        cache.cache,
+        observed_orgs,
+        observed_contacts,
+        observed_cache,
         config.lookup_timeout,
         RetryPolicy::default(),
+    ));
+    register_background_counters(&metrics, &personalize.background_stats());
+    let readiness = Arc::new(Readiness::new(
+        vec![
+            (opened.name, Arc::clone(&opened.probe)),
+            (cache.name, Arc::clone(&cache.probe)),
+        ],
+        config.readiness_timeout,
     ));
 
     let listener = TcpListener::bind(config.listen_addr)
@@ -99,27 +135,41 @@ async fn serve(config: ServeConfig) -> Result<(), Failure> {
     let server = relay_http::server(
         listener,
         Arc::clone(&personalize),
+        relay_http::Operations {
+            metrics,
+            readiness: Arc::clone(&readiness),
+        },
         relay_http::ServerSettings {
             workers: config.http_workers,
+            shutdown_timeout: config.shutdown_timeout,
         },
     )
     .context("cannot start the HTTP server")?;
+    let handle = server.handle();
+    let mut running = tokio::spawn(server);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         listen_addr = %addr,
         store = opened.name,
-        cache = cache_name,
+        cache = cache.name,
+        database_url = %redacted_url(&config.store.database_url),
+        redis_url = config.redis_url.as_ref().map(redacted_url),
         redis_key_prefix = %config.redis_key_prefix,
-        lookup_timeout_ms = u64::try_from(config.lookup_timeout.as_millis()).unwrap_or(u64::MAX),
+        lookup_timeout_ms = millis(config.lookup_timeout),
+        readiness_timeout_ms = millis(config.readiness_timeout),
+        shutdown_drain_s = config.shutdown_drain.as_secs(),
+        shutdown_timeout_s = config.shutdown_timeout.as_secs(),
         database_max_connections = config.store.max_connections,
         redis_pool_size = config.redis_pool_size,
+        http_workers = config.http_workers,
+        otel_tracing = tracing_enabled,
         "relay listening on {addr}"
     );
-    if opened.name == "sqlite" || cache_name == "in-process" {
+    if opened.name == "sqlite" || cache.name == "in-process" {
         tracing::info!(
             "embedded mode: store {} at DATABASE_URL, call contexts {}; set DATABASE_URL=postgres://... and REDIS_URL for production",
             opened.name,
-            cache_name
+            cache.name
         );
     }
     if opened.fresh {
@@ -127,8 +177,36 @@ async fn serve(config: ServeConfig) -> Result<(), Failure> {
             .await
             .context("cannot seed the demo organization")?;
     }
-    // actix-web stops on SIGTERM/SIGINT, finishing in-flight requests first.
-    server.await.context("HTTP server failed")?;
+
+    let signal = tokio::select! {
+        signal = signals.next() => signal,
+        ended = &mut running => {
+            // The server stops by itself only when it failed.
+            ended.context("HTTP server task failed")?.context("HTTP server failed")?;
+            return Err(anyhow::anyhow!("HTTP server stopped unexpectedly").into());
+        }
+    };
+    // Readiness turns 503 now; connections are still accepted during the drain delay, so the
+    // load balancer has time to stop sending calls here before anything is refused.
+    readiness.start_draining();
+    tracing::info!(
+        signal,
+        drain_s = config.shutdown_drain.as_secs(),
+        "shutdown: readiness is 503, still serving during the drain delay"
+    );
+    tokio::select! {
+        () = tokio::time::sleep(config.shutdown_drain) => {}
+        again = signals.next() => tracing::warn!(signal = again, "second signal: drain cut short"),
+    }
+    tracing::info!(
+        shutdown_timeout_s = config.shutdown_timeout.as_secs(),
+        "no longer accepting connections; finishing the requests in flight"
+    );
+    handle.stop(true).await;
+    running
+        .await
+        .context("HTTP server task failed")?
+        .context("HTTP server failed")?;
     let pending = personalize.drain_background_writes(BACKGROUND_DRAIN).await;
     let stats = personalize.background_stats();
     tracing::info!(
@@ -138,6 +216,62 @@ async fn serve(config: ServeConfig) -> Result<(), Failure> {
         "relay stopped"
     );
     Ok(())
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A counter read at scrape time: name, help, reader.
+type ScrapedCounter = (&'static str, &'static str, fn(&BackgroundWriteStats) -> u64);
+
+fn register_background_counters(metrics: &Metrics, stats: &Arc<BackgroundWriteStats>) {
+    let counters: [ScrapedCounter; 3] = [
+        (
+            "relay_call_context_writes_retried",
+            "Call-context writes that failed on the request path and were handed to the background",
+            BackgroundWriteStats::retried,
+        ),
+        (
+            "relay_call_context_writes_recovered",
+            "Background call-context writes that finally succeeded",
+            BackgroundWriteStats::recovered,
+        ),
+        (
+            "relay_call_context_writes_dropped",
+            "Call-context writes given up (every retry failed, or too many pending): the \
+             post-call webhook will not find these calls",
+            BackgroundWriteStats::dropped,
+        ),
+    ];
+    for (name, help, read) in counters {
+        let stats = Arc::clone(stats);
+        metrics.register_counter_fn(name, help, move || read(&stats));
+    }
+}
+
+/// SIGTERM (Kubernetes) and SIGINT (a terminal), installed once at start.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The name of the next signal received.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
 }
 
 /// Opens one connection to each remote dependency in the background, so the first call does

@@ -29,6 +29,11 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         (self.0)(name).filter(|v| !v.trim().is_empty())
     }
 
+    /// A variable as set, or `None` when unset or blank.
+    pub(crate) fn raw(&self, name: &str) -> Option<String> {
+        self.get(name)
+    }
+
     /// A variable parsed as `T`, or `default` when unset.
     pub(crate) fn parsed<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
     where
@@ -67,6 +72,20 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 reason: format!("{value} is outside {}..={}", range.start(), range.end()),
             })
         }
+    }
+}
+
+/// A URL with its password replaced by `***`, for the start-up log. A URL that does not parse
+/// is not shown at all.
+pub(crate) fn redacted_url(url: &SecretString) -> String {
+    match url::Url::parse(url.expose_secret()) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "<unparsable URL>".to_owned(),
     }
 }
 
@@ -146,6 +165,14 @@ pub(crate) struct ServeConfig {
     pub(crate) lookup_timeout: Duration,
     /// `HTTP_WORKERS` (default: one per physical core).
     pub(crate) http_workers: Option<usize>,
+    /// `SHUTDOWN_DRAIN_SECONDS` (default 5): after SIGTERM, how long readiness reports 503 while
+    /// new connections are still accepted, so load balancers stop routing here first.
+    pub(crate) shutdown_drain: Duration,
+    /// `SHUTDOWN_TIMEOUT_SECONDS` (default 10): after the drain, how long in-flight requests may
+    /// take before their connections are closed.
+    pub(crate) shutdown_timeout: Duration,
+    /// `READINESS_TIMEOUT_MS` (default 500): how long `/readyz` waits for each dependency.
+    pub(crate) readiness_timeout: Duration,
 }
 
 impl ServeConfig {
@@ -176,6 +203,21 @@ impl ServeConfig {
                 1..=60_000,
             )?),
             http_workers: (workers > 0).then_some(workers),
+            shutdown_drain: Duration::from_secs(env.number_in(
+                "SHUTDOWN_DRAIN_SECONDS",
+                5,
+                0..=300,
+            )?),
+            shutdown_timeout: Duration::from_secs(env.number_in(
+                "SHUTDOWN_TIMEOUT_SECONDS",
+                10,
+                1..=300,
+            )?),
+            readiness_timeout: Duration::from_millis(env.number_in(
+                "READINESS_TIMEOUT_MS",
+                500,
+                1..=30_000,
+            )?),
         })
     }
 }
@@ -210,6 +252,9 @@ mod tests {
         assert_eq!(config.redis_pool_size, 16);
         assert_eq!(config.store.max_connections, 10);
         assert_eq!(config.http_workers, None);
+        assert_eq!(config.shutdown_drain, Duration::from_secs(5));
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(config.readiness_timeout, Duration::from_millis(500));
         assert_eq!(
             config.store.database_url.expose_secret(),
             "postgres://u:pw@h/db"
@@ -258,6 +303,9 @@ mod tests {
             ("REDIS_POOL_SIZE", "-1"),
             ("DATABASE_MAX_CONNECTIONS", "0"),
             ("REDIS_KEY_PREFIX", "a b"),
+            ("SHUTDOWN_DRAIN_SECONDS", "301"),
+            ("SHUTDOWN_TIMEOUT_SECONDS", "0"),
+            ("READINESS_TIMEOUT_MS", "fast"),
         ] {
             let mut pairs = BASE.to_vec();
             pairs.push((name, value));
@@ -266,6 +314,22 @@ mod tests {
                 err.to_string().starts_with(&format!("{name} is invalid")),
                 "{err}"
             );
+        }
+    }
+
+    #[test]
+    fn redacted_urls_keep_everything_but_the_password() {
+        for (url, shown) in [
+            (
+                "postgres://relay:hunter2@db:5432/relay",
+                "postgres://relay:***@db:5432/relay",
+            ),
+            ("redis://:hunter2@cache:6379/0", "redis://:***@cache:6379/0"),
+            ("redis://cache:6379", "redis://cache:6379"),
+            ("sqlite://data/relay.db", "sqlite://data/relay.db"),
+            ("::hunter2::", "<unparsable URL>"),
+        ] {
+            assert_eq!(redacted_url(&SecretString::from(url)), shown);
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use relay_memory_cache::MemoryCache;
-use relay_ports::{CallContextCache, Store};
+use relay_ports::{CallContextCache, Probe, Store};
 use relay_postgres::{PgStore, PoolSettings as PgPoolSettings};
 use relay_redis::{PoolSettings as RedisPoolSettings, RedisCache};
 use relay_sqlite::SqliteStore;
@@ -18,7 +18,9 @@ use crate::config::{Backend, ConfigError, ServeConfig, StoreConfig};
 /// An opened store and what the service needs to know about it.
 pub(crate) struct Opened {
     pub(crate) store: Arc<dyn Store>,
-    /// `postgres` or `sqlite`, for the start-up log.
+    /// The same store, for readiness and pool metrics.
+    pub(crate) probe: Arc<dyn Probe>,
+    /// `postgres` or `sqlite`, for the start-up log and metric labels.
     pub(crate) name: &'static str,
     /// The embedded file was created just now (first start): seed the demo.
     pub(crate) fresh: bool,
@@ -30,6 +32,7 @@ impl Opened {
     fn postgres(store: PgStore) -> Self {
         Self {
             store: Arc::new(store.clone()),
+            probe: Arc::new(store.clone()),
             name: "postgres",
             fresh: false,
             postgres: Some(store),
@@ -86,7 +89,8 @@ async fn open_sqlite(config: &StoreConfig) -> Result<Opened, Failure> {
         .await
         .context("cannot migrate the SQLite database")?;
     Ok(Opened {
-        store: Arc::new(store),
+        store: Arc::new(store.clone()),
+        probe: Arc::new(store),
         name: "sqlite",
         fresh,
         postgres: None,
@@ -118,7 +122,9 @@ pub(crate) async fn migrate(config: &StoreConfig, create_database: bool) -> Resu
 /// The chosen call-context cache.
 pub(crate) struct OpenedCache {
     pub(crate) cache: Arc<dyn CallContextCache>,
-    /// `redis` or `in-process`, for the start-up log.
+    /// The same cache, for readiness and pool metrics.
+    pub(crate) probe: Arc<dyn Probe>,
+    /// `redis` or `in-process`, for the start-up log and metric labels.
     pub(crate) name: &'static str,
     /// For warming up a Redis connection at start.
     pub(crate) redis: Option<RedisCache>,
@@ -127,8 +133,10 @@ pub(crate) struct OpenedCache {
 /// The call-context cache: Redis when `REDIS_URL` is set, else in this process.
 pub(crate) fn cache(config: &ServeConfig) -> Result<OpenedCache, Failure> {
     let Some(url) = &config.redis_url else {
+        let cache = MemoryCache::default();
         return Ok(OpenedCache {
-            cache: Arc::new(MemoryCache::default()),
+            cache: Arc::new(cache.clone()),
+            probe: Arc::new(cache),
             name: "in-process",
             redis: None,
         });
@@ -147,6 +155,7 @@ pub(crate) fn cache(config: &ServeConfig) -> Result<OpenedCache, Failure> {
     })?;
     Ok(OpenedCache {
         cache: Arc::new(redis.clone()),
+        probe: Arc::new(redis.clone()),
         name: "redis",
         redis: Some(redis),
     })

@@ -1,13 +1,132 @@
-//! Logs: `tracing` events to stderr, filtered by `RUST_LOG`.
+//! Logs and traces.
+//!
+//! Logs: `tracing` events to stderr, filtered by `RUST_LOG`; JSON (one object per line, with the
+//! OpenTelemetry trace and span ids when tracing is on) when stderr is not a terminal or
+//! `LOG_FORMAT=json`, human-readable on a terminal or with `LOG_FORMAT=pretty`.
+//!
+//! Traces (only `relay serve`): exported with OTLP over HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT`
+//! or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set. Unset, no exporter and no tracing layer run:
+//! tracing costs nothing. The OpenTelemetry SDK reads the other standard variables itself
+//! (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER[_ARG]`,
+//! `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_BSP_*`).
 
 use std::io::IsTerminal as _;
 
-use tracing_subscriber::EnvFilter;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
-/// Installs the global subscriber. The service logs `info` by default, admin commands only
-/// warnings (their results go to stdout). `LOG_FORMAT=json|pretty` picks the format; the default
-/// is JSON when stderr is not a terminal (a container) and human-readable on a terminal.
-pub(crate) fn init(serving: bool) {
+use crate::config::{ConfigError, Env};
+
+/// The crates whose spans become the trace: the HTTP server span, the use case, and the
+/// dependency calls. Nothing else (in particular not the exporter's own HTTP client).
+const TRACED_CRATES: [&str; 3] = ["relay_http", "relay_usecase", "relay_observability"];
+
+/// Where and how traces are exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TraceExport {
+    /// `http/protobuf` (default) or `http/json`.
+    protocol: Protocol,
+}
+
+impl TraceExport {
+    /// Reads the standard variables. `None`: tracing is off (no endpoint, `OTEL_SDK_DISABLED`,
+    /// or `OTEL_TRACES_EXPORTER=none`).
+    ///
+    /// # Errors
+    /// An exporter or protocol this build does not have.
+    pub(crate) fn from_env<F: Fn(&str) -> Option<String>>(
+        env: &Env<F>,
+    ) -> Result<Option<Self>, ConfigError> {
+        if env
+            .raw("OTEL_SDK_DISABLED")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        {
+            return Ok(None);
+        }
+        match env.raw("OTEL_TRACES_EXPORTER").as_deref().map(str::trim) {
+            None | Some("otlp") => {}
+            Some("none") => return Ok(None),
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "OTEL_TRACES_EXPORTER",
+                    reason: format!("expected otlp or none (got {other:?})"),
+                });
+            }
+        }
+        if env.raw("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
+            && env.raw("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
+        {
+            return Ok(None);
+        }
+        let (name, value) = match env.raw("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
+            Some(v) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", v),
+            None => (
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                env.raw("OTEL_EXPORTER_OTLP_PROTOCOL")
+                    .unwrap_or_else(|| "http/protobuf".into()),
+            ),
+        };
+        let protocol = match value.trim() {
+            "http/protobuf" => Protocol::HttpBinary,
+            "http/json" => Protocol::HttpJson,
+            "grpc" => {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: "grpc is not built in; use http/protobuf (the collector's port 4318)"
+                        .into(),
+                });
+            }
+            other => {
+                return Err(ConfigError::Invalid {
+                    name,
+                    reason: format!("expected http/protobuf or http/json (got {other:?})"),
+                });
+            }
+        };
+        Ok(Some(Self { protocol }))
+    }
+}
+
+/// What must be flushed before the process exits.
+#[derive(Debug)]
+pub(crate) struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether traces are exported.
+    pub(crate) fn tracing_enabled(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Exports the spans still buffered and stops the exporter. Call outside the async runtime,
+    /// after the server has stopped, so the last requests' spans are not lost.
+    pub(crate) fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(error) = provider.shutdown()
+        {
+            tracing::warn!(%error, "could not flush the last spans");
+        }
+    }
+}
+
+/// Installs the global subscriber, with the trace exporter when `export` is set. The service
+/// logs `info` by default, admin commands only warnings (their results go to stdout).
+///
+/// Must run before the tokio runtime starts: the OTLP exporter's blocking HTTP client must not
+/// be built inside it.
+///
+/// # Errors
+/// The exporter could not be built from its variables (a malformed endpoint, say).
+pub(crate) fn init(serving: bool, export: Option<TraceExport>) -> Result<Telemetry, ConfigError> {
+    let provider = export.map(build_provider).transpose()?;
     let default = if serving { "info" } else { "warn" };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let json = match std::env::var("LOG_FORMAT").as_deref() {
@@ -15,16 +134,62 @@ pub(crate) fn init(serving: bool) {
         Ok("pretty") => false,
         _ => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder
-            .json()
+    let logs = if json {
+        json_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
             .flatten_event(true)
             .with_current_span(false)
-            .init();
+            .with_span_list(false)
+            .with_opentelemetry_ids(true)
+            .with_filter(filter)
+            .boxed()
     } else {
-        builder.init();
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed()
+    };
+    let traces = provider.as_ref().map(|provider| {
+        let targets = TRACED_CRATES.iter().fold(Targets::new(), |t, krate| {
+            t.with_target(*krate, LevelFilter::INFO)
+        });
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("relay"))
+            .with_filter(targets)
+    });
+    // The trace layer first: the log layer reads the span ids it assigns.
+    tracing_subscriber::registry()
+        .with(traces)
+        .with(logs)
+        .init();
+    Ok(Telemetry { provider })
+}
+
+fn build_provider(export: TraceExport) -> Result<SdkTracerProvider, ConfigError> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(export.protocol)
+        .build()
+        .map_err(|e| ConfigError::Invalid {
+            name: "OTEL_EXPORTER_OTLP_ENDPOINT",
+            reason: e.to_string(),
+        })?;
+    let mut resource = Resource::builder().with_attribute(opentelemetry::KeyValue::new(
+        "service.version",
+        env!("CARGO_PKG_VERSION"),
+    ));
+    // The SDK reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; name the service when
+    // neither does.
+    let named = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.trim().is_empty())
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES").is_ok_and(|v| v.contains("service.name="));
+    if !named {
+        resource = resource.with_service_name("relay");
     }
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build())
 }

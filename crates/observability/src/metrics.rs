@@ -1,6 +1,6 @@
 //! The service's metrics, in one Prometheus registry.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -56,7 +56,9 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 /// are read at scrape time, then share it (`Arc`) with the adapters.
 #[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
+    /// Locked only to register collectors and to render a scrape; requests record into the
+    /// families, which need no lock here.
+    registry: Mutex<Registry>,
     requests: Family<RequestLabels, Counter>,
     request_duration: HistogramFamily<RequestLabels>,
     dependency_duration: HistogramFamily<DependencyLabels>,
@@ -107,7 +109,7 @@ impl Metrics {
             }),
         );
         Self {
-            registry,
+            registry: Mutex::new(registry),
             requests,
             request_duration,
             dependency_duration,
@@ -118,20 +120,20 @@ impl Metrics {
     /// Reports the connection pool of `dependency` at each scrape:
     /// `relay_pool_connections{dependency,state="open|in_use"}`, `relay_pool_max_connections`
     /// and, where the adapter counts them, `relay_pool_waiters`.
-    pub fn register_pool(&mut self, dependency: &'static str, probe: Arc<dyn Probe>) {
-        self.registry
+    pub fn register_pool(&self, dependency: &'static str, probe: Arc<dyn Probe>) {
+        self.registry()
             .register_collector(Box::new(PoolCollector { dependency, probe }));
     }
 
     /// Reports a counter whose value is read from `read` at each scrape (for counts kept
     /// elsewhere, such as the background context writes). `name` gets the `_total` suffix.
     pub fn register_counter_fn(
-        &mut self,
+        &self,
         name: &'static str,
         help: &'static str,
         read: impl Fn() -> u64 + Send + Sync + 'static,
     ) {
-        self.registry.register_collector(Box::new(CounterFn {
+        self.registry().register_collector(Box::new(CounterFn {
             name,
             help,
             read: Box::new(read),
@@ -183,8 +185,12 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(16 * 1024);
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry());
         out
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

@@ -68,7 +68,7 @@ fn requests_are_counted_by_route_status_and_outcome_with_sub_millisecond_buckets
 
 #[test]
 fn pool_gauges_and_scrape_time_counters_are_read_at_each_scrape() {
-    let mut metrics = Metrics::new("1.0.0", "postgres", "redis");
+    let metrics = Metrics::new("1.0.0", "postgres", "redis");
     let mut probe = MockProbe::new();
     probe.expect_pool_stats().returning(|| {
         Some(PoolStats {
