@@ -211,3 +211,32 @@ fn only_the_app_names_adapters() {
         );
     }
 }
+
+#[test]
+fn observability_does_no_io_and_knows_no_adapter_or_use_case() {
+    let meta = metadata();
+    // Its resolved closure holds tokio only through the ports' test-helpers feature, which
+    // other crates' tests turn on (see the ports test above); what it declares is checked.
+    let package = meta
+        .workspace_packages()
+        .into_iter()
+        .find(|p| p.name.as_str() == "relay-observability")
+        .unwrap();
+    let declared: std::collections::BTreeSet<String> = package
+        .dependencies
+        .iter()
+        .filter(|d| d.kind == DependencyKind::Normal)
+        .map(|d| d.name.clone())
+        .collect();
+    assert_eq!(offending(&declared, IO_CRATES), Vec::<&str>::new());
+    assert_eq!(offending(&declared, ADAPTERS), Vec::<&str>::new());
+    assert!(!declared.contains("relay-usecase"), "{declared:?}");
+    let closure = normal_closure(&meta, "relay-observability");
+    assert_eq!(
+        offending(
+            &closure,
+            &["sqlx", "redis", "actix-web", "hyper", "reqwest"]
+        ),
+        Vec::<&str>::new()
+    );
+}

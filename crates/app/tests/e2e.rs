@@ -566,6 +566,32 @@ async fn metrics_show_the_calls_to_postgres_and_redis_and_their_pools() {
     let token = s.secret(&org);
     s.import(&org, "phone,first_name\n4165550100,Alex\n");
     let service = s.serve(&[]);
+    let start_line: Value = service
+        .logs()
+        .lines()
+        .find(|l| l.contains("relay listening"))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .expect("start-up line");
+    for key in [
+        "version",
+        "store",
+        "cache",
+        "listen_addr",
+        "database_url",
+        "redis_url",
+        "lookup_timeout_ms",
+        "shutdown_drain_s",
+        "otel_tracing",
+    ] {
+        assert!(
+            !start_line[key].is_null(),
+            "{key} missing from {start_line}"
+        );
+    }
+    assert_eq!(
+        (&start_line["store"], &start_line["cache"]),
+        (&json!("postgres"), &json!("redis"))
+    );
     post(&service, &token, call("m1", "4165550100")).await;
     post(&service, &token, call("m2", "4165550199")).await;
     post(&service, "wrong-token", call("m3", "4165550100")).await;
