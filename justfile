@@ -20,10 +20,15 @@ run-pg: migrate
 migrate:
     DATABASE_URL={{pg_url}} cargo run --release --locked --bin relay -- migrate --create-database
 
-# Tests create and drop their own databases on the server of TEST_DATABASE_URL.
-# Run every test: unit, property, adapter conformance (SQLite, Postgres, in-process, Redis), HTTP, end-to-end
-test:
+# Tests create and drop their own databases on the server of TEST_DATABASE_URL, and use the
+# Redis at REDIS_URL and the loopback Redis Cluster (started here if it is not up).
+# Run every test: unit, property, adapter conformance (SQLite, Postgres, in-process, Redis, Redis Cluster), HTTP, end-to-end
+test: redis-cluster
     DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}" cargo test --workspace --locked
+
+# Start the three-master Redis Cluster the tests use (loopback ports 7101-7103; idempotent)
+redis-cluster:
+    scripts/redis-cluster.sh start
 
 # Check formatting and lints (warnings are errors)
 lint:

@@ -19,7 +19,7 @@ use relay_usecase::{
 };
 
 use crate::cli::{Command, ContactsCommand, OrgCommand, SecretCommand};
-use crate::config::{ConfigError, Env, ServeConfig, StoreConfig, redacted_url};
+use crate::config::{ConfigError, Env, RedisTarget, ServeConfig, StoreConfig, redacted_url};
 use crate::stores;
 
 /// Rows per upsert round trip during an import.
@@ -153,7 +153,8 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
         store = opened.name,
         cache = cache.name,
         database_url = %redacted_url(&config.store.database_url),
-        redis_url = config.redis_url.as_ref().map(redacted_url),
+        redis_url = config.redis.as_ref().map(RedisTarget::redacted),
+        redis_cluster = cache.redis.as_ref().is_some_and(RedisCache::is_cluster),
         redis_key_prefix = %config.redis_key_prefix,
         lookup_timeout_ms = millis(config.lookup_timeout),
         readiness_timeout_ms = millis(config.readiness_timeout),
@@ -287,9 +288,9 @@ fn warm_up(postgres: Option<&PgStore>, redis: Option<&RedisCache>) {
         });
     }
     if let Some(cache) = redis {
-        let pool = cache.pool().clone();
+        let cache = cache.clone();
         tokio::spawn(async move {
-            if let Err(error) = pool.get().await {
+            if let Err(error) = relay_ports::Probe::ping(&cache).await {
                 tracing::warn!(%error, "Redis is not reachable yet; call contexts are retried in the background");
             }
         });

@@ -148,13 +148,58 @@ impl StoreConfig {
     }
 }
 
+/// Where the call contexts go when not in process.
+#[derive(Debug, Clone)]
+pub(crate) enum RedisTarget {
+    /// `REDIS_URL`: one server (or a managed endpoint that hides its failover).
+    Single(SecretString),
+    /// `REDIS_CLUSTER_URLS`: comma-separated seed nodes of a Redis Cluster.
+    Cluster(Vec<SecretString>),
+}
+
+impl RedisTarget {
+    fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Option<Self>, ConfigError> {
+        match (env.get("REDIS_URL"), env.get("REDIS_CLUSTER_URLS")) {
+            (Some(_), Some(_)) => Err(ConfigError::Invalid {
+                name: "REDIS_CLUSTER_URLS",
+                reason: "set either REDIS_URL or REDIS_CLUSTER_URLS, not both".into(),
+            }),
+            (Some(url), None) => Ok(Some(Self::Single(SecretString::from(url)))),
+            (None, Some(urls)) => {
+                let urls: Vec<SecretString> = urls
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|u| !u.is_empty())
+                    .map(SecretString::from)
+                    .collect();
+                if urls.is_empty() {
+                    return Err(ConfigError::Invalid {
+                        name: "REDIS_CLUSTER_URLS",
+                        reason: "expected comma-separated redis:// URLs".into(),
+                    });
+                }
+                Ok(Some(Self::Cluster(urls)))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The URLs with passwords redacted, comma-separated, for the start-up log.
+    pub(crate) fn redacted(&self) -> String {
+        match self {
+            Self::Single(url) => redacted_url(url),
+            Self::Cluster(urls) => urls.iter().map(redacted_url).collect::<Vec<_>>().join(","),
+        }
+    }
+}
+
 /// Everything `relay serve` needs.
 #[derive(Debug, Clone)]
 pub(crate) struct ServeConfig {
     /// The store.
     pub(crate) store: StoreConfig,
-    /// `REDIS_URL`; unset selects the in-process cache.
-    pub(crate) redis_url: Option<SecretString>,
+    /// `REDIS_URL` or `REDIS_CLUSTER_URLS`; neither selects the in-process cache.
+    pub(crate) redis: Option<RedisTarget>,
     /// `REDIS_KEY_PREFIX` (default `relay:`).
     pub(crate) redis_key_prefix: String,
     /// `REDIS_POOL_SIZE` (default 16).
@@ -193,7 +238,7 @@ impl ServeConfig {
         let workers = env.number_in("HTTP_WORKERS", 0, 0..=1_024)?;
         Ok(Self {
             store: StoreConfig::from_env(env)?,
-            redis_url: env.get("REDIS_URL").map(SecretString::from),
+            redis: RedisTarget::from_env(env)?,
             redis_key_prefix: prefix,
             redis_pool_size: env.number_in("REDIS_POOL_SIZE", 16, 1..=1_000)?,
             listen_addr: env.parsed("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 2212)))?,
@@ -260,7 +305,7 @@ mod tests {
             "postgres://u:pw@h/db"
         );
         assert_eq!(config.store.backend, Backend::Postgres);
-        assert!(config.redis_url.is_some());
+        assert!(matches!(config.redis, Some(RedisTarget::Single(_))));
     }
 
     #[test]
@@ -271,7 +316,7 @@ mod tests {
             config.store.database_url.expose_secret(),
             DEFAULT_DATABASE_URL
         );
-        assert!(config.redis_url.is_none());
+        assert!(config.redis.is_none());
     }
 
     #[test]
@@ -331,6 +376,34 @@ mod tests {
         ] {
             assert_eq!(redacted_url(&SecretString::from(url)), shown);
         }
+    }
+
+    #[test]
+    fn cluster_urls_select_the_cluster_and_exclude_redis_url() {
+        let config = ServeConfig::from_env(&env(&[(
+            "REDIS_CLUSTER_URLS",
+            "redis://:pw@a:7000, redis://:pw@b:7000,",
+        )]))
+        .unwrap();
+        let Some(RedisTarget::Cluster(urls)) = &config.redis else {
+            panic!("cluster expected: {:?}", config.redis);
+        };
+        assert_eq!(urls.len(), 2);
+        assert_eq!(
+            config.redis.as_ref().unwrap().redacted(),
+            "redis://:***@a:7000,redis://:***@b:7000"
+        );
+        let err = ServeConfig::from_env(&env(&[
+            ("REDIS_URL", "redis://a"),
+            ("REDIS_CLUSTER_URLS", "redis://b:7000"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+        let err = ServeConfig::from_env(&env(&[("REDIS_CLUSTER_URLS", " , ")])).unwrap_err();
+        assert!(
+            err.to_string().starts_with("REDIS_CLUSTER_URLS is invalid"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Which adapters back the ports: chosen by configuration only, in this one place.
 //!
-//! `DATABASE_URL`'s scheme picks Postgres or the embedded SQLite file; `REDIS_URL` set picks Redis,
-//! unset the in-process cache.
+//! `DATABASE_URL`'s scheme picks Postgres or the embedded SQLite file; `REDIS_URL` picks one Redis,
+//! `REDIS_CLUSTER_URLS` a Redis Cluster, neither the in-process cache.
 
 use std::sync::Arc;
 
@@ -13,7 +13,7 @@ use relay_redis::{PoolSettings as RedisPoolSettings, RedisCache};
 use relay_sqlite::SqliteStore;
 
 use crate::commands::Failure;
-use crate::config::{Backend, ConfigError, ServeConfig, StoreConfig};
+use crate::config::{Backend, ConfigError, RedisTarget, ServeConfig, StoreConfig};
 
 /// An opened store and what the service needs to know about it.
 pub(crate) struct Opened {
@@ -130,9 +130,10 @@ pub(crate) struct OpenedCache {
     pub(crate) redis: Option<RedisCache>,
 }
 
-/// The call-context cache: Redis when `REDIS_URL` is set, else in this process.
+/// The call-context cache: Redis when `REDIS_URL` or `REDIS_CLUSTER_URLS` is set, else in this
+/// process.
 pub(crate) fn cache(config: &ServeConfig) -> Result<OpenedCache, Failure> {
-    let Some(url) = &config.redis_url else {
+    let Some(target) = &config.redis else {
         let cache = MemoryCache::default();
         return Ok(OpenedCache {
             cache: Arc::new(cache.clone()),
@@ -141,16 +142,22 @@ pub(crate) fn cache(config: &ServeConfig) -> Result<OpenedCache, Failure> {
             redis: None,
         });
     };
-    let redis = RedisCache::new(
-        url,
-        &config.redis_key_prefix,
-        RedisPoolSettings {
-            max_size: config.redis_pool_size,
-            ..RedisPoolSettings::default()
-        },
-    )
-    .map_err(|e| ConfigError::Invalid {
-        name: "REDIS_URL",
+    let settings = RedisPoolSettings {
+        max_size: config.redis_pool_size,
+        ..RedisPoolSettings::default()
+    };
+    let (redis, name) = match target {
+        RedisTarget::Single(url) => (
+            RedisCache::new(url, &config.redis_key_prefix, settings),
+            "REDIS_URL",
+        ),
+        RedisTarget::Cluster(urls) => (
+            RedisCache::cluster(urls, &config.redis_key_prefix, settings),
+            "REDIS_CLUSTER_URLS",
+        ),
+    };
+    let redis = redis.map_err(|e| ConfigError::Invalid {
+        name,
         reason: e.to_string(),
     })?;
     Ok(OpenedCache {

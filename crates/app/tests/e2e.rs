@@ -70,10 +70,16 @@ impl Setup {
 
     fn serve(&self, extra: &[(&str, &str)]) -> Service {
         let db = self.db.url();
-        let redis_url = self.redis.as_ref().map(TestRedis::url);
+        let redis_url = self.redis.as_ref().map(|redis| {
+            if redis.cache().is_cluster() {
+                ("REDIS_CLUSTER_URLS", redis.cluster_urls())
+            } else {
+                ("REDIS_URL", redis.url())
+            }
+        });
         let mut vars = vec![("DATABASE_URL", db.expose_secret())];
-        if let (Some(redis), Some(url)) = (&self.redis, &redis_url) {
-            vars.push(("REDIS_URL", url.expose_secret()));
+        if let (Some(redis), Some((name, url))) = (&self.redis, &redis_url) {
+            vars.push((name, url.expose_secret()));
             vars.push(("REDIS_KEY_PREFIX", redis.prefix()));
         }
         vars.extend_from_slice(extra);
@@ -81,18 +87,10 @@ impl Setup {
     }
 
     async fn redis_get(&self, key: &str) -> (Option<String>, i64) {
-        let mut conn = self.redis().connection().await;
+        let cache = self.redis().cache();
         let key = format!("{}{key}", self.redis().prefix());
-        let value: Option<String> = redis::cmd("GET")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let ttl: i64 = redis::cmd("TTL")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let value: Option<String> = cache.query(redis::cmd("GET").arg(&key)).await.unwrap();
+        let ttl: i64 = cache.query(redis::cmd("TTL").arg(&key)).await.unwrap();
         (value, ttl)
     }
 }
@@ -850,4 +848,32 @@ async fn one_trace_per_call_continues_traceparent_with_postgres_and_redis_child_
         "the log line leads to its trace"
     );
     assert_eq!(request_log["openTelemetry"]["spanId"], server["spanId"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_redis_cluster_the_context_lands_and_readiness_pings_every_master() {
+    let s = Setup {
+        db: TestStore::postgres().await,
+        redis: Some(TestRedis::create_cluster().await),
+    };
+    let org = s.org("Acme", "CA");
+    let token = s.secret(&org);
+    s.import(&org, "phone,first_name\n4165550100,Alex\n");
+    let service = s.serve(&[]);
+    for i in 0..20 {
+        let (status, body, _) = post(&service, &token, call(&format!("cl{i}"), "4165550100")).await;
+        assert_eq!((status, &body["caller_name"]), (200, &json!("Alex")));
+    }
+    for i in 0..20 {
+        let (value, ttl) = s.redis_get(&format!("call:cl{i}")).await;
+        assert!(value.is_some(), "context cl{i} missing");
+        assert!(ttl > 86_000, "ttl {ttl}");
+    }
+    let per_node = s.redis().keys_per_node();
+    assert!(per_node.iter().all(|n| *n > 0), "{per_node:?}");
+    let ready = reqwest::get(format!("http://{}/readyz", service.addr))
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    assert!(service.logs().contains("\"redis_cluster\":true"));
 }

@@ -1,13 +1,14 @@
 //! Redis adapter: the call-context cache, one JSON string per conversation with a TTL.
 //!
 //! Key: `{prefix}call:{conversation_id}` (prefix default `relay:`). Each operation is a single-key
-//! command (`SET .. EX`, `GET`), so the keys shard cleanly on a Redis Cluster.
+//! command (`SET .. EX`, `GET`), so the keys shard cleanly on a Redis Cluster: [`RedisCache::new`]
+//! talks to one server, [`RedisCache::cluster`] to a cluster (commands follow `MOVED`/`ASK`).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_redis::redis::{self, AsyncCommands};
-use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::redis::{self, FromRedisValue};
+use deadpool_redis::{PoolConfig, Runtime, Timeouts, cluster};
 use relay_domain::{CallContext, ConversationId};
 use relay_ports::{BoxError, CacheError, CallContextCache, PoolStats, Probe};
 use secrecy::{ExposeSecret, SecretString};
@@ -33,15 +34,35 @@ impl Default for PoolSettings {
     }
 }
 
-/// The Redis URL could not be read.
-#[derive(Debug, thiserror::Error)]
-#[error("REDIS_URL is not a valid Redis URL")]
-pub struct InvalidUrl;
+impl PoolSettings {
+    fn pool_config(self) -> PoolConfig {
+        PoolConfig {
+            max_size: self.max_size,
+            timeouts: Timeouts {
+                wait: Some(self.timeout),
+                create: Some(self.timeout),
+                recycle: Some(self.timeout),
+            },
+            ..PoolConfig::default()
+        }
+    }
+}
 
-/// The call-context cache in Redis.
+/// A Redis URL could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{0} is not a valid Redis URL")]
+pub struct InvalidUrl(&'static str);
+
+#[derive(Clone)]
+enum Backend {
+    Single(deadpool_redis::Pool),
+    Cluster(cluster::Pool),
+}
+
+/// The call-context cache in Redis (one server or a cluster).
 #[derive(Clone)]
 pub struct RedisCache {
-    pool: Pool,
+    backend: Backend,
     prefix: String,
 }
 
@@ -49,13 +70,20 @@ impl std::fmt::Debug for RedisCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisCache")
             .field("prefix", &self.prefix)
+            .field("cluster", &self.is_cluster())
             .finish_non_exhaustive()
     }
 }
 
+fn parse(url: &SecretString, variable: &'static str) -> Result<String, InvalidUrl> {
+    // Parse first: deadpool would only notice a bad URL on first use.
+    redis::parse_redis_url(url.expose_secret()).ok_or(InvalidUrl(variable))?;
+    Ok(url.expose_secret().to_owned())
+}
+
 impl RedisCache {
-    /// A cache whose connections open on first use: the service starts while Redis is down and
-    /// recovers by itself when it is back.
+    /// A cache on one Redis server whose connections open on first use: the service starts
+    /// while Redis is down and recovers by itself when it is back.
     ///
     /// # Errors
     /// [`InvalidUrl`] when the URL cannot be parsed (the URL itself is never echoed).
@@ -64,25 +92,49 @@ impl RedisCache {
         prefix: &str,
         settings: PoolSettings,
     ) -> Result<Self, InvalidUrl> {
-        // Parse first: deadpool would only notice a bad URL on first use.
-        redis::parse_redis_url(url.expose_secret()).ok_or(InvalidUrl)?;
-        let mut config = Config::from_url(url.expose_secret());
-        config.pool = Some(PoolConfig {
-            max_size: settings.max_size,
-            timeouts: Timeouts {
-                wait: Some(settings.timeout),
-                create: Some(settings.timeout),
-                recycle: Some(settings.timeout),
-            },
-            ..PoolConfig::default()
-        });
+        let mut config = deadpool_redis::Config::from_url(parse(url, "REDIS_URL")?);
+        config.pool = Some(settings.pool_config());
         let pool = config
             .create_pool(Some(Runtime::Tokio1))
-            .map_err(|_| InvalidUrl)?;
+            .map_err(|_| InvalidUrl("REDIS_URL"))?;
         Ok(Self {
-            pool,
+            backend: Backend::Single(pool),
             prefix: prefix.to_owned(),
         })
+    }
+
+    /// A cache on a Redis Cluster, found through any of its nodes' `urls` (the slot map is
+    /// read from the first that answers). Connections open on first use, as with [`Self::new`].
+    ///
+    /// # Errors
+    /// [`InvalidUrl`] when there is no URL or one cannot be parsed.
+    pub fn cluster(
+        urls: &[SecretString],
+        prefix: &str,
+        settings: PoolSettings,
+    ) -> Result<Self, InvalidUrl> {
+        const VARIABLE: &str = "REDIS_CLUSTER_URLS";
+        if urls.is_empty() {
+            return Err(InvalidUrl(VARIABLE));
+        }
+        let urls = urls
+            .iter()
+            .map(|u| parse(u, VARIABLE))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut config = cluster::Config::from_urls(urls);
+        config.pool = Some(settings.pool_config());
+        let pool = config
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|_| InvalidUrl(VARIABLE))?;
+        Ok(Self {
+            backend: Backend::Cluster(pool),
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// Whether this cache talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.backend, Backend::Cluster(_))
     }
 
     /// The key a conversation's context is stored under.
@@ -95,16 +147,28 @@ impl RedisCache {
         &self.prefix
     }
 
-    /// The pool, for raw access (tests, health checks).
-    pub fn pool(&self) -> &Pool {
-        &self.pool
-    }
-
-    async fn connection(&self) -> Result<deadpool_redis::Connection, CacheError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| CacheError::Unavailable(Box::new(e)))
+    /// Runs one command on a pooled connection (to the node owning its key, on a cluster).
+    /// Public for tests and warm-up; the port methods are the interface.
+    ///
+    /// # Errors
+    /// [`CacheError::Unavailable`] when no connection can be had or the command fails.
+    pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheError> {
+        match &self.backend {
+            Backend::Single(pool) => {
+                let mut conn = pool
+                    .get()
+                    .await
+                    .map_err(|e| CacheError::Unavailable(Box::new(e)))?;
+                cmd.query_async(&mut conn).await.map_err(unavailable)
+            }
+            Backend::Cluster(pool) => {
+                let mut conn = pool
+                    .get()
+                    .await
+                    .map_err(|e| CacheError::Unavailable(Box::new(e)))?;
+                cmd.query_async(&mut conn).await.map_err(unavailable)
+            }
+        }
     }
 }
 
@@ -116,23 +180,22 @@ fn unavailable(e: redis::RedisError) -> CacheError {
 impl CallContextCache for RedisCache {
     async fn put(&self, context: &CallContext, ttl: Duration) -> Result<(), CacheError> {
         let json = serde_json::to_string(context).map_err(|e| CacheError::Corrupt(Box::new(e)))?;
-        let key = self.key(&context.conversation_id);
-        let mut conn = self.connection().await?;
         // One SET with EX: the entry and its expiry land together, or not at all.
-        conn.set_ex::<_, _, ()>(key, json, ttl.as_secs().max(1))
-            .await
-            .map_err(unavailable)
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(&context.conversation_id))
+            .arg(json)
+            .arg("EX")
+            .arg(ttl.as_secs().max(1));
+        self.query::<()>(&cmd).await
     }
 
     async fn get(
         &self,
         conversation_id: &ConversationId,
     ) -> Result<Option<CallContext>, CacheError> {
-        let mut conn = self.connection().await?;
-        let raw: Option<String> = conn
-            .get(self.key(conversation_id))
-            .await
-            .map_err(unavailable)?;
+        let raw: Option<String> = self
+            .query(redis::cmd("GET").arg(self.key(conversation_id)))
+            .await?;
         raw.map(|json| serde_json::from_str(&json).map_err(|e| CacheError::Corrupt(Box::new(e))))
             .transpose()
     }
@@ -141,13 +204,16 @@ impl CallContextCache for RedisCache {
 #[async_trait]
 impl Probe for RedisCache {
     async fn ping(&self) -> Result<(), BoxError> {
-        let mut conn = self.pool.get().await?;
-        redis::cmd("PING").query_async::<()>(&mut conn).await?;
+        // On a cluster, PING goes to every primary: ready means every shard answers.
+        self.query::<()>(&redis::cmd("PING")).await?;
         Ok(())
     }
 
     fn pool_stats(&self) -> Option<PoolStats> {
-        let status = self.pool.status();
+        let status = match &self.backend {
+            Backend::Single(pool) => pool.status(),
+            Backend::Cluster(pool) => pool.status(),
+        };
         let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Some(PoolStats {
             max: clamp(status.max_size),

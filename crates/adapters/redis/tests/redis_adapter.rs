@@ -1,14 +1,15 @@
 //! The Redis adapter against a real Redis, a unique key prefix per test: the cache port's
-//! conformance suite, then what is particular to Redis (key, JSON shape, exact TTL).
+//! conformance suite and what is particular to Redis (key, JSON shape, exact TTL, probe), run
+//! twice: on the single server (`REDIS_URL`) and on a three-master Redis Cluster
+//! (`REDIS_CLUSTER_URLS`, started by `scripts/redis-cluster.sh`).
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use deadpool_redis::redis;
 use relay_domain::{CallContext, ContactId, ConversationId, E164, OrgId};
 use relay_ports::conformance::CacheFixture;
-use relay_ports::{CacheError, CallContextCache};
-use relay_redis::testing::TestRedis;
+use relay_ports::{CacheError, CallContextCache, Probe as _};
+use relay_redis::testing::{TestRedis, redis};
 use relay_redis::{PoolSettings, RedisCache};
 use secrecy::SecretString;
 
@@ -30,10 +31,24 @@ struct RedisFixture {
 }
 
 impl RedisFixture {
-    async fn new() -> Self {
-        let redis = TestRedis::create().await;
+    async fn single() -> Self {
+        Self::on(TestRedis::create().await)
+    }
+
+    async fn cluster() -> Self {
+        Self::on(TestRedis::create_cluster().await)
+    }
+
+    fn on(redis: TestRedis) -> Self {
         let cache = redis.cache();
         Self { redis, cache }
+    }
+}
+
+fn dead_settings() -> PoolSettings {
+    PoolSettings {
+        max_size: 1,
+        timeout: Duration::from_secs(1),
     }
 }
 
@@ -43,34 +58,26 @@ impl CacheFixture for RedisFixture {
     }
 
     fn dead_cache(&self) -> Option<Box<dyn CallContextCache>> {
-        let settings = PoolSettings {
-            max_size: 1,
-            timeout: Duration::from_secs(1),
-        };
+        // Port 1 on loopback: nothing listens, the connection is refused at once.
         let url = SecretString::from("redis://127.0.0.1:1");
-        let cache = RedisCache::new(&url, self.redis.prefix(), settings).expect("valid URL");
-        Some(Box::new(cache))
+        let cache = if self.cache.is_cluster() {
+            RedisCache::cluster(&[url], self.redis.prefix(), dead_settings())
+        } else {
+            RedisCache::new(&url, self.redis.prefix(), dead_settings())
+        };
+        Some(Box::new(cache.expect("valid URL")))
     }
 }
 
-relay_ports::cache_conformance_tests!(RedisFixture::new().await);
-
-#[tokio::test]
-async fn put_stores_json_under_the_prefixed_key_with_the_ttl() {
-    let redis = TestRedis::create().await;
+async fn put_stores_json_under_the_prefixed_key_with_the_ttl(redis: TestRedis) {
     let cache = redis.cache();
     cache
         .put(&context("conv_1", Some(7)), CallContext::TTL)
         .await
         .unwrap();
 
-    let mut conn = redis.connection().await;
     let key = format!("{}call:conv_1", redis.prefix());
-    let json: String = redis::cmd("GET")
-        .arg(&key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let json: String = cache.query(redis::cmd("GET").arg(&key)).await.unwrap();
     let stored: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(stored["conversation_id"], "conv_1");
     assert_eq!(stored["org_id"], "00000000-0000-0000-0000-000000000001");
@@ -79,70 +86,144 @@ async fn put_stores_json_under_the_prefixed_key_with_the_ttl() {
     assert_eq!(stored["called_number"], "+12362320246");
     assert_eq!(stored["agent_id"], "agent_1");
     assert_eq!(stored["received_at"], "2023-11-14T22:13:20Z");
-    let ttl: i64 = redis::cmd("TTL")
-        .arg(&key)
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let ttl: i64 = cache.query(redis::cmd("TTL").arg(&key)).await.unwrap();
     assert!((86_399..=86_400).contains(&ttl), "ttl {ttl}");
 }
 
-#[tokio::test]
-async fn an_unreadable_entry_is_corrupt() {
-    let redis = TestRedis::create().await;
-    let mut conn = redis.connection().await;
-    redis::cmd("SET")
-        .arg(format!("{}call:conv_5", redis.prefix()))
-        .arg("not json")
-        .query_async::<()>(&mut conn)
+async fn an_unreadable_entry_is_corrupt(redis: TestRedis) {
+    let cache = redis.cache();
+    cache
+        .query::<()>(
+            redis::cmd("SET")
+                .arg(format!("{}call:conv_5", redis.prefix()))
+                .arg("not json"),
+        )
         .await
         .unwrap();
-    let err = redis
-        .cache()
+    let err = cache
         .get(&ConversationId::parse("conv_5").unwrap())
         .await
         .unwrap_err();
     assert!(matches!(err, CacheError::Corrupt(_)), "{err:?}");
 }
 
-#[test]
-fn invalid_url_is_refused_without_echoing_it() {
-    let err = RedisCache::new(
-        &SecretString::from("nope://:hunter2@x"),
-        "relay:",
-        PoolSettings::default(),
-    )
-    .unwrap_err();
-    assert!(!err.to_string().contains("hunter2"));
-}
-
-#[tokio::test]
-async fn ping_answers_and_the_pool_gauges_follow_the_settings() {
-    use relay_ports::Probe as _;
-    let redis = TestRedis::create().await;
-    let cache = RedisCache::new(
-        &redis.url(),
-        redis.prefix(),
-        PoolSettings {
-            max_size: 4,
-            ..PoolSettings::default()
-        },
-    )
-    .unwrap();
+async fn ping_answers_and_the_pool_gauges_are_reported(redis: TestRedis) {
+    let cache = redis.cache();
     cache.ping().await.expect("a live Redis answers PING");
     let stats = cache.pool_stats().unwrap();
-    assert_eq!(stats.max, 4);
+    assert_eq!(stats.max, 16);
     assert_eq!((stats.open, stats.in_use, stats.waiting), (1, 0, Some(0)));
 }
 
-#[tokio::test]
-async fn ping_fails_when_redis_is_unreachable() {
-    use relay_ports::Probe as _;
-    let cache = RedisCache::new(
-        &SecretString::from("redis://127.0.0.1:1"),
-        "relay:",
-        PoolSettings::default(),
-    )
-    .unwrap();
-    assert!(cache.ping().await.is_err());
+mod single {
+    use super::*;
+
+    relay_ports::cache_conformance_tests!(RedisFixture::single().await);
+
+    #[tokio::test]
+    async fn put_stores_json_under_the_prefixed_key_with_the_ttl() {
+        super::put_stores_json_under_the_prefixed_key_with_the_ttl(TestRedis::create().await).await;
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_entry_is_corrupt() {
+        super::an_unreadable_entry_is_corrupt(TestRedis::create().await).await;
+    }
+
+    #[tokio::test]
+    async fn ping_answers_and_the_pool_gauges_are_reported() {
+        super::ping_answers_and_the_pool_gauges_are_reported(TestRedis::create().await).await;
+    }
+
+    #[tokio::test]
+    async fn the_pool_size_follows_the_settings() {
+        let redis = TestRedis::create().await;
+        let cache = RedisCache::new(
+            &redis.url(),
+            redis.prefix(),
+            PoolSettings {
+                max_size: 4,
+                ..PoolSettings::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(cache.pool_stats().unwrap().max, 4);
+    }
+
+    #[tokio::test]
+    async fn ping_fails_when_redis_is_unreachable() {
+        let cache = RedisCache::new(
+            &SecretString::from("redis://127.0.0.1:1"),
+            "relay:",
+            PoolSettings::default(),
+        )
+        .unwrap();
+        assert!(cache.ping().await.is_err());
+    }
+}
+
+mod cluster {
+    use super::*;
+
+    relay_ports::cache_conformance_tests!(RedisFixture::cluster().await);
+
+    #[tokio::test]
+    async fn put_stores_json_under_the_prefixed_key_with_the_ttl() {
+        super::put_stores_json_under_the_prefixed_key_with_the_ttl(
+            TestRedis::create_cluster().await,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_entry_is_corrupt() {
+        super::an_unreadable_entry_is_corrupt(TestRedis::create_cluster().await).await;
+    }
+
+    #[tokio::test]
+    async fn ping_answers_and_the_pool_gauges_are_reported() {
+        super::ping_answers_and_the_pool_gauges_are_reported(TestRedis::create_cluster().await)
+            .await;
+    }
+
+    #[tokio::test]
+    async fn contexts_spread_over_every_master_and_each_reads_back() {
+        let redis = TestRedis::create_cluster().await;
+        let cache = redis.cache();
+        let ids: Vec<String> = (0..60).map(|i| format!("conv_{i}")).collect();
+        for id in &ids {
+            cache
+                .put(&context(id, Some(1)), CallContext::TTL)
+                .await
+                .unwrap();
+        }
+        let per_node = redis.keys_per_node();
+        assert_eq!(per_node.len(), 3, "three masters");
+        assert_eq!(per_node.iter().sum::<usize>(), ids.len());
+        assert!(
+            per_node.iter().all(|n| *n > 0),
+            "every master holds some keys: {per_node:?}"
+        );
+        for id in &ids {
+            let got = cache
+                .get(&ConversationId::parse(id).unwrap())
+                .await
+                .unwrap()
+                .expect("read back through the cluster");
+            assert_eq!(got.conversation_id.as_str(), id);
+        }
+    }
+}
+
+#[test]
+fn invalid_urls_are_refused_without_echoing_them() {
+    let bad = SecretString::from("nope://:hunter2@x");
+    let err = RedisCache::new(&bad, "relay:", PoolSettings::default()).unwrap_err();
+    assert!(!err.to_string().contains("hunter2"));
+    assert!(err.to_string().starts_with("REDIS_URL"));
+    let good = SecretString::from("redis://127.0.0.1:7101");
+    let err = RedisCache::cluster(&[good, bad], "relay:", PoolSettings::default()).unwrap_err();
+    assert!(!err.to_string().contains("hunter2"));
+    assert!(err.to_string().starts_with("REDIS_CLUSTER_URLS"));
+    assert!(RedisCache::cluster(&[], "relay:", PoolSettings::default()).is_err());
 }
