@@ -40,7 +40,11 @@ lint:
 fmt:
     cargo fmt --all
 
-# Build the release binary
+# Lint the Dockerfile and validate every Kubernetes manifest offline (installs pinned tools into target/)
+deploy-check:
+    scripts/check-deploy.sh
+
+# Build the release binary (the Dockerfile's exact command)
 build:
     cargo build --release --locked --bin relay
 

@@ -36,6 +36,9 @@ pub(crate) enum Command {
     /// Manage contacts.
     #[command(subcommand)]
     Contacts(ContactsCommand),
+    /// Exit 0 when the service on LISTEN_ADDR's port answers `GET /healthz` with 200 (for a
+    /// container HEALTHCHECK: the runtime image has no shell or curl).
+    Healthcheck,
 }
 
 #[derive(Debug, Subcommand)]

@@ -60,6 +60,7 @@ pub(crate) async fn run(command: Command, tracing_enabled: bool) -> Result<(), F
     let env = process_env();
     match command {
         Command::Serve => serve(ServeConfig::from_env(&env)?, tracing_enabled).await,
+        Command::Healthcheck => healthcheck(ServeConfig::listen_addr_from_env(&env)?).await,
         Command::Migrate { create_database } => {
             stores::migrate(&StoreConfig::from_env(&env)?, create_database).await?;
             tracing::info!("migrations applied");
@@ -272,6 +273,45 @@ impl Signals {
             _ = self.terminate.recv() => "SIGTERM",
             _ = self.interrupt.recv() => "SIGINT",
         }
+    }
+}
+
+/// `GET /healthz` on the loopback address of `listen_addr`'s port, within 2 s.
+async fn healthcheck(listen_addr: std::net::SocketAddr) -> Result<(), Failure> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let target = if listen_addr.ip().is_unspecified() {
+        std::net::SocketAddr::new(
+            if listen_addr.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            },
+            listen_addr.port(),
+        )
+    } else {
+        listen_addr
+    };
+    let check = async {
+        let mut stream = tokio::net::TcpStream::connect(target).await?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    };
+    let head = tokio::time::timeout(Duration::from_secs(2), check)
+        .await
+        .map_err(|_| anyhow::anyhow!("{target} did not answer /healthz within 2 s"))?
+        .with_context(|| format!("cannot reach {target}"))?;
+    if head.starts_with(b"HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(
+            "{target} answered /healthz with {:?}",
+            String::from_utf8_lossy(&head)
+        )
+        .into())
     }
 }
 

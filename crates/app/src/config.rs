@@ -89,6 +89,10 @@ pub(crate) fn redacted_url(url: &SecretString) -> String {
     }
 }
 
+/// Where `serve` listens when `LISTEN_ADDR` is not set.
+pub(crate) const DEFAULT_LISTEN_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 2212);
+
 /// The embedded store used when `DATABASE_URL` is not set.
 pub(crate) const DEFAULT_DATABASE_URL: &str = "sqlite://data/relay.db";
 
@@ -221,6 +225,16 @@ pub(crate) struct ServeConfig {
 }
 
 impl ServeConfig {
+    /// Only `LISTEN_ADDR` (for `relay healthcheck`, which needs nothing else).
+    ///
+    /// # Errors
+    /// It is malformed.
+    pub(crate) fn listen_addr_from_env<F: Fn(&str) -> Option<String>>(
+        env: &Env<F>,
+    ) -> Result<SocketAddr, ConfigError> {
+        env.parsed("LISTEN_ADDR", DEFAULT_LISTEN_ADDR)
+    }
+
     /// Reads the service's variables.
     ///
     /// # Errors
@@ -241,7 +255,7 @@ impl ServeConfig {
             redis: RedisTarget::from_env(env)?,
             redis_key_prefix: prefix,
             redis_pool_size: env.number_in("REDIS_POOL_SIZE", 16, 1..=1_000)?,
-            listen_addr: env.parsed("LISTEN_ADDR", SocketAddr::from(([0, 0, 0, 0], 2212)))?,
+            listen_addr: Self::listen_addr_from_env(env)?,
             lookup_timeout: Duration::from_millis(env.number_in(
                 "LOOKUP_TIMEOUT_MS",
                 800,

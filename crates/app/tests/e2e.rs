@@ -877,3 +877,23 @@ async fn on_a_redis_cluster_the_context_lands_and_readiness_pings_every_master()
     assert_eq!(ready.status().as_u16(), 200);
     assert!(service.logs().contains("\"redis_cluster\":true"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthcheck_command_exits_0_against_a_live_service_and_1_otherwise() {
+    let s = Setup::on(Adapters::Embedded).await;
+    let service = s.serve(&[]);
+    let run = |addr: String| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_relay"))
+            .arg("healthcheck")
+            .env_clear()
+            .env("LISTEN_ADDR", addr)
+            .output()
+            .unwrap()
+    };
+    let live = run(service.addr.to_string());
+    assert!(live.status.success(), "{live:?}");
+    // Port 1 on loopback: nothing listens.
+    let dead = run("0.0.0.0:1".into());
+    assert_eq!(dead.status.code(), Some(1), "{dead:?}");
+    assert!(String::from_utf8_lossy(&dead.stderr).contains("cannot reach 127.0.0.1:1"));
+}
