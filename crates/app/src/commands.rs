@@ -122,6 +122,8 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
         RetryPolicy::default(),
     ));
     register_background_counters(&metrics, &personalize.background_stats());
+    metrics.declare_dependency(opened.name, &["find_organization", "find_contact"]);
+    metrics.declare_dependency(cache.name, &["put_call_context"]);
     let readiness = Arc::new(Readiness::new(
         vec![
             (opened.name, Arc::clone(&opened.probe)),
@@ -139,6 +141,7 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
         relay_http::Operations {
             metrics,
             readiness: Arc::clone(&readiness),
+            trace_requests: tracing_enabled,
         },
         relay_http::ServerSettings {
             workers: config.http_workers,
@@ -204,14 +207,26 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
         shutdown_timeout_s = config.shutdown_timeout.as_secs(),
         "no longer accepting connections; finishing the requests in flight"
     );
-    handle.stop(true).await;
+    let forced = tokio::select! {
+        () = handle.stop(true) => false,
+        again = signals.next() => {
+            tracing::warn!(signal = again, "another signal: closing the requests in flight now");
+            handle.stop(false).await;
+            true
+        }
+    };
     running
         .await
         .context("HTTP server task failed")?
         .context("HTTP server failed")?;
-    let pending = personalize.drain_background_writes(BACKGROUND_DRAIN).await;
+    let pending = if forced {
+        0
+    } else {
+        personalize.drain_background_writes(BACKGROUND_DRAIN).await
+    };
     let stats = personalize.background_stats();
     tracing::info!(
+        forced,
         pending,
         context_writes_retried = stats.retried(),
         context_writes_dropped = stats.dropped() + pending as u64,

@@ -25,13 +25,9 @@ pub(crate) enum ConfigError {
 pub(crate) struct Env<F>(pub(crate) F);
 
 impl<F: Fn(&str) -> Option<String>> Env<F> {
-    fn get(&self, name: &str) -> Option<String> {
-        (self.0)(name).filter(|v| !v.trim().is_empty())
-    }
-
     /// A variable as set, or `None` when unset or blank.
-    pub(crate) fn raw(&self, name: &str) -> Option<String> {
-        self.get(name)
+    pub(crate) fn get(&self, name: &str) -> Option<String> {
+        (self.0)(name).filter(|v| !v.trim().is_empty())
     }
 
     /// A variable parsed as `T`, or `default` when unset.
@@ -75,18 +71,49 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 }
 
-/// A URL with its password replaced by `***`, for the start-up log. A URL that does not parse
-/// is not shown at all.
+/// Query parameters shown as they are in the start-up log; any other value (`password=`,
+/// `sslpassword=`, keys, tokens) is replaced by `***`.
+const SHOWN_URL_PARAMETERS: &[&str] = &[
+    "sslmode",
+    "application_name",
+    "connect_timeout",
+    "statement-cache-capacity",
+    "target_session_attrs",
+    "dbname",
+    "host",
+    "port",
+    "user",
+    "mode",
+    "protocol",
+];
+
+/// A URL with its password and every query value not known to be harmless replaced by `***`,
+/// for the start-up log. A URL that does not parse is not shown at all.
 pub(crate) fn redacted_url(url: &SecretString) -> String {
-    match url::Url::parse(url.expose_secret()) {
-        Ok(mut parsed) => {
-            if parsed.password().is_some() {
-                let _ = parsed.set_password(Some("***"));
-            }
-            parsed.to_string()
-        }
-        Err(_) => "<unparsable URL>".to_owned(),
+    let Ok(mut parsed) = url::Url::parse(url.expose_secret()) else {
+        return "<unparsable URL>".to_owned();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
     }
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let shown = SHOWN_URL_PARAMETERS.contains(&k.as_ref());
+                (
+                    k.into_owned(),
+                    if shown {
+                        v.into_owned()
+                    } else {
+                        "***".to_owned()
+                    },
+                )
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 /// Where `serve` listens when `LISTEN_ADDR` is not set.
@@ -386,6 +413,14 @@ mod tests {
             ("redis://:hunter2@cache:6379/0", "redis://:***@cache:6379/0"),
             ("redis://cache:6379", "redis://cache:6379"),
             ("sqlite://data/relay.db", "sqlite://data/relay.db"),
+            (
+                "postgres://relay@db/relay?password=hunter2&sslmode=require",
+                "postgres://relay@db/relay?password=***&sslmode=require",
+            ),
+            (
+                "postgres://db/relay?sslpassword=hunter2&user=relay",
+                "postgres://db/relay?sslpassword=***&user=relay",
+            ),
             ("::hunter2::", "<unparsable URL>"),
         ] {
             assert_eq!(redacted_url(&SecretString::from(url)), shown);

@@ -40,7 +40,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(commands::run(command, telemetry.tracing_enabled()));
-    drop(runtime);
+    // Blocking tasks (a DNS lookup stuck on a dead resolver) must not hold the exit past the
+    // grace period.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,

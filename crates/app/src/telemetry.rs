@@ -5,8 +5,9 @@
 //! `LOG_FORMAT=json`, human-readable on a terminal or with `LOG_FORMAT=pretty`.
 //!
 //! Traces (only `relay serve`): exported with OTLP over HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT`
-//! or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set. Unset, no exporter and no tracing layer run:
-//! tracing costs nothing. The OpenTelemetry SDK reads the other standard variables itself
+//! or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set. Unset, no exporter and no OpenTelemetry layer
+//! run, and the webhook gets no server span; the use case's and the dependency calls' `tracing`
+//! spans remain (cheap: no export, no ids). The OpenTelemetry SDK reads the other standard variables itself
 //! (`OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER[_ARG]`,
 //! `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_BSP_*`).
 
@@ -24,9 +25,10 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::config::{ConfigError, Env};
 
-/// The crates whose spans become the trace: the HTTP server span, the use case, and the
-/// dependency calls. Nothing else (in particular not the exporter's own HTTP client).
-const TRACED_CRATES: [&str; 3] = ["relay_http", "relay_usecase", "relay_observability"];
+/// The targets whose spans and events reach the trace: this workspace's crates (`relay_http`,
+/// `relay_usecase`, `relay_observability`, ...) and the request log (`relay::request`), all
+/// prefixed `relay`. Nothing else, in particular not the exporter's own HTTP client.
+const TRACED_TARGET: &str = "relay";
 
 /// Where and how traces are exported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,12 +47,12 @@ impl TraceExport {
         env: &Env<F>,
     ) -> Result<Option<Self>, ConfigError> {
         if env
-            .raw("OTEL_SDK_DISABLED")
+            .get("OTEL_SDK_DISABLED")
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
         {
             return Ok(None);
         }
-        match env.raw("OTEL_TRACES_EXPORTER").as_deref().map(str::trim) {
+        match env.get("OTEL_TRACES_EXPORTER").as_deref().map(str::trim) {
             None | Some("otlp") => {}
             Some("none") => return Ok(None),
             Some(other) => {
@@ -60,16 +62,16 @@ impl TraceExport {
                 });
             }
         }
-        if env.raw("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
-            && env.raw("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
+        if env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_none()
+            && env.get("OTEL_EXPORTER_OTLP_ENDPOINT").is_none()
         {
             return Ok(None);
         }
-        let (name, value) = match env.raw("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
+        let (name, value) = match env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
             Some(v) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", v),
             None => (
                 "OTEL_EXPORTER_OTLP_PROTOCOL",
-                env.raw("OTEL_EXPORTER_OTLP_PROTOCOL")
+                env.get("OTEL_EXPORTER_OTLP_PROTOCOL")
                     .unwrap_or_else(|| "http/protobuf".into()),
             ),
         };
@@ -150,9 +152,8 @@ pub(crate) fn init(serving: bool, export: Option<TraceExport>) -> Result<Telemet
             .boxed()
     };
     let traces = provider.as_ref().map(|provider| {
-        let targets = TRACED_CRATES.iter().fold(Targets::new(), |t, krate| {
-            t.with_target(*krate, LevelFilter::INFO)
-        });
+        // Targets match by prefix: `relay` covers `relay_http`, `relay::request`, ...
+        let targets = Targets::new().with_target(TRACED_TARGET, LevelFilter::INFO);
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("relay"))
             .with_filter(targets)
@@ -192,4 +193,97 @@ fn build_provider(export: TraceExport) -> Result<SdkTracerProvider, ConfigError>
         .with_batch_exporter(exporter)
         .with_resource(resource.build())
         .build())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn export(pairs: &[(&str, &str)]) -> Result<Option<TraceExport>, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        TraceExport::from_env(&Env(move |name: &str| map.get(name).cloned()))
+    }
+
+    const ENDPOINT: (&str, &str) = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+
+    #[test]
+    fn no_endpoint_means_no_tracing() {
+        assert_eq!(export(&[]).unwrap(), None);
+        assert_eq!(
+            export(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn an_endpoint_turns_tracing_on_with_protobuf_by_default() {
+        assert_eq!(
+            export(&[ENDPOINT]).unwrap(),
+            Some(TraceExport {
+                protocol: Protocol::HttpBinary
+            })
+        );
+        let traces_only = (
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://c:4318/v1/traces",
+        );
+        assert!(export(&[traces_only]).unwrap().is_some());
+    }
+
+    #[test]
+    fn the_traces_protocol_overrides_the_general_one() {
+        let chosen = export(&[
+            ENDPOINT,
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json"),
+        ])
+        .unwrap();
+        assert_eq!(
+            chosen,
+            Some(TraceExport {
+                protocol: Protocol::HttpJson
+            })
+        );
+    }
+
+    #[test]
+    fn disabled_sdk_or_none_exporter_turn_tracing_off() {
+        assert_eq!(
+            export(&[ENDPOINT, ("OTEL_SDK_DISABLED", "TRUE")]).unwrap(),
+            None
+        );
+        assert_eq!(
+            export(&[ENDPOINT, ("OTEL_TRACES_EXPORTER", "none")]).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn grpc_and_unknown_values_are_configuration_errors_naming_the_variable() {
+        let err = export(&[ENDPOINT, ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("OTEL_EXPORTER_OTLP_PROTOCOL is invalid")
+        );
+        assert!(err.to_string().contains("4318"), "{err}");
+        let err = export(&[
+            ENDPOINT,
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "carrier-pigeon"),
+        ])
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL is invalid")
+        );
+        let err = export(&[ENDPOINT, ("OTEL_TRACES_EXPORTER", "zipkin")]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("OTEL_TRACES_EXPORTER is invalid")
+        );
+    }
 }

@@ -9,4 +9,4 @@ mod observed;
 pub mod scrape;
 
 pub use metrics::{Metrics, PROMETHEUS_CONTENT_TYPE};
-pub use observed::{Observed, db_system};
+pub use observed::Observed;

@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
-use relay_ports::Probe;
+use relay_ports::{PoolStats, Probe};
 
 /// The `Content-Type` of [`Metrics::render`]: the Prometheus text format 0.0.4.
 pub const PROMETHEUS_CONTENT_TYPE: &str =
@@ -54,7 +54,6 @@ type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric the service exports. Build it at start, register the pools and counters that
 /// are read at scrape time, then share it (`Arc`) with the adapters.
-#[derive(Debug)]
 pub struct Metrics {
     /// Locked only to register collectors and to render a scrape; requests record into the
     /// families, which need no lock here.
@@ -63,6 +62,14 @@ pub struct Metrics {
     request_duration: HistogramFamily<RequestLabels>,
     dependency_duration: HistogramFamily<DependencyLabels>,
     dependency_errors: Family<DependencyLabels, Counter>,
+    /// Read at each scrape by one collector, so each pool metric is one family.
+    pools: Arc<Mutex<Vec<(&'static str, Arc<dyn Probe>)>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
 }
 
 impl Metrics {
@@ -108,7 +115,12 @@ impl Metrics {
                 cache,
             }),
         );
+        let pools: Arc<Mutex<Vec<(&'static str, Arc<dyn Probe>)>>> = Arc::default();
+        registry.register_collector(Box::new(PoolCollector {
+            pools: Arc::clone(&pools),
+        }));
         Self {
+            pools,
             registry: Mutex::new(registry),
             requests,
             request_duration,
@@ -121,8 +133,24 @@ impl Metrics {
     /// `relay_pool_connections{dependency,state="open|in_use"}`, `relay_pool_max_connections`
     /// and, where the adapter counts them, `relay_pool_waiters`.
     pub fn register_pool(&self, dependency: &'static str, probe: Arc<dyn Probe>) {
-        self.registry()
-            .register_collector(Box::new(PoolCollector { dependency, probe }));
+        self.pools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((dependency, probe));
+    }
+
+    /// Creates the zero series of `relay_dependency_errors_total` for these operations of
+    /// `dependency`, so `rate()` and `absent()` alerts work before the first error.
+    pub fn declare_dependency(&self, dependency: &'static str, operations: &[&'static str]) {
+        for &operation in operations {
+            for result in ["error", "timeout"] {
+                let _ = self.dependency_errors.get_or_create(&DependencyLabels {
+                    dependency,
+                    operation,
+                    result,
+                });
+            }
+        }
     }
 
     /// Reports a counter whose value is read from `read` at each scrape (for counts kept
@@ -206,24 +234,27 @@ struct PoolStateLabels {
 }
 
 struct PoolCollector {
-    dependency: &'static str,
-    probe: Arc<dyn Probe>,
+    pools: Arc<Mutex<Vec<(&'static str, Arc<dyn Probe>)>>>,
 }
 
 impl std::fmt::Debug for PoolCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PoolCollector")
-            .field("dependency", &self.dependency)
-            .finish_non_exhaustive()
+        f.debug_struct("PoolCollector").finish_non_exhaustive()
     }
 }
 
 impl Collector for PoolCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let Some(stats) = self.probe.pool_stats() else {
+        let stats: Vec<(&'static str, PoolStats)> = self
+            .pools
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(|(dependency, probe)| probe.pool_stats().map(|s| (*dependency, s)))
+            .collect();
+        if stats.is_empty() {
             return Ok(());
-        };
-        let dependency = self.dependency;
+        }
         {
             let mut family = encoder.encode_descriptor(
                 "relay_pool_connections",
@@ -231,30 +262,39 @@ impl Collector for PoolCollector {
                 None,
                 MetricType::Gauge,
             )?;
-            for (state, value) in [("open", stats.open), ("in_use", stats.in_use)] {
-                ConstGauge::new(i64::from(value))
-                    .encode(family.encode_family(&PoolStateLabels { dependency, state })?)?;
+            for (dependency, pool) in &stats {
+                for (state, value) in [("open", pool.open), ("in_use", pool.in_use)] {
+                    ConstGauge::new(i64::from(value))
+                        .encode(family.encode_family(&PoolStateLabels { dependency, state })?)?;
+                }
             }
         }
         {
-            let mut gauge = encoder.encode_descriptor(
+            let mut family = encoder.encode_descriptor(
                 "relay_pool_max_connections",
                 "Most connections a dependency's pool may open",
                 None,
                 MetricType::Gauge,
             )?;
-            ConstGauge::new(i64::from(stats.max))
-                .encode(gauge.encode_family(&PoolLabels { dependency })?)?;
+            for (dependency, pool) in &stats {
+                ConstGauge::new(i64::from(pool.max))
+                    .encode(family.encode_family(&PoolLabels { dependency })?)?;
+            }
         }
-        if let Some(waiting) = stats.waiting {
-            let mut gauge = encoder.encode_descriptor(
+        if stats.iter().any(|(_, pool)| pool.waiting.is_some()) {
+            let mut family = encoder.encode_descriptor(
                 "relay_pool_waiters",
-                "Webhook-path calls waiting for a connection of a dependency's pool",
+                "Calls waiting for a connection of a dependency's pool (Postgres: webhook-path \
+                 lookups; Redis: every call, including readiness pings and background writes)",
                 None,
                 MetricType::Gauge,
             )?;
-            ConstGauge::new(i64::from(waiting))
-                .encode(gauge.encode_family(&PoolLabels { dependency })?)?;
+            for (dependency, pool) in &stats {
+                if let Some(waiting) = pool.waiting {
+                    ConstGauge::new(i64::from(waiting))
+                        .encode(family.encode_family(&PoolLabels { dependency })?)?;
+                }
+            }
         }
         Ok(())
     }

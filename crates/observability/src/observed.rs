@@ -19,7 +19,7 @@ use tracing::field::Empty;
 use crate::Metrics;
 
 /// The OpenTelemetry `db.system.name` of a dependency label (`postgres` → `postgresql`).
-pub fn db_system(dependency: &str) -> &'static str {
+fn db_system(dependency: &str) -> &'static str {
     match dependency {
         "postgres" => "postgresql",
         "sqlite" => "sqlite",

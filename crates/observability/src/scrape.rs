@@ -31,3 +31,30 @@ pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     }
     total
 }
+
+/// Checks what Prometheus's text parser insists on: each family's `# TYPE` appears once, and
+/// every sample follows its own family's `# TYPE` line (a family is not split). Returns the
+/// first problem found.
+///
+/// # Errors
+/// A description of the first violation.
+pub fn check_format(text: &str) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    let mut current: Option<&str> = None;
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let name = rest.split(' ').next().unwrap_or_default();
+            if !seen.insert(name) {
+                return Err(format!("family {name} is declared twice"));
+            }
+            current = Some(name);
+        } else if !line.starts_with('#') && !line.is_empty() {
+            let metric = line.split(['{', ' ']).next().unwrap_or_default();
+            let family = current.ok_or_else(|| format!("{metric} has no # TYPE"))?;
+            if !metric.starts_with(family) {
+                return Err(format!("{metric} appears outside its family (in {family})"));
+            }
+        }
+    }
+    Ok(())
+}

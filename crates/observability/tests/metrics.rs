@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use relay_domain::TokenDigest;
-use relay_observability::scrape::sample;
+use relay_observability::scrape::{check_format, sample};
 use relay_observability::{Metrics, Observed};
 use relay_ports::fakes::{Behaviour, InMemoryStore};
 use relay_ports::{MockProbe, OrganizationDirectory, PoolStats};
@@ -79,6 +79,16 @@ fn pool_gauges_and_scrape_time_counters_are_read_at_each_scrape() {
         })
     });
     metrics.register_pool("postgres", Arc::new(probe));
+    let mut redis = MockProbe::new();
+    redis.expect_pool_stats().returning(|| {
+        Some(PoolStats {
+            max: 16,
+            open: 2,
+            in_use: 1,
+            waiting: Some(0),
+        })
+    });
+    metrics.register_pool("redis", Arc::new(redis));
     let mut no_pool = MockProbe::new();
     no_pool.expect_pool_stats().returning(|| None);
     metrics.register_pool("in-process", Arc::new(no_pool));
@@ -114,6 +124,17 @@ fn pool_gauges_and_scrape_time_counters_are_read_at_each_scrape() {
         "no pool, no gauge"
     );
     assert_eq!(sample(&text, "relay_things_dropped_total", &[]), Some(7.0));
+    let redis = ("dependency", "redis");
+    assert_eq!(
+        sample(&text, "relay_pool_max_connections", &[redis]),
+        Some(16.0)
+    );
+    assert_eq!(
+        text.matches("# TYPE relay_pool_connections gauge").count(),
+        1,
+        "two pools, one family:\n{text}"
+    );
+    check_format(&text).unwrap();
 }
 
 fn observed(store: &InMemoryStore, metrics: &Arc<Metrics>) -> Observed<dyn OrganizationDirectory> {
@@ -195,4 +216,34 @@ async fn a_call_abandoned_when_the_budget_runs_out_is_a_timeout() {
         ),
         Some(1.0)
     );
+}
+
+#[test]
+fn declared_dependencies_export_zero_error_series_before_any_error() {
+    let metrics = Metrics::new("1.0.0", "postgres", "redis");
+    metrics.declare_dependency("redis", &["put_call_context"]);
+    let text = metrics.render();
+    for result in ["error", "timeout"] {
+        assert_eq!(
+            sample(
+                &text,
+                "relay_dependency_errors_total",
+                &[
+                    ("dependency", "redis"),
+                    ("operation", "put_call_context"),
+                    ("result", result)
+                ]
+            ),
+            Some(0.0)
+        );
+    }
+    check_format(&text).unwrap();
+}
+
+#[test]
+fn check_format_rejects_a_family_declared_twice() {
+    let text = "# TYPE a gauge\na 1\n# TYPE a gauge\na 2\n";
+    assert!(check_format(text).unwrap_err().contains("twice"));
+    assert!(check_format("# TYPE a gauge\na 1\n# TYPE b gauge\na 2\n").is_err());
+    assert!(check_format("# TYPE a gauge\na 1\n").is_ok());
 }

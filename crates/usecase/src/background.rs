@@ -11,6 +11,7 @@ use std::time::Duration;
 use relay_domain::CallContext;
 use relay_ports::CallContextCache;
 use tokio::sync::Semaphore;
+use tracing::Instrument as _;
 
 /// How failed context writes are retried in the background.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,40 +96,50 @@ impl BackgroundWriter {
         };
         let policy = self.policy;
         let stats = Arc::clone(&self.stats);
-        tokio::spawn(async move {
-            let _permit = permit;
-            let mut delay = policy.first_delay;
-            for attempt in 1..=policy.attempts {
-                tokio::time::sleep(delay).await;
-                delay = delay.saturating_mul(2);
-                match tokio::time::timeout(
-                    policy.attempt_timeout,
-                    cache.put(&context, CallContext::TTL),
-                )
-                .await
-                {
-                    Ok(Ok(())) => {
-                        stats.recovered.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(
-                            conversation_id = %context.conversation_id,
-                            attempt,
-                            "call context written on retry"
-                        );
-                        return;
+        // Its own span, linked to the request that failed to write, so the retries' dependency
+        // spans land in one trace instead of each starting a new one.
+        let span = tracing::info_span!(
+            "call_context_retry",
+            conversation_id = %context.conversation_id
+        );
+        span.follows_from(tracing::Span::current());
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                let mut delay = policy.first_delay;
+                for attempt in 1..=policy.attempts {
+                    tokio::time::sleep(delay).await;
+                    delay = delay.saturating_mul(2);
+                    match tokio::time::timeout(
+                        policy.attempt_timeout,
+                        cache.put(&context, CallContext::TTL),
+                    )
+                    .await
+                    {
+                        Ok(Ok(())) => {
+                            stats.recovered.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(
+                                conversation_id = %context.conversation_id,
+                                attempt,
+                                "call context written on retry"
+                            );
+                            return;
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(attempt, error = %error, "context retry failed");
+                        }
+                        Err(_) => tracing::debug!(attempt, "context retry timed out"),
                     }
-                    Ok(Err(error)) => {
-                        tracing::debug!(attempt, error = %error, "context retry failed");
-                    }
-                    Err(_) => tracing::debug!(attempt, "context retry timed out"),
                 }
+                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    conversation_id = %context.conversation_id,
+                    attempts = policy.attempts,
+                    "call context dropped: every retry failed"
+                );
             }
-            stats.dropped.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                conversation_id = %context.conversation_id,
-                attempts = policy.attempts,
-                "call context dropped: every retry failed"
-            );
-        });
+            .instrument(span),
+        );
     }
 
     /// Waits until no write is pending, or `limit` has passed. Returns how many are still pending.

@@ -48,8 +48,11 @@ async fn a_dependency_that_fails_is_named_down() {
 async fn a_dependency_slower_than_the_timeout_is_named_timeout_and_the_check_is_bounded() {
     let store = InMemoryStore::new();
     store.set_behaviour(Behaviour::Slow(Duration::from_secs(30)));
+    let cache = InMemoryCache::new();
+    // Slow too, but within the timeout: one ping after the other would take 500 + 400 ms.
+    cache.set_behaviour(Behaviour::Slow(Duration::from_millis(400)));
     let started = tokio::time::Instant::now();
-    let report = readiness(&store, &InMemoryCache::new()).check().await;
+    let report = readiness(&store, &cache).check().await;
     assert_eq!(
         started.elapsed(),
         TIMEOUT,

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
+use actix_web::middleware::Condition;
 use actix_web::{App, HttpServer, web};
 use relay_observability::Metrics;
 use relay_usecase::{PersonalizeCall, Readiness};
@@ -37,6 +38,9 @@ pub struct Operations {
     pub metrics: Arc<Metrics>,
     /// `GET /readyz` asks it.
     pub readiness: Arc<Readiness>,
+    /// Give each webhook request a server span (tracing-actix-web's root span, continuing the
+    /// caller's `traceparent`). Only worth it when traces are exported.
+    pub trace_requests: bool,
 }
 
 /// Registers the routes; used by [`server`] and by tests through `actix_web::test`.
@@ -51,7 +55,10 @@ pub fn configure(
             .service(
                 web::resource(PERSONALIZATION_PATH)
                     // Only the webhook gets a server span: probes and scrapes stay out of traces.
-                    .wrap(TracingLogger::<root_span::WebhookRootSpan>::new())
+                    .wrap(Condition::new(
+                        operations.trace_requests,
+                        TracingLogger::<root_span::WebhookRootSpan>::new(),
+                    ))
                     .route(web::post().to(personalization::handle))
                     .default_service(web::to(error::method_not_allowed)),
             )

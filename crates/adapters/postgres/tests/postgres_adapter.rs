@@ -114,6 +114,15 @@ async fn ping_answers_and_the_pool_gauges_count_connections() {
         .await
         .expect("a live Postgres answers the ping");
 
+    // The ping's connection goes back to the pool in the background: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while store.pool_stats().unwrap().in_use != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ping's connection never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let held = store.pool().acquire().await.unwrap();
     let during = store.pool_stats().unwrap();
     // sqlx returns a released connection to the pool in the background, so the acquire may

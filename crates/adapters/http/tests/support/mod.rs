@@ -51,6 +51,7 @@ pub fn world() -> World {
         operations: Operations {
             metrics: Arc::new(Metrics::new("0.0.0-test", "postgres", "redis")),
             readiness: Arc::new(readiness),
+            trace_requests: true,
         },
     }
 }
