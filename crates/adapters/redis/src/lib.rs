@@ -48,10 +48,30 @@ impl PoolSettings {
     }
 }
 
-/// A Redis URL could not be read.
+/// A Redis URL could not be read, or a pool not built from it.
 #[derive(Debug, thiserror::Error)]
-#[error("{0} is not a valid Redis URL")]
-pub struct InvalidUrl(&'static str);
+#[error("{variable} is not a usable Redis URL: {reason}")]
+pub struct InvalidUrl {
+    variable: &'static str,
+    /// What is wrong, never the URL itself.
+    reason: String,
+}
+
+impl InvalidUrl {
+    fn new(variable: &'static str, reason: impl std::fmt::Display) -> Self {
+        Self {
+            variable,
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// `rediss://` needs a TLS crypto provider; the redis crate asks rustls for the process default,
+/// which rustls cannot pick by itself when several are compiled in (this binary has two, through
+/// other crates). Installing ring's is idempotent: a provider already installed is kept.
+fn ensure_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 
 #[derive(Clone)]
 enum Backend {
@@ -76,8 +96,13 @@ impl std::fmt::Debug for RedisCache {
 }
 
 fn parse(url: &SecretString, variable: &'static str) -> Result<String, InvalidUrl> {
-    // Parse first: deadpool would only notice a bad URL on first use.
-    redis::parse_redis_url(url.expose_secret()).ok_or(InvalidUrl(variable))?;
+    // Parse first: deadpool would only notice a bad URL on first use. The parser's message
+    // could quote the URL, so only the kind of problem is kept.
+    let parsed = redis::parse_redis_url(url.expose_secret())
+        .ok_or_else(|| InvalidUrl::new(variable, "expected redis://, rediss:// or unix://"))?;
+    if parsed.scheme() == "rediss" {
+        ensure_tls_provider();
+    }
     Ok(url.expose_secret().to_owned())
 }
 
@@ -96,7 +121,7 @@ impl RedisCache {
         config.pool = Some(settings.pool_config());
         let pool = config
             .create_pool(Some(Runtime::Tokio1))
-            .map_err(|_| InvalidUrl("REDIS_URL"))?;
+            .map_err(|e| InvalidUrl::new("REDIS_URL", pool_error(&e)))?;
         Ok(Self {
             backend: Backend::Single(pool),
             prefix: prefix.to_owned(),
@@ -115,7 +140,7 @@ impl RedisCache {
     ) -> Result<Self, InvalidUrl> {
         const VARIABLE: &str = "REDIS_CLUSTER_URLS";
         if urls.is_empty() {
-            return Err(InvalidUrl(VARIABLE));
+            return Err(InvalidUrl::new(VARIABLE, "no URL given"));
         }
         let urls = urls
             .iter()
@@ -125,7 +150,7 @@ impl RedisCache {
         config.pool = Some(settings.pool_config());
         let pool = config
             .create_pool(Some(Runtime::Tokio1))
-            .map_err(|_| InvalidUrl(VARIABLE))?;
+            .map_err(|e| InvalidUrl::new(VARIABLE, pool_error(&e)))?;
         Ok(Self {
             backend: Backend::Cluster(pool),
             prefix: prefix.to_owned(),
@@ -169,6 +194,14 @@ impl RedisCache {
                 cmd.query_async(&mut conn).await.map_err(unavailable)
             }
         }
+    }
+}
+
+/// The kind of a pool-creation error, without its text (which may carry the URL).
+fn pool_error(e: &deadpool_redis::CreatePoolError) -> &'static str {
+    match e {
+        deadpool_redis::CreatePoolError::Config(_) => "the URL's settings are not supported",
+        deadpool_redis::CreatePoolError::Build(_) => "the connection pool could not be built",
     }
 }
 

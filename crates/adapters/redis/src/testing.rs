@@ -21,7 +21,7 @@ pub const DEFAULT_TEST_REDIS_CLUSTER_URLS: &str =
 /// A key prefix that exists for one test.
 #[derive(Debug)]
 pub struct TestRedis {
-    /// One URL per node whose keys are cleaned up (every master of a cluster).
+    /// One URL per node whose keys are cleaned up (every master the cluster reports).
     urls: Vec<String>,
     prefix: String,
     cache: RedisCache,
@@ -69,14 +69,26 @@ impl TestRedis {
         let secrets: Vec<SecretString> = urls.iter().cloned().map(SecretString::from).collect();
         let cache = RedisCache::cluster(&secrets, &prefix, PoolSettings::default())
             .unwrap_or_else(|e| panic!("{e}"));
-        Self::checked(
+        let mut redis = Self::checked(
             urls,
             prefix,
             cache,
             "REDIS_CLUSTER_URLS",
             DEFAULT_TEST_REDIS_CLUSTER_URLS,
         )
-        .await
+        .await;
+        // Clean up and count on every master the cluster reports, whatever seeds were given.
+        let nodes: String = redis
+            .cache
+            .query(redis::cmd("CLUSTER").arg("NODES"))
+            .await
+            .expect("CLUSTER NODES");
+        redis.urls = masters(&nodes);
+        assert!(
+            !redis.urls.is_empty(),
+            "no master in CLUSTER NODES:\n{nodes}"
+        );
+        redis
     }
 
     async fn checked(
@@ -110,17 +122,17 @@ impl TestRedis {
         &self.prefix
     }
 
-    /// The Redis URL (the first node's, on a cluster), for a child process's `REDIS_URL`.
+    /// The Redis URL (the first master's, on a cluster), for a child process's `REDIS_URL`.
     pub fn url(&self) -> SecretString {
         SecretString::from(self.urls[0].clone())
     }
 
-    /// Every node URL, comma-separated, for a child process's `REDIS_CLUSTER_URLS`.
+    /// Every master's URL, comma-separated, for a child process's `REDIS_CLUSTER_URLS`.
     pub fn cluster_urls(&self) -> SecretString {
         SecretString::from(self.urls.join(","))
     }
 
-    /// How many keys under this test's prefix each node holds (one count per URL).
+    /// How many keys under this test's prefix each master holds (one count per master).
     ///
     /// # Panics
     /// When a node cannot be reached.
@@ -140,6 +152,24 @@ impl TestRedis {
         .expect("count thread")
         .expect("count keys on each node")
     }
+}
+
+/// `redis://host:port` of each master in a `CLUSTER NODES` answer
+/// (`<id> <host:port@bus> <flags> ...`, flags such as `myself,master`).
+fn masters(nodes: &str) -> Vec<String> {
+    let mut masters: Vec<String> = nodes
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address = fields.nth(1)?;
+            let flags = fields.next()?;
+            let is_master = flags.split(',').any(|f| f == "master")
+                && !flags.split(',').any(|f| f == "fail" || f == "noaddr");
+            is_master.then(|| format!("redis://{}", address.split('@').next().unwrap_or(address)))
+        })
+        .collect();
+    masters.sort();
+    masters
 }
 
 impl Drop for TestRedis {

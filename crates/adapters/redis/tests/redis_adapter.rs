@@ -151,6 +151,19 @@ mod single {
     }
 
     #[tokio::test]
+    async fn a_tls_url_is_accepted_and_a_plain_text_server_fails_the_handshake() {
+        // rediss:// to the plain-text test server: TLS is compiled in and has a crypto
+        // provider (without one rustls would panic), and the failure is an error, not a panic.
+        let cache = RedisCache::new(
+            &SecretString::from("rediss://127.0.0.1:6379"),
+            "relay:",
+            dead_settings(),
+        )
+        .expect("rediss:// is a usable URL");
+        assert!(cache.ping().await.is_err());
+    }
+
+    #[tokio::test]
     async fn ping_fails_when_redis_is_unreachable() {
         let cache = RedisCache::new(
             &SecretString::from("redis://127.0.0.1:1"),

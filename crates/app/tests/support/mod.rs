@@ -58,8 +58,9 @@ fn collect(
 ) {
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            // Stored first: whoever `on_line` wakes may read the logs at once.
+            sink.lock().unwrap().push(line.clone());
             on_line(&line);
-            sink.lock().unwrap().push(line);
         }
     });
 }
