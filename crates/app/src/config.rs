@@ -456,6 +456,31 @@ mod tests {
     }
 
     #[test]
+    fn every_variable_read_is_documented_in_the_readme() {
+        let readme = include_str!("../../../README.md");
+        let sources = [include_str!("config.rs"), include_str!("telemetry.rs")];
+        let mut names: Vec<&str> = sources
+            .iter()
+            .flat_map(|source| source.split('"').skip(1).step_by(2))
+            .filter(|token| {
+                token.len() > 3
+                    && token.contains('_')
+                    && !token.starts_with("CARGO_")
+                    && token.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+            })
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert!(names.contains(&"DATABASE_URL"), "{names:?}");
+        for name in names {
+            assert!(
+                readme.contains(name),
+                "{name} is read but not in the README"
+            );
+        }
+    }
+
+    #[test]
     fn secrets_are_not_printed_by_debug() {
         let config = ServeConfig::from_env(&env(BASE)).unwrap();
         assert!(!format!("{config:?}").contains("pw@"));

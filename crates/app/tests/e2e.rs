@@ -618,6 +618,15 @@ async fn metrics_show_the_calls_to_postgres_and_redis_and_their_pools() {
     assert_eq!(res.status().as_u16(), 200);
     let text = res.text().await.unwrap();
     relay_observability::scrape::check_format(&text).unwrap();
+    // docs/operations.md lists every metric the service exports.
+    let operations = include_str!("../../../docs/operations.md");
+    for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = family.split(' ').next().unwrap();
+        assert!(
+            operations.contains(name),
+            "{name} is exported but not documented in docs/operations.md"
+        );
+    }
     let calls = |dependency: &str, operation: &str, result: &str| {
         sample(
             &text,
