@@ -10,7 +10,9 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use relay_domain::{OrgId, OrgName, Region};
 use relay_observability::{Metrics, Observed};
-use relay_ports::{AdminError, CallContextCache, ContactDirectory, OrganizationDirectory, Store};
+use relay_ports::{
+    AdminError, CallContextCache, ContactDirectory, OrganizationDirectory, Probe, Store,
+};
 use relay_postgres::PgStore;
 use relay_redis::RedisCache;
 use relay_usecase::{
@@ -96,8 +98,10 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
         opened.name,
         cache.name,
     ));
-    metrics.register_pool(opened.name, Arc::clone(&opened.probe));
-    metrics.register_pool(cache.name, Arc::clone(&cache.probe));
+    let store_probe: Arc<dyn Probe> = Arc::clone(&opened.store) as Arc<dyn Probe>;
+    let cache_probe: Arc<dyn Probe> = Arc::clone(&cache.cache) as Arc<dyn Probe>;
+    metrics.register_pool(opened.name, Arc::clone(&store_probe));
+    metrics.register_pool(cache.name, Arc::clone(&cache_probe));
     let store = Arc::clone(&opened.store);
     let observed_orgs: Arc<dyn OrganizationDirectory> = Arc::new(Observed::new(
         Arc::clone(&store) as Arc<dyn OrganizationDirectory>,
@@ -110,7 +114,7 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
         Arc::clone(&metrics),
     ));
     let observed_cache: Arc<dyn CallContextCache> = Arc::new(Observed::new(
-        Arc::clone(&cache.cache),
+        Arc::clone(&cache.cache) as Arc<dyn CallContextCache>,
         cache.name,
         Arc::clone(&metrics),
     ));
@@ -125,10 +129,7 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
     metrics.declare_dependency(opened.name, &["find_organization", "find_contact"]);
     metrics.declare_dependency(cache.name, &["put_call_context"]);
     let readiness = Arc::new(Readiness::new(
-        vec![
-            (opened.name, Arc::clone(&opened.probe)),
-            (cache.name, Arc::clone(&cache.probe)),
-        ],
+        vec![(opened.name, store_probe), (cache.name, cache_probe)],
         config.readiness_timeout,
     ));
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use relay_memory_cache::MemoryCache;
-use relay_ports::{CallContextCache, Probe, Store};
+use relay_ports::{Cache, Store};
 use relay_postgres::{PgStore, PoolSettings as PgPoolSettings};
 use relay_redis::{PoolSettings as RedisPoolSettings, RedisCache};
 use relay_sqlite::SqliteStore;
@@ -17,9 +17,8 @@ use crate::config::{Backend, ConfigError, RedisTarget, ServeConfig, StoreConfig}
 
 /// An opened store and what the service needs to know about it.
 pub(crate) struct Opened {
+    /// Also its `Probe`, for readiness and pool metrics.
     pub(crate) store: Arc<dyn Store>,
-    /// The same store, for readiness and pool metrics.
-    pub(crate) probe: Arc<dyn Probe>,
     /// `postgres` or `sqlite`, for the start-up log and metric labels.
     pub(crate) name: &'static str,
     /// The embedded file was created just now (first start): seed the demo.
@@ -32,7 +31,6 @@ impl Opened {
     fn postgres(store: PgStore) -> Self {
         Self {
             store: Arc::new(store.clone()),
-            probe: Arc::new(store.clone()),
             name: "postgres",
             fresh: false,
             postgres: Some(store),
@@ -89,8 +87,7 @@ async fn open_sqlite(config: &StoreConfig) -> Result<Opened, Failure> {
         .await
         .context("cannot migrate the SQLite database")?;
     Ok(Opened {
-        store: Arc::new(store.clone()),
-        probe: Arc::new(store),
+        store: Arc::new(store),
         name: "sqlite",
         fresh,
         postgres: None,
@@ -121,9 +118,8 @@ pub(crate) async fn migrate(config: &StoreConfig, create_database: bool) -> Resu
 
 /// The chosen call-context cache.
 pub(crate) struct OpenedCache {
-    pub(crate) cache: Arc<dyn CallContextCache>,
-    /// The same cache, for readiness and pool metrics.
-    pub(crate) probe: Arc<dyn Probe>,
+    /// Also its `Probe`, for readiness and pool metrics.
+    pub(crate) cache: Arc<dyn Cache>,
     /// `redis` or `in-process`, for the start-up log and metric labels.
     pub(crate) name: &'static str,
     /// For warming up a Redis connection at start.
@@ -134,10 +130,8 @@ pub(crate) struct OpenedCache {
 /// process.
 pub(crate) fn cache(config: &ServeConfig) -> Result<OpenedCache, Failure> {
     let Some(target) = &config.redis else {
-        let cache = MemoryCache::default();
         return Ok(OpenedCache {
-            cache: Arc::new(cache.clone()),
-            probe: Arc::new(cache),
+            cache: Arc::new(MemoryCache::default()),
             name: "in-process",
             redis: None,
         });
@@ -162,7 +156,6 @@ pub(crate) fn cache(config: &ServeConfig) -> Result<OpenedCache, Failure> {
     })?;
     Ok(OpenedCache {
         cache: Arc::new(redis.clone()),
-        probe: Arc::new(redis.clone()),
         name: "redis",
         redis: Some(redis),
     })

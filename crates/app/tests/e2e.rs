@@ -59,6 +59,14 @@ impl Setup {
         relay_ok(&self.db.url(), &["secret", "add", org])
     }
 
+    /// Organization "Acme" (region CA) with the contact Alex at 4165550100; returns its token.
+    fn acme_with_alex(&self) -> String {
+        let org = self.org("Acme", "CA");
+        let token = self.secret(&org);
+        self.import(&org, "phone,first_name\n4165550100,Alex\n");
+        token
+    }
+
     fn import(&self, org: &str, csv: &str) -> String {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(csv.as_bytes()).unwrap();
@@ -297,9 +305,7 @@ async fn a_stopped_redis_still_answers_the_variables_and_the_context_lands_when_
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hung_postgres_answers_empty_within_the_budget_and_the_service_recovers() {
     let s = Setup::new().await;
-    let org = s.org("Acme", "CA");
-    let token = s.secret(&org);
-    s.import(&org, "phone,first_name\n4165550100,Alex\n");
+    let token = s.acme_with_alex();
     let db_url = s.db.url();
     let proxy = Proxy::start(socket_of(db_url.expose_secret())).await;
     let proxied = via(db_url.expose_secret(), proxy.addr);
@@ -432,9 +438,7 @@ async fn first_start_with_nothing_set_seeds_a_demo_that_answers_and_later_starts
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_then_refuses_new_connections_and_every_request_in_flight_succeeds() {
     let s = Setup::new().await;
-    let org = s.org("Acme", "CA");
-    let token = s.secret(&org);
-    s.import(&org, "phone,first_name\n4165550100,Alex\n");
+    let token = s.acme_with_alex();
     let db_url = s.db.url();
     let proxy = Proxy::start(socket_of(db_url.expose_secret())).await;
     let proxied = via(db_url.expose_secret(), proxy.addr);
@@ -563,9 +567,7 @@ async fn readiness_names_redis_when_it_stops_answering() {
 async fn metrics_show_the_calls_to_postgres_and_redis_and_their_pools() {
     use relay_observability::scrape::sample;
     let s = Setup::new().await;
-    let org = s.org("Acme", "CA");
-    let token = s.secret(&org);
-    s.import(&org, "phone,first_name\n4165550100,Alex\n");
+    let token = s.acme_with_alex();
     // Postgres trusts local connections, so a password in the URL is accepted and ignored:
     // enough to check that it never reaches the log.
     let db_url = s.db.url();
@@ -884,9 +886,7 @@ async fn on_a_redis_cluster_the_contexts_spread_over_every_master_and_readiness_
         db: TestStore::postgres().await,
         redis: Some(TestRedis::create_cluster().await),
     };
-    let org = s.org("Acme", "CA");
-    let token = s.secret(&org);
-    s.import(&org, "phone,first_name\n4165550100,Alex\n");
+    let token = s.acme_with_alex();
     let service = s.serve(&[]);
     for i in 0..60 {
         let (status, body, _) = post(&service, &token, call(&format!("cl{i}"), "4165550100")).await;

@@ -54,7 +54,15 @@ impl<P: ?Sized> Observed<P> {
         }
     }
 
-    fn call(&self, operation: &'static str, command: &'static str) -> Call<'_> {
+    /// Runs `call` inside a client span, then records its result (`classify` names it and, on
+    /// failure, its error type) in the span and the metrics. Dropped unfinished: `timeout`.
+    async fn observe<T, E>(
+        &self,
+        operation: &'static str,
+        command: &'static str,
+        call: impl Future<Output = Result<T, E>>,
+        classify: impl FnOnce(&Result<T, E>) -> (&'static str, Option<&'static str>),
+    ) -> Result<T, E> {
         let span = tracing::info_span!(
             "dependency call",
             otel.name = operation,
@@ -66,14 +74,18 @@ impl<P: ?Sized> Observed<P> {
             result = Empty,
             "error.type" = Empty,
         );
-        Call {
+        let guard = Call {
             metrics: &self.metrics,
             dependency: self.dependency,
             operation,
             started: Instant::now(),
-            span,
+            span: span.clone(),
             finished: false,
-        }
+        };
+        let result = call.instrument(span).await;
+        let (outcome, error_type) = classify(&result);
+        guard.finish(outcome, error_type);
+        result
     }
 }
 
@@ -126,11 +138,15 @@ fn cache_error_type(error: &CacheError) -> &'static str {
     }
 }
 
-fn found<T>(result: &Result<Option<T>, RepositoryError>) -> (&'static str, Option<&'static str>) {
+/// A lookup's result: `found`, `not_found`, or `error` with the error's type.
+fn found<T, E>(
+    result: &Result<Option<T>, E>,
+    error_type: fn(&E) -> &'static str,
+) -> (&'static str, Option<&'static str>) {
     match result {
         Ok(Some(_)) => ("found", None),
         Ok(None) => ("not_found", None),
-        Err(e) => ("error", Some(repository_error_type(e))),
+        Err(e) => ("error", Some(error_type(e))),
     }
 }
 
@@ -140,15 +156,11 @@ impl OrganizationDirectory for Observed<dyn OrganizationDirectory> {
         &self,
         digest: &TokenDigest,
     ) -> Result<Option<Organization>, RepositoryError> {
-        let call = self.call("find_organization", "SELECT");
-        let result = self
-            .inner
-            .find_by_secret_digest(digest)
-            .instrument(call.span.clone())
-            .await;
-        let (outcome, error) = found(&result);
-        call.finish(outcome, error);
-        result
+        let call = self.inner.find_by_secret_digest(digest);
+        self.observe("find_organization", "SELECT", call, |r| {
+            found(r, repository_error_type)
+        })
+        .await
     }
 }
 
@@ -159,49 +171,33 @@ impl ContactDirectory for Observed<dyn ContactDirectory> {
         org: OrgId,
         phone: &E164,
     ) -> Result<Option<Contact>, RepositoryError> {
-        let call = self.call("find_contact", "SELECT");
-        let result = self
-            .inner
-            .find_by_phone(org, phone)
-            .instrument(call.span.clone())
-            .await;
-        let (outcome, error) = found(&result);
-        call.finish(outcome, error);
-        result
+        let call = self.inner.find_by_phone(org, phone);
+        self.observe("find_contact", "SELECT", call, |r| {
+            found(r, repository_error_type)
+        })
+        .await
     }
 }
 
 #[async_trait]
 impl CallContextCache for Observed<dyn CallContextCache> {
     async fn put(&self, context: &CallContext, ttl: Duration) -> Result<(), CacheError> {
-        let call = self.call("put_call_context", "SET");
-        let result = self
-            .inner
-            .put(context, ttl)
-            .instrument(call.span.clone())
-            .await;
-        match &result {
-            Ok(()) => call.finish("ok", None),
-            Err(e) => call.finish("error", Some(cache_error_type(e))),
-        }
-        result
+        let call = self.inner.put(context, ttl);
+        self.observe("put_call_context", "SET", call, |r| match r {
+            Ok(()) => ("ok", None),
+            Err(e) => ("error", Some(cache_error_type(e))),
+        })
+        .await
     }
 
     async fn get(
         &self,
         conversation_id: &ConversationId,
     ) -> Result<Option<CallContext>, CacheError> {
-        let call = self.call("get_call_context", "GET");
-        let result = self
-            .inner
-            .get(conversation_id)
-            .instrument(call.span.clone())
-            .await;
-        match &result {
-            Ok(Some(_)) => call.finish("found", None),
-            Ok(None) => call.finish("not_found", None),
-            Err(e) => call.finish("error", Some(cache_error_type(e))),
-        }
-        result
+        let call = self.inner.get(conversation_id);
+        self.observe("get_call_context", "GET", call, |r| {
+            found(r, cache_error_type)
+        })
+        .await
     }
 }

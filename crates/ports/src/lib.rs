@@ -141,13 +141,23 @@ pub trait Probe: Send + Sync {
     fn pool_stats(&self) -> Option<PoolStats>;
 }
 
-/// A store implementing every storage port (what the app wires from one database URL).
+/// A store implementing every storage port and its probe (what the app wires from one database
+/// URL).
 pub trait Store:
-    OrganizationDirectory + ContactDirectory + OrganizationAdmin + ContactImport
+    OrganizationDirectory + ContactDirectory + OrganizationAdmin + ContactImport + Probe
 {
 }
 
-impl<T: OrganizationDirectory + ContactDirectory + OrganizationAdmin + ContactImport> Store for T {}
+impl<T: OrganizationDirectory + ContactDirectory + OrganizationAdmin + ContactImport + Probe> Store
+    for T
+{
+}
+
+/// A call-context cache the service can also probe (what the app wires from `REDIS_URL`, or in
+/// process).
+pub trait Cache: CallContextCache + Probe {}
+
+impl<T: CallContextCache + Probe> Cache for T {}
 
 /// What one call of [`ContactImport::upsert_contacts`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
