@@ -68,10 +68,8 @@ impl PgStore {
     /// [`InvalidUrl`] when the URL cannot be parsed.
     pub fn connect_lazy(url: &SecretString, settings: PoolSettings) -> Result<Self, InvalidUrl> {
         let options = connect_options(url)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections)
+        let pool = pool_options(settings)
             .min_connections(0)
-            .acquire_timeout(settings.acquire_timeout)
             .connect_lazy_with(options);
         Ok(Self::from_pool(pool))
     }
@@ -85,9 +83,7 @@ impl PgStore {
         settings: PoolSettings,
     ) -> Result<Self, RepositoryError> {
         let options = connect_options(url).map_err(|e| RepositoryError::Unexpected(Box::new(e)))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections)
-            .acquire_timeout(settings.acquire_timeout)
+        let pool = pool_options(settings)
             .connect_with(options)
             .await
             .map_err(repo_error)?;
@@ -148,6 +144,29 @@ impl PgStore {
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         MIGRATOR.run(&self.pool).await
     }
+}
+
+/// A pooled connection idle at least this long is pinged before it is lent out.
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// The pool's settings. sqlx pings every connection before lending it by default: a round trip
+/// per query, which doubles the webhook's Postgres round trips. Only a connection that sat idle
+/// for [`PING_IF_IDLE_FOR`] is pinged here (after a quiet spell, when Postgres may have restarted
+/// or a proxy dropped it); one in steady use proves itself by its queries, and if it breaks, that
+/// query fails, the connection is discarded, and the call answers within its budget.
+fn pool_options(settings: PoolSettings) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 fn connect_options(url: &SecretString) -> Result<PgConnectOptions, InvalidUrl> {
