@@ -1,14 +1,17 @@
 //! Bulk contact import: normalize every row in the organization's region, reject what cannot be
 //! matched (with the line and the reason), and upsert the rest in batches.
 //!
-//! Parsing numbers costs CPU and upserting costs round trips, so the two overlap: rows are
-//! normalized on a blocking thread while the previous batch is being written.
+//! Parsing numbers costs CPU and upserting costs round trips, so the work is a pipeline: one
+//! blocking thread reads the source in chunks of a batch, chunks are normalized on as many
+//! blocking threads as there are cores, and the batches are written in source order while the
+//! next chunks are being normalized.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::num::NonZero;
 use std::sync::Arc;
 
 use relay_domain::{E164, NewContact, Organization, PhoneError};
-use relay_ports::{AdminError, ContactImport, UpsertSummary};
+use relay_ports::{AdminError, ContactImport, RepositoryError, UpsertSummary};
 use tokio::sync::mpsc;
 
 /// Longest first or last name we store, in characters.
@@ -68,11 +71,6 @@ impl std::fmt::Debug for ContactImporter {
     }
 }
 
-enum Item {
-    Batch(Vec<NewContact>, u64),
-    Rejected(Rejection),
-}
-
 impl ContactImporter {
     /// An importer writing `batch_size` contacts per round trip.
     pub fn new(store: Arc<dyn ContactImport>, batch_size: usize) -> Self {
@@ -100,64 +98,103 @@ impl ContactImporter {
         I: IntoIterator<Item = Result<RawContact, Rejection>> + Send + 'static,
         I::IntoIter: Send,
     {
-        let (tx, mut rx) = mpsc::channel::<Item>(4);
-        let region = org.default_region;
         let batch_size = self.batch_size;
-        let producer = tokio::task::spawn_blocking(move || {
-            let mut batch = Vec::with_capacity(batch_size);
-            let mut numbers = HashSet::with_capacity(batch_size);
-            let mut rows_in_batch = 0u64;
+        let region = org.default_region;
+        let parallelism = std::thread::available_parallelism().map_or(1, NonZero::get);
+
+        // Reader: rows in chunks of a batch (the source may block: a file, a CSV parser).
+        let (raw_tx, mut raw_rx) = mpsc::channel::<Vec<I::Item>>(parallelism);
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut chunk = Vec::with_capacity(batch_size);
             for row in rows {
+                chunk.push(row);
+                if chunk.len() == batch_size {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(batch_size));
+                    if raw_tx.blocking_send(full).is_err() {
+                        return;
+                    }
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = raw_tx.blocking_send(chunk);
+            }
+        });
+
+        // Normalizers: one chunk per core at a time, handed on in source order.
+        let (done_tx, mut done_rx) = mpsc::channel::<Normalized>(parallelism);
+        let normalizer = tokio::spawn(async move {
+            let mut pending = VecDeque::with_capacity(parallelism);
+            loop {
+                while pending.len() < parallelism {
+                    let Some(chunk) = raw_rx.recv().await else {
+                        break;
+                    };
+                    pending.push_back(tokio::task::spawn_blocking(move || {
+                        chunk
+                            .into_iter()
+                            .map(|row| row.and_then(|raw| normalize(raw, &region)))
+                            .collect::<Normalized>()
+                    }));
+                }
+                let Some(next) = pending.pop_front() else {
+                    return Ok(());
+                };
+                if done_tx.send(next.await?).await.is_err() {
+                    return Ok(());
+                }
+            }
+        });
+
+        // Writer: batches in order, never holding a number twice.
+        let mut report = ImportReport::default();
+        let mut handled = 0u64;
+        let mut batch = Vec::with_capacity(batch_size);
+        let mut numbers = HashSet::with_capacity(batch_size);
+        let mut rows_in_batch = 0u64;
+        while let Some(chunk) = done_rx.recv().await {
+            for row in chunk {
                 rows_in_batch += 1;
-                let contact = match row.and_then(|raw| normalize(raw, &region)) {
+                let contact = match row {
                     Ok(contact) => contact,
                     Err(rejection) => {
-                        if tx.blocking_send(Item::Rejected(rejection)).is_err() {
-                            return;
-                        }
+                        report.rejected.push(rejection);
                         continue;
                     }
                 };
-                // One batch never holds a number twice: the later row goes into the next batch
-                // and updates the earlier one there.
+                // The later row of a repeated number goes into the next batch and updates the
+                // earlier one there.
                 if !numbers.insert(contact.phone.clone()) || batch.len() == batch_size {
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
                     numbers.clear();
                     numbers.insert(contact.phone.clone());
-                    if tx
-                        .blocking_send(Item::Batch(full, rows_in_batch - 1))
-                        .is_err()
-                    {
-                        return;
-                    }
+                    report.summary += self.store.upsert_contacts(org.id, &full).await?;
+                    handled += rows_in_batch - 1;
+                    progress(handled);
                     rows_in_batch = 1;
                 }
                 batch.push(contact);
             }
-            let _ = tx.blocking_send(Item::Batch(batch, rows_in_batch));
-        });
-
-        let mut report = ImportReport::default();
-        let mut handled = 0u64;
-        while let Some(item) = rx.recv().await {
-            match item {
-                Item::Rejected(rejection) => report.rejected.push(rejection),
-                Item::Batch(batch, rows) => {
-                    if !batch.is_empty() {
-                        report.summary += self.store.upsert_contacts(org.id, &batch).await?;
-                    }
-                    handled += rows;
-                    progress(handled);
-                }
-            }
         }
-        drop(rx);
-        producer.await.map_err(|e| {
-            AdminError::Repository(relay_ports::RepositoryError::Unexpected(Box::new(e)))
-        })?;
+        if !batch.is_empty() {
+            report.summary += self.store.upsert_contacts(org.id, &batch).await?;
+        }
+        handled += rows_in_batch;
+        progress(handled);
+        drop(done_rx);
+        let join_failed = |e: tokio::task::JoinError| {
+            AdminError::Repository(RepositoryError::Unexpected(Box::new(e)))
+        };
+        reader.await.map_err(join_failed)?;
+        normalizer
+            .await
+            .map_err(join_failed)?
+            .map_err(join_failed)?;
         Ok(report)
     }
 }
+
+/// A chunk of rows after normalization, in source order.
+type Normalized = Vec<Result<NewContact, Rejection>>;
 
 fn normalize(raw: RawContact, region: &relay_domain::Region) -> Result<NewContact, Rejection> {
     let reject = |reason: String| Rejection {
