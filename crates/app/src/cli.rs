@@ -68,7 +68,8 @@ pub(crate) enum SecretCommand {
         /// The organization.
         org_id: OrgId,
     },
-    /// Revoke a secret: it stops authenticating at once.
+    /// Revoke a secret: it stops authenticating within ORG_CACHE_TTL_SECONDS (10 s by default),
+    /// the time a replica keeps the organization found for a token.
     Revoke {
         /// The secret (from `relay secret list`).
         secret_id: SecretId,

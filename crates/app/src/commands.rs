@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use relay_domain::{OrgId, OrgName, Region};
+use relay_memory_cache::{CachedOrganizations, DEFAULT_MAX_ORGANIZATIONS};
 use relay_observability::{Metrics, Observed};
 use relay_ports::{
     AdminError, CallContextCache, ContactDirectory, OrganizationDirectory, Probe, Store,
@@ -103,11 +104,19 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
     metrics.register_pool(opened.name, Arc::clone(&store_probe));
     metrics.register_pool(cache.name, Arc::clone(&cache_probe));
     let store = Arc::clone(&opened.store);
-    let observed_orgs: Arc<dyn OrganizationDirectory> = Arc::new(Observed::new(
+    let mut observed_orgs: Arc<dyn OrganizationDirectory> = Arc::new(Observed::new(
         Arc::clone(&store) as Arc<dyn OrganizationDirectory>,
         opened.name,
         Arc::clone(&metrics),
     ));
+    if !config.org_cache_ttl.is_zero() {
+        // In front of the observed store: only misses are store calls, timed and traced.
+        observed_orgs = Arc::new(CachedOrganizations::new(
+            observed_orgs,
+            config.org_cache_ttl,
+            DEFAULT_MAX_ORGANIZATIONS,
+        ));
+    }
     let observed_contacts: Arc<dyn ContactDirectory> = Arc::new(Observed::new(
         Arc::clone(&store) as Arc<dyn ContactDirectory>,
         opened.name,
@@ -163,6 +172,7 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
         redis_key_prefix = %config.redis_key_prefix,
         lookup_timeout_ms = millis(config.lookup_timeout),
         readiness_timeout_ms = millis(config.readiness_timeout),
+        org_cache_ttl_s = config.org_cache_ttl.as_secs(),
         shutdown_drain_s = config.shutdown_drain.as_secs(),
         shutdown_timeout_s = config.shutdown_timeout.as_secs(),
         database_max_connections = config.store.max_connections,

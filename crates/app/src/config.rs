@@ -249,6 +249,9 @@ pub(crate) struct ServeConfig {
     pub(crate) shutdown_timeout: Duration,
     /// `READINESS_TIMEOUT_MS` (default 500): how long `/readyz` waits for each dependency.
     pub(crate) readiness_timeout: Duration,
+    /// `ORG_CACHE_TTL_SECONDS` (default 10, 0 turns the cache off): how long the organization
+    /// found for a token is kept in memory, hence how long a revoked secret keeps working.
+    pub(crate) org_cache_ttl: Duration,
 }
 
 impl ServeConfig {
@@ -289,6 +292,11 @@ impl ServeConfig {
                 1..=60_000,
             )?),
             http_workers: (workers > 0).then_some(workers),
+            org_cache_ttl: Duration::from_secs(env.number_in(
+                "ORG_CACHE_TTL_SECONDS",
+                10,
+                0..=3_600,
+            )?),
             shutdown_drain: Duration::from_secs(env.number_in(
                 "SHUTDOWN_DRAIN_SECONDS",
                 5,
@@ -341,6 +349,7 @@ mod tests {
         assert_eq!(config.shutdown_drain, Duration::from_secs(5));
         assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(config.readiness_timeout, Duration::from_millis(500));
+        assert_eq!(config.org_cache_ttl, Duration::from_secs(10));
         assert_eq!(
             config.store.database_url.expose_secret(),
             "postgres://u:pw@h/db"

@@ -1,5 +1,14 @@
-//! In-process call-context cache: a bounded moka cache whose entries expire after the TTL each was
-//! stored with. For a single process only: replicas do not share it, and a restart empties it.
+//! In-process caches (moka).
+//!
+//! - [`MemoryCache`]: the call-context cache port in this process's memory, entries expiring
+//!   after the TTL each was stored with. For a single process only: replicas do not share it, and
+//!   a restart empties it.
+//! - [`CachedOrganizations`]: a short-lived read-through cache of the organization lookup by
+//!   token digest, in front of the store.
+
+mod organizations;
+
+pub use organizations::{CachedOrganizations, DEFAULT_MAX_ORGANIZATIONS};
 
 use std::time::{Duration, Instant};
 
