@@ -48,6 +48,13 @@ deploy-check:
 build:
     cargo build --release --locked --bin relay
 
+# Load benchmark: seed 1,000 organizations and 1,000,000 contacts in a scratch database, drive the
+# release binary open-loop at 500/2,000/5,000 req/s and to saturation, compare with the raw
+# dependency limit; prints a Markdown report (see docs/benchmarks.md; `just bench --help`)
+bench *args:
+    cargo build --release --locked --package relay-app --package relay-bench
+    target/release/relay-bench {{args}}
+
 # Time the import of 1,000,000 generated contacts into a scratch database (results: docs/benchmarks.md)
 bench-import rows="1000000":
     scripts/bench-import.sh {{rows}}

@@ -1,0 +1,440 @@
+//! `relay-bench`: the webhook's load benchmark (`just bench`). See `docs/benchmarks.md`.
+//!
+//! Seeds a data set through the import use case, starts the release binary, drives it open-loop
+//! at fixed rates and closed-loop to saturation with a realistic request mix, measures the raw
+//! dependency limit with the adapters alone, and prints a Markdown report of medians.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a command-line report: stdout is the report, stderr the progress"
+)]
+
+mod dataset;
+mod load;
+mod raw;
+mod service;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use relay_postgres::{PgStore, PoolSettings as PgPool};
+use relay_redis::{PoolSettings as RedisPool, RedisCache};
+use secrecy::SecretString;
+
+use crate::load::{Mix, Outcome, Plan};
+use crate::service::{Backends, Service};
+
+/// Load benchmark of the personalization webhook.
+#[derive(Debug, Parser)]
+#[command(name = "relay-bench", version)]
+struct Args {
+    /// The service binary (build it with `cargo build --release`).
+    #[arg(long, default_value = "target/release/relay")]
+    relay: PathBuf,
+    /// Scratch Postgres database: dropped and recreated.
+    #[arg(
+        long,
+        env = "BENCH_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/relay_bench"
+    )]
+    database_url: SecretString,
+    /// Redis the service writes contexts to; the bench's keys are deleted at the end.
+    #[arg(
+        long,
+        env = "BENCH_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    redis_url: SecretString,
+    /// Organizations to seed, one tool secret each.
+    #[arg(long, default_value_t = 1_000)]
+    orgs: u64,
+    /// Contacts to seed, shared equally among the organizations.
+    #[arg(long, default_value_t = 1_000_000)]
+    contacts: u64,
+    /// Open-loop rates, requests per second.
+    #[arg(long, value_delimiter = ',', default_values_t = [500, 2_000, 5_000])]
+    rates: Vec<u32>,
+    /// Seconds per measured point.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Runs per point; the report keeps each measure's median.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Connections of the closed-loop saturation run, and loops of the raw dependency run.
+    #[arg(long, default_value_t = 16)]
+    connections: usize,
+    /// Most outstanding requests in the open loop (a request waiting for a slot keeps its due
+    /// time).
+    #[arg(long, default_value_t = 512)]
+    max_in_flight: usize,
+    /// Make the raw loop look the organization up by token digest too (what the service does when
+    /// it has no organization cache).
+    #[arg(long)]
+    raw_org_lookup: bool,
+    /// Extra service settings, NAME=VALUE (repeatable), e.g. `HTTP_WORKERS=1`.
+    #[arg(long = "service-env", value_parser = parse_env)]
+    service_env: Vec<(String, String)>,
+    /// Write the service's log here instead of discarding it.
+    #[arg(long)]
+    service_log: Option<PathBuf>,
+    /// Also write the report here.
+    #[arg(long, default_value = "target/bench/report.md")]
+    out: PathBuf,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected NAME=VALUE, got {s:?}"))
+}
+
+const REDIS_PREFIX: &str = "relay-bench:";
+
+/// One measured run of a point.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    throughput: f64,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+    errors: f64,
+    mismatches: f64,
+    cpu_per_1k: Option<f64>,
+    peak_rss_mb: Option<f64>,
+}
+
+impl Sample {
+    fn of(outcome: &Outcome) -> Self {
+        Self {
+            throughput: outcome.throughput(),
+            p50: outcome.quantile_ms(0.50),
+            p99: outcome.quantile_ms(0.99),
+            p999: outcome.quantile_ms(0.999),
+            max: outcome.latency.max() as f64 / 1_000.0,
+            errors: outcome.errors as f64,
+            mismatches: outcome.mismatches as f64,
+            cpu_per_1k: None,
+            peak_rss_mb: None,
+        }
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => f64::midpoint(values[n / 2 - 1], values[n / 2]),
+    }
+}
+
+/// Each measure's median over the repeats.
+fn medians(samples: &[Sample]) -> Sample {
+    let of = |f: fn(&Sample) -> f64| median(samples.iter().map(f).collect());
+    let of_opt = |f: fn(&Sample) -> Option<f64>| {
+        let values: Vec<f64> = samples.iter().filter_map(f).collect();
+        (!values.is_empty()).then(|| median(values))
+    };
+    Sample {
+        throughput: of(|s| s.throughput),
+        p50: of(|s| s.p50),
+        p99: of(|s| s.p99),
+        p999: of(|s| s.p999),
+        max: of(|s| s.max),
+        errors: of(|s| s.errors),
+        mismatches: of(|s| s.mismatches),
+        cpu_per_1k: of_opt(|s| s.cpu_per_1k),
+        peak_rss_mb: of_opt(|s| s.peak_rss_mb),
+    }
+}
+
+fn row(label: &str, s: &Sample) -> String {
+    let opt =
+        |v: Option<f64>, digits: usize| v.map_or("–".to_owned(), |v| format!("{v:.digits$}"));
+    format!(
+        "| {label} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} | {:.0} | {} | {} |",
+        s.throughput,
+        s.p50,
+        s.p99,
+        s.p999,
+        s.max,
+        s.errors,
+        s.mismatches,
+        opt(s.cpu_per_1k, 3),
+        opt(s.peak_rss_mb, 1),
+    )
+}
+
+/// Measures one run against the service: CPU and peak memory around `run`.
+async fn measured<F>(service: &Service, run: F) -> anyhow::Result<Sample>
+where
+    F: Future<Output = anyhow::Result<Outcome>>,
+{
+    let peak_reset = service.reset_peak_rss();
+    let cpu_before = service.cpu_seconds()?;
+    let outcome = run.await?;
+    let cpu = service.cpu_seconds()? - cpu_before;
+    let mut sample = Sample::of(&outcome);
+    sample.cpu_per_1k = Some(cpu / outcome.completed.max(1) as f64 * 1_000.0);
+    let rss_mb = service.peak_rss_bytes()? as f64 / 1_048_576.0;
+    sample.peak_rss_mb = Some(rss_mb);
+    if !peak_reset {
+        eprintln!("  (could not reset the peak RSS: it spans the whole run)");
+    }
+    eprintln!(
+        "  {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, errors {}, mismatches {}, {:.3} CPU-s/1k, peak RSS {rss_mb:.1} MB",
+        sample.throughput,
+        sample.p50,
+        sample.p99,
+        sample.p999,
+        outcome.errors,
+        outcome.mismatches,
+        sample.cpu_per_1k.unwrap_or_default(),
+    );
+    Ok(sample)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.relay.exists(),
+        "{} not found: build it with `cargo build --release --bin relay`",
+        args.relay.display()
+    );
+    let machine = service::machine();
+    eprintln!("machine: {machine}");
+    eprintln!(
+        "warning: this machine may be shared; the service, Postgres, Redis and the load generator share its cores, so treat the numbers as an order of magnitude"
+    );
+
+    eprintln!(
+        "seeding {} organizations and {} contacts through the import use case ...",
+        args.orgs, args.contacts
+    );
+    let (dataset, seeded) = dataset::seed(&args.database_url, args.orgs, args.contacts).await?;
+    eprintln!(
+        "  organizations and secrets {:.1} s, contacts {:.1} s (inserted {}, rejected {})",
+        seeded.orgs_and_secrets.as_secs_f64(),
+        seeded.contacts.as_secs_f64(),
+        seeded.inserted,
+        seeded.rejected
+    );
+    let dataset = Arc::new(dataset);
+
+    let backends = Backends {
+        database_url: &args.database_url,
+        redis_url: &args.redis_url,
+        redis_prefix: REDIS_PREFIX,
+    };
+    let service = Service::start(
+        &args.relay,
+        &backends,
+        &args.service_env,
+        args.service_log.as_deref(),
+    )
+    .await?;
+    let plan = Arc::new(Plan::new(
+        format!(
+            "{}/api/webhook/elevenlabs/personalization",
+            service.base_url
+        ),
+        &dataset,
+        Mix::REALISTIC,
+    )?);
+    let client = load::client()?;
+    let duration = Duration::from_secs(args.duration);
+
+    eprintln!("warm-up: 3 s at 500 req/s");
+    load::open_loop(
+        &client,
+        &plan,
+        "warm",
+        500,
+        Duration::from_secs(3),
+        args.max_in_flight,
+    )
+    .await?;
+
+    let mut rows = Vec::new();
+    for &rate in &args.rates {
+        let mut samples = Vec::new();
+        for repeat in 0..args.repeats {
+            eprintln!(
+                "open loop {rate} req/s, run {}/{}",
+                repeat + 1,
+                args.repeats
+            );
+            let series = format!("r{rate}x{repeat}");
+            samples.push(
+                measured(
+                    &service,
+                    load::open_loop(&client, &plan, &series, rate, duration, args.max_in_flight),
+                )
+                .await?,
+            );
+        }
+        rows.push((format!("{rate} req/s (open loop)"), medians(&samples)));
+    }
+
+    let mut samples = Vec::new();
+    for repeat in 0..args.repeats {
+        eprintln!(
+            "saturation: {} connections, run {}/{}",
+            args.connections,
+            repeat + 1,
+            args.repeats
+        );
+        let series = format!("sat{repeat}");
+        samples.push(
+            measured(
+                &service,
+                load::closed_loop(&client, &plan, &series, args.connections, duration),
+            )
+            .await?,
+        );
+    }
+    let saturation = medians(&samples);
+    rows.push((
+        format!("saturation, {} connections (closed loop)", args.connections),
+        saturation,
+    ));
+    drop(service);
+
+    // The same pool sizes as the service's defaults.
+    let store = PgStore::connect(&args.database_url, PgPool::default())
+        .await
+        .context("cannot connect to the bench database")?;
+    let cache = RedisCache::new(&args.redis_url, REDIS_PREFIX, RedisPool::default())?;
+    let mut samples = Vec::new();
+    for repeat in 0..args.repeats {
+        eprintln!(
+            "raw dependency limit: {} loops, run {}/{}",
+            args.connections,
+            repeat + 1,
+            args.repeats
+        );
+        let outcome = raw::run(
+            &store,
+            &cache,
+            &dataset,
+            args.connections,
+            duration,
+            args.raw_org_lookup,
+        )
+        .await?;
+        eprintln!(
+            "  {:.0} iterations/s, errors {}",
+            outcome.throughput(),
+            outcome.errors
+        );
+        samples.push(Sample {
+            throughput: outcome.throughput(),
+            p50: outcome.latency.value_at_quantile(0.5) as f64 / 1_000.0,
+            p99: outcome.latency.value_at_quantile(0.99) as f64 / 1_000.0,
+            p999: outcome.latency.value_at_quantile(0.999) as f64 / 1_000.0,
+            max: outcome.latency.max() as f64 / 1_000.0,
+            errors: outcome.errors as f64,
+            ..Sample::default()
+        });
+    }
+    let raw_limit = medians(&samples);
+    let raw_label = if args.raw_org_lookup {
+        "organization + contact lookup + SET EX"
+    } else {
+        "contact lookup + SET EX"
+    };
+    rows.push((
+        format!(
+            "raw dependency limit, {} loops ({raw_label}, no HTTP)",
+            args.connections
+        ),
+        raw_limit,
+    ));
+    let deleted = delete_keys(&cache).await?;
+    eprintln!("deleted {deleted} bench keys from Redis");
+
+    let mut report = String::new();
+    report.push_str(&format!(
+        "machine: {machine}; {} organizations, {} contacts, mix {}% matched / {}% unknown / {}% anonymous / {}% wrong token; {} s per point, median of {}\n\n",
+        args.orgs,
+        args.contacts,
+        Mix::REALISTIC.matched,
+        Mix::REALISTIC.unknown,
+        Mix::REALISTIC.anonymous,
+        Mix::REALISTIC.wrong_token,
+        args.duration,
+        args.repeats
+    ));
+    report.push_str(&format!(
+        "seeding: organizations and secrets {:.1} s, {} contacts imported in {:.1} s ({} rejected)\n\n",
+        seeded.orgs_and_secrets.as_secs_f64(),
+        seeded.inserted,
+        seeded.contacts.as_secs_f64(),
+        seeded.rejected
+    ));
+    report.push_str("| load | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | mismatches | CPU-s per 1k req | peak RSS MB |\n");
+    report.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    for (label, sample) in &rows {
+        report.push_str(&row(label, sample));
+        report.push('\n');
+    }
+    report.push_str(&format!(
+        "\nsaturation ÷ raw dependency limit: {:.2}\n",
+        saturation.throughput / raw_limit.throughput
+    ));
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, &report)?;
+    println!("{report}");
+    Ok(())
+}
+
+/// Deletes every key the benchmark wrote.
+async fn delete_keys(cache: &RedisCache) -> anyhow::Result<u64> {
+    let mut cursor = 0u64;
+    let mut deleted = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = cache
+            .query(
+                deadpool_redis::redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(format!("{REDIS_PREFIX}*"))
+                    .arg("COUNT")
+                    .arg(1_000),
+            )
+            .await?;
+        if !keys.is_empty() {
+            deleted += cache
+                .query::<u64>(deadpool_redis::redis::cmd("UNLINK").arg(keys))
+                .await?;
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert!((median(vec![3.0, 1.0, 2.0]) - 2.0).abs() < f64::EPSILON);
+        assert!((median(vec![4.0, 1.0, 2.0, 3.0]) - 2.5).abs() < f64::EPSILON);
+        assert!(median(Vec::new()).is_nan());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        <Args as clap::CommandFactory>::command().debug_assert();
+    }
+}
