@@ -2,17 +2,16 @@
 //! body, normalize the caller's number, build and serialize the answer (`cargo bench -p
 //! relay-http`; results in docs/benchmarks.md).
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::test::{self, TestRequest};
 use criterion::{Criterion, criterion_group, criterion_main};
 use relay_domain::{DynamicVariables, E164, Region};
-use relay_http::{Operations, PERSONALIZATION_PATH, test_app};
-use relay_observability::Metrics;
-use relay_ports::Probe;
-use relay_ports::fakes::{InMemoryCache, InMemoryStore};
-use relay_usecase::{PersonalizeCall, Readiness, RetryPolicy};
+use relay_http::{PERSONALIZATION_PATH, test_app};
+use relay_ports::fakes::InMemoryStore;
 
 const BODY: &str = r#"{"conversation_id":"conv_8f3d1b9c2e7a4f0b9a4d2c1e6e2f8c01","caller_id":"+14165550100","called_number":"+12362320246","agent_id":"agent_a8d3c4e09b2f4e1ab3c45f6a7b8c9d01"}"#;
 
@@ -42,30 +41,15 @@ fn answer(c: &mut Criterion) {
 }
 
 /// One whole request through the actix-web service (routing, Bearer header, body, validation,
-/// use case over in-memory fakes, JSON answer, request metrics and log call).
+/// use case over the tests' in-memory fakes, JSON answer, request metrics and log call).
 fn request(c: &mut Criterion) {
-    let store = InMemoryStore::new();
-    let cache = InMemoryCache::new();
-    let (org, token) = store.add_org("Acme Corp", "CA");
-    store.add_contact(org.id, Some("Alex"), Some("Morgan"), "+14165550100");
-    let personalize = Arc::new(PersonalizeCall::new(
-        Arc::new(store.clone()),
-        Arc::new(store.clone()),
-        Arc::new(cache.clone()),
-        Duration::from_millis(800),
-        RetryPolicy::default(),
-    ));
-    let operations = Operations {
-        metrics: Arc::new(Metrics::new("bench", "postgres", "redis")),
-        readiness: Arc::new(Readiness::new(
-            vec![("postgres", Arc::new(store) as Arc<dyn Probe>)],
-            Duration::from_millis(500),
-        )),
-        trace_requests: false,
-    };
+    let world = support::world();
     let system = actix_web::rt::System::new();
-    let app = system.block_on(test::init_service(test_app(personalize, operations)));
-    let authorization = format!("Bearer {}", token.expose());
+    let app = system.block_on(test::init_service(test_app(
+        Arc::clone(&world.personalize),
+        world.operations.clone(),
+    )));
+    let authorization = format!("Bearer {}", world.token.expose());
     c.bench_function("webhook_request_in_process", |b| {
         b.iter(|| {
             system.block_on(async {
