@@ -252,7 +252,10 @@ mod tests {
             for _ in 0..5_000 {
                 let row = known_row(first, rows, &mut rng);
                 assert!(is_valid_row(row), "{row}");
-                assert!((first..first + rows).contains(&row), "{row} in {first}+{rows}");
+                assert!(
+                    (first..first + rows).contains(&row),
+                    "{row} in {first}+{rows}"
+                );
             }
         }
     }
