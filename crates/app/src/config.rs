@@ -69,6 +69,28 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
             })
         }
     }
+
+    /// [`Self::number_in`] read as whole seconds.
+    pub(crate) fn seconds_in(
+        &self,
+        name: &'static str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Duration, ConfigError> {
+        self.number_in(name, default, range)
+            .map(Duration::from_secs)
+    }
+
+    /// [`Self::number_in`] read as milliseconds.
+    pub(crate) fn millis_in(
+        &self,
+        name: &'static str,
+        default: u64,
+        range: std::ops::RangeInclusive<u64>,
+    ) -> Result<Duration, ConfigError> {
+        self.number_in(name, default, range)
+            .map(Duration::from_millis)
+    }
 }
 
 /// Query parameters shown as they are in the start-up log; any other value (`password=`,
@@ -286,32 +308,12 @@ impl ServeConfig {
             redis_key_prefix: prefix,
             redis_pool_size: env.number_in("REDIS_POOL_SIZE", 16, 1..=1_000)?,
             listen_addr: Self::listen_addr_from_env(env)?,
-            lookup_timeout: Duration::from_millis(env.number_in(
-                "LOOKUP_TIMEOUT_MS",
-                800,
-                1..=60_000,
-            )?),
+            lookup_timeout: env.millis_in("LOOKUP_TIMEOUT_MS", 800, 1..=60_000)?,
             http_workers: (workers > 0).then_some(workers),
-            org_cache_ttl: Duration::from_secs(env.number_in(
-                "ORG_CACHE_TTL_SECONDS",
-                10,
-                0..=3_600,
-            )?),
-            shutdown_drain: Duration::from_secs(env.number_in(
-                "SHUTDOWN_DRAIN_SECONDS",
-                5,
-                0..=300,
-            )?),
-            shutdown_timeout: Duration::from_secs(env.number_in(
-                "SHUTDOWN_TIMEOUT_SECONDS",
-                10,
-                1..=300,
-            )?),
-            readiness_timeout: Duration::from_millis(env.number_in(
-                "READINESS_TIMEOUT_MS",
-                500,
-                1..=30_000,
-            )?),
+            org_cache_ttl: env.seconds_in("ORG_CACHE_TTL_SECONDS", 10, 0..=3_600)?,
+            shutdown_drain: env.seconds_in("SHUTDOWN_DRAIN_SECONDS", 5, 0..=300)?,
+            shutdown_timeout: env.seconds_in("SHUTDOWN_TIMEOUT_SECONDS", 10, 1..=300)?,
+            readiness_timeout: env.millis_in("READINESS_TIMEOUT_MS", 500, 1..=30_000)?,
         })
     }
 }

@@ -161,11 +161,6 @@ impl Outcome {
     pub(crate) fn throughput(&self) -> f64 {
         self.completed as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
-
-    /// A latency quantile in milliseconds.
-    pub(crate) fn quantile_ms(&self, q: f64) -> f64 {
-        self.latency.value_at_quantile(q) as f64 / 1_000.0
-    }
 }
 
 /// A client that keeps connections open, as ElevenLabs' would.

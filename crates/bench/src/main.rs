@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use hdrhistogram::Histogram;
 use relay_postgres::{PgStore, PoolSettings as PgPool};
 use relay_redis::{PoolSettings as RedisPool, RedisCache};
 use secrecy::SecretString;
@@ -108,19 +109,40 @@ struct Sample {
 }
 
 impl Sample {
-    fn of(outcome: &Outcome) -> Self {
+    /// From a latency histogram in microseconds.
+    fn of_latency(latency: &Histogram<u64>, throughput: f64, errors: u64) -> Self {
+        let ms = |micros: u64| micros as f64 / 1_000.0;
         Self {
-            throughput: outcome.throughput(),
-            p50: outcome.quantile_ms(0.50),
-            p99: outcome.quantile_ms(0.99),
-            p999: outcome.quantile_ms(0.999),
-            max: outcome.latency.max() as f64 / 1_000.0,
-            errors: outcome.errors as f64,
-            mismatches: outcome.mismatches as f64,
-            cpu_per_1k: None,
-            peak_rss_mb: None,
+            throughput,
+            p50: ms(latency.value_at_quantile(0.50)),
+            p99: ms(latency.value_at_quantile(0.99)),
+            p999: ms(latency.value_at_quantile(0.999)),
+            max: ms(latency.max()),
+            errors: errors as f64,
+            ..Self::default()
         }
     }
+
+    fn of(outcome: &Outcome) -> Self {
+        Self {
+            mismatches: outcome.mismatches as f64,
+            ..Self::of_latency(&outcome.latency, outcome.throughput(), outcome.errors)
+        }
+    }
+}
+
+/// Runs `run` (given the run's index) `repeats` times and keeps each measure's median.
+async fn repeated(
+    label: &str,
+    repeats: usize,
+    mut run: impl AsyncFnMut(usize) -> anyhow::Result<Sample>,
+) -> anyhow::Result<Sample> {
+    let mut samples = Vec::with_capacity(repeats);
+    for repeat in 0..repeats {
+        eprintln!("{label}, run {}/{repeats}", repeat + 1);
+        samples.push(run(repeat).await?);
+    }
+    Ok(medians(&samples))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -262,47 +284,24 @@ async fn main() -> anyhow::Result<()> {
 
     let mut rows = Vec::new();
     for &rate in &args.rates {
-        let mut samples = Vec::new();
-        for repeat in 0..args.repeats {
-            eprintln!(
-                "open loop {rate} req/s, run {}/{}",
-                repeat + 1,
-                args.repeats
-            );
+        let label = format!("{rate} req/s (open loop)");
+        let sample = repeated(&label, args.repeats, async |repeat| {
             let series = format!("r{rate}x{repeat}");
-            samples.push(
-                measured(
-                    &service,
-                    load::open_loop(&client, &plan, &series, rate, duration, args.max_in_flight),
-                )
-                .await?,
-            );
-        }
-        rows.push((format!("{rate} req/s (open loop)"), medians(&samples)));
+            let run = load::open_loop(&client, &plan, &series, rate, duration, args.max_in_flight);
+            measured(&service, run).await
+        })
+        .await?;
+        rows.push((label, sample));
     }
 
-    let mut samples = Vec::new();
-    for repeat in 0..args.repeats {
-        eprintln!(
-            "saturation: {} connections, run {}/{}",
-            args.connections,
-            repeat + 1,
-            args.repeats
-        );
+    let label = format!("saturation, {} connections (closed loop)", args.connections);
+    let saturation = repeated(&label, args.repeats, async |repeat| {
         let series = format!("sat{repeat}");
-        samples.push(
-            measured(
-                &service,
-                load::closed_loop(&client, &plan, &series, args.connections, duration),
-            )
-            .await?,
-        );
-    }
-    let saturation = medians(&samples);
-    rows.push((
-        format!("saturation, {} connections (closed loop)", args.connections),
-        saturation,
-    ));
+        let run = load::closed_loop(&client, &plan, &series, args.connections, duration);
+        measured(&service, run).await
+    })
+    .await?;
+    rows.push((label, saturation));
     drop(service);
 
     // The same pool sizes as the service's defaults.
@@ -310,14 +309,16 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("cannot connect to the bench database")?;
     let cache = RedisCache::new(&args.redis_url, REDIS_PREFIX, RedisPool::default())?;
-    let mut samples = Vec::new();
-    for repeat in 0..args.repeats {
-        eprintln!(
-            "raw dependency limit: {} loops, run {}/{}",
-            args.connections,
-            repeat + 1,
-            args.repeats
-        );
+    let raw_label = if args.raw_org_lookup {
+        "organization + contact lookup + SET EX"
+    } else {
+        "contact lookup + SET EX"
+    };
+    let label = format!(
+        "raw dependency limit, {} loops ({raw_label}, no HTTP)",
+        args.connections
+    );
+    let raw_limit = repeated(&label, args.repeats, async |_| {
         let outcome = raw::run(
             &store,
             &cache,
@@ -332,29 +333,14 @@ async fn main() -> anyhow::Result<()> {
             outcome.throughput(),
             outcome.errors
         );
-        samples.push(Sample {
-            throughput: outcome.throughput(),
-            p50: outcome.latency.value_at_quantile(0.5) as f64 / 1_000.0,
-            p99: outcome.latency.value_at_quantile(0.99) as f64 / 1_000.0,
-            p999: outcome.latency.value_at_quantile(0.999) as f64 / 1_000.0,
-            max: outcome.latency.max() as f64 / 1_000.0,
-            errors: outcome.errors as f64,
-            ..Sample::default()
-        });
-    }
-    let raw_limit = medians(&samples);
-    let raw_label = if args.raw_org_lookup {
-        "organization + contact lookup + SET EX"
-    } else {
-        "contact lookup + SET EX"
-    };
-    rows.push((
-        format!(
-            "raw dependency limit, {} loops ({raw_label}, no HTTP)",
-            args.connections
-        ),
-        raw_limit,
-    ));
+        Ok(Sample::of_latency(
+            &outcome.latency,
+            outcome.throughput(),
+            outcome.errors,
+        ))
+    })
+    .await?;
+    rows.push((label, raw_limit));
     let deleted = delete_keys(&cache).await?;
     eprintln!("deleted {deleted} bench keys from Redis");
 

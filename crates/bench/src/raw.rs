@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use hdrhistogram::Histogram;
-use relay_domain::{CallContext, ConversationId, E164, Region};
+use relay_domain::{CallContext, ConversationId, E164};
 use relay_ports::{CallContextCache as _, ContactDirectory as _, OrganizationDirectory as _};
 use relay_postgres::PgStore;
 use relay_redis::RedisCache;
@@ -42,17 +42,15 @@ pub(crate) async fn run(
     with_org_lookup: bool,
 ) -> anyhow::Result<RawOutcome> {
     let orgs = Arc::new(resolve_orgs(store, dataset).await?);
-    let region = Region::parse("CA")?;
     let start = Instant::now();
     let end = start + duration;
     let mut workers = tokio::task::JoinSet::new();
     for worker in 0..concurrency {
-        let (store, cache, dataset, orgs, region) = (
+        let (store, cache, dataset, orgs) = (
             store.clone(),
             cache.clone(),
             Arc::clone(dataset),
             Arc::clone(&orgs),
-            region,
         );
         workers.spawn(async move {
             let mut rng = fastrand::Rng::with_seed(1_000 + worker as u64);
@@ -67,7 +65,8 @@ pub(crate) async fn run(
                 } else {
                     dataset.total_rows + rng.u64(..1_000_000)
                 };
-                let phone = E164::parse(&number(row, 0), &region)?;
+                // Style 0 is already E.164: no number parsing in the measured loop.
+                let phone = E164::from_normalized(&number(row, 0))?;
                 let sent = Instant::now();
                 let mut ok = true;
                 if with_org_lookup {
