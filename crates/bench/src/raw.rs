@@ -75,7 +75,10 @@ pub(crate) async fn run(
                 let contact = store.find_by_phone(*org, &phone).await;
                 ok &= contact.is_ok();
                 let context = CallContext {
-                    conversation_id: ConversationId::parse(format!("raw_{worker}_{iterations}"))?,
+                    conversation_id: Some(ConversationId::parse(format!(
+                        "raw_{worker}_{iterations}"
+                    ))?),
+                    call_sid: None,
                     org_id: *org,
                     contact_id: contact.ok().flatten().map(|c| c.id),
                     caller_number: Some(phone),

@@ -25,48 +25,96 @@ pub enum ConversationIdError {
     ForbiddenCharacter,
 }
 
-impl ConversationId {
-    /// Checks and wraps a conversation id.
-    ///
-    /// # Errors
-    /// See [`ConversationIdError`].
-    pub fn parse(raw: impl Into<String>) -> Result<Self, ConversationIdError> {
-        let raw = raw.into();
-        if raw.is_empty() {
-            return Err(ConversationIdError::Empty);
-        }
-        if raw.chars().count() > MAX_CONVERSATION_ID_CHARS {
-            return Err(ConversationIdError::TooLong);
-        }
-        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(ConversationIdError::ForbiddenCharacter);
-        }
-        Ok(Self(raw))
-    }
+/// The id the telephony provider gives a phone call (Twilio's `CallSid`, a SIP call id), sent by
+/// ElevenLabs' own initiation webhook instead of a conversation id. Same rules as
+/// [`ConversationId`]: 1 to 256 characters, no whitespace, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CallSid(String);
 
-    /// The id as sent.
-    pub fn as_str(&self) -> &str {
-        &self.0
+fn check_call_id(raw: String) -> Result<String, ConversationIdError> {
+    if raw.is_empty() {
+        return Err(ConversationIdError::Empty);
     }
+    if raw.chars().count() > MAX_CONVERSATION_ID_CHARS {
+        return Err(ConversationIdError::TooLong);
+    }
+    if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(ConversationIdError::ForbiddenCharacter);
+    }
+    Ok(raw)
 }
 
-impl fmt::Display for ConversationId {
+macro_rules! call_id {
+    ($name:ident) => {
+        impl $name {
+            /// Checks and wraps an id.
+            ///
+            /// # Errors
+            /// See [`ConversationIdError`].
+            pub fn parse(raw: impl Into<String>) -> Result<Self, ConversationIdError> {
+                check_call_id(raw.into()).map(Self)
+            }
+
+            /// The id as sent.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = ConversationIdError;
+
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                Self::parse(value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> Self {
+                value.0
+            }
+        }
+    };
+}
+
+call_id!(ConversationId);
+call_id!(CallSid);
+
+/// One way to find a cached call context: the conversation id (our contract's webhook, the
+/// post-call webhook) or the provider's call id (ElevenLabs' Twilio initiation webhook).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CallKey {
+    /// By ElevenLabs conversation id.
+    Conversation(ConversationId),
+    /// By the telephony provider's call id.
+    CallSid(CallSid),
+}
+
+impl fmt::Display for CallKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            Self::Conversation(id) => write!(f, "conversation {id}"),
+            Self::CallSid(sid) => write!(f, "call_sid {sid}"),
+        }
     }
 }
 
-impl TryFrom<String> for ConversationId {
-    type Error = ConversationIdError;
-
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(value)
-    }
-}
-
-impl From<ConversationId> for String {
+impl From<ConversationId> for CallKey {
     fn from(value: ConversationId) -> Self {
-        value.0
+        Self::Conversation(value)
+    }
+}
+
+impl From<CallSid> for CallKey {
+    fn from(value: CallSid) -> Self {
+        Self::CallSid(value)
     }
 }
 
@@ -100,6 +148,23 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn call_sids_follow_the_same_rules() {
+        assert_eq!(
+            CallSid::parse("CA1234567890abcdef1234567890abcdef")
+                .unwrap()
+                .as_str(),
+            "CA1234567890abcdef1234567890abcdef"
+        );
+        assert_eq!(CallSid::parse(""), Err(ConversationIdError::Empty));
+        assert_eq!(
+            CallSid::parse("CA 1"),
+            Err(ConversationIdError::ForbiddenCharacter)
+        );
+        let json: Result<CallSid, _> = serde_json::from_str("\"a\\nb\"");
+        assert!(json.is_err(), "deserializing checks the rules too");
     }
 
     proptest! {

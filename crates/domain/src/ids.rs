@@ -48,6 +48,10 @@ uuid_id!(
     ContactId
 );
 uuid_id!(
+    /// Identifies one call record (one conversation's post-call webhook, stored once).
+    CallId
+);
+uuid_id!(
     /// Identifies one tool secret of an organization (never the secret itself).
     SecretId
 );

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 mod call_context;
+mod call_record;
 mod contact;
 mod conversation;
 mod ids;
@@ -16,11 +17,14 @@ mod secret;
 mod variables;
 
 pub use call_context::CallContext;
+pub use call_record::{CallKind, CallRecord};
 pub use contact::{Contact, NewContact};
-pub use conversation::{ConversationId, ConversationIdError, MAX_CONVERSATION_ID_CHARS};
-pub use ids::{ContactId, OrgId, SecretId};
+pub use conversation::{
+    CallKey, CallSid, ConversationId, ConversationIdError, MAX_CONVERSATION_ID_CHARS,
+};
+pub use ids::{CallId, ContactId, OrgId, SecretId};
 pub use name::{MAX_NAME_CHARS, sanitize_name};
 pub use organization::{OrgName, OrgNameError, Organization};
 pub use phone::{CallerNumber, E164, PhoneError, Region, RegionError, mask_phone};
 pub use secret::{SecretInfo, TokenDigest, ToolToken};
-pub use variables::DynamicVariables;
+pub use variables::{DynamicVariables, InitiationVariables};

@@ -11,6 +11,10 @@ pub struct Organization {
     pub name: OrgName,
     /// The region in which national-format numbers of its callers and contacts are read.
     pub default_region: Region,
+    /// What ElevenLabs' initiation route answers as `caller_name` (and `caller_first_name`)
+    /// when the caller is not recognized: `""` by default, or a word such as `there` ("Hi
+    /// there"). Already sanitized ([`crate::sanitize_name`]).
+    pub unknown_caller_name: String,
 }
 
 /// An organization's display name: 1 to 200 characters after trimming, one line.

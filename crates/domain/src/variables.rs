@@ -56,6 +56,55 @@ impl DynamicVariables {
     }
 }
 
+/// The dynamic variables of ElevenLabs' own conversation-initiation webhook: always the full
+/// set, so an agent whose prompt names any of them never fails for a missing one.
+///
+/// - A recognized caller: their names (a missing first or full name falls back to the
+///   organization's [`Organization::unknown_caller_name`], a missing last name is `""`).
+/// - An unrecognized, withheld or unmatched caller: `caller_name` and `caller_first_name` are
+///   the fallback, `caller_last_name` is `""`, `is_known_caller` is `false`.
+/// - `caller_number` is the caller's number in E.164 when it was a valid number, else `""`;
+///   `org_name` is `""` only when the organization could not be looked up (store down).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InitiationVariables {
+    /// First and last name, or the fallback.
+    pub caller_name: String,
+    /// First name, or the fallback.
+    pub caller_first_name: String,
+    /// Last name, or `""`.
+    pub caller_last_name: String,
+    /// The caller's number in E.164, or `""`.
+    pub caller_number: String,
+    /// The organization's name.
+    pub org_name: String,
+    /// Whether a contact of the organization has the caller's number.
+    pub is_known_caller: bool,
+}
+
+impl InitiationVariables {
+    /// The full set from what the use case found: the organization (if it could be looked
+    /// up), the contract's variables of a match ([`DynamicVariables::none`] when there was
+    /// none) and the caller's valid number.
+    pub fn new(
+        org: Option<&Organization>,
+        matched: &DynamicVariables,
+        caller: Option<&E164>,
+    ) -> Self {
+        let fallback = org.map(|o| o.unknown_caller_name.as_str()).unwrap_or("");
+        let or_fallback = |name: &Option<String>| name.clone().unwrap_or_else(|| fallback.into());
+        Self {
+            caller_name: or_fallback(&matched.caller_name),
+            caller_first_name: or_fallback(&matched.caller_first_name),
+            caller_last_name: matched.caller_last_name.clone().unwrap_or_default(),
+            caller_number: caller.map(|n| n.as_str().to_owned()).unwrap_or_default(),
+            org_name: org
+                .and_then(|o| sanitize_name(o.name.as_str()))
+                .unwrap_or_default(),
+            is_known_caller: !matched.is_empty(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
@@ -68,6 +117,7 @@ mod tests {
             id: OrgId::from_uuid(uuid::Uuid::nil()),
             name: OrgName::parse("Acme Corp").unwrap(),
             default_region: Region::parse("CA").unwrap(),
+            unknown_caller_name: "there".into(),
         }
     }
 
@@ -132,5 +182,56 @@ mod tests {
             "{}"
         );
         assert!(DynamicVariables::none().is_empty());
+    }
+
+    #[test]
+    fn initiation_set_is_complete_for_a_known_caller() {
+        let c = contact(Some("Alex"), None);
+        let vars = InitiationVariables::new(
+            Some(&org()),
+            &DynamicVariables::for_match(&org(), &c, &c.phone),
+            Some(&c.phone),
+        );
+        assert_eq!(
+            serde_json::to_value(&vars).unwrap(),
+            serde_json::json!({
+                "caller_name": "Alex",
+                "caller_first_name": "Alex",
+                "caller_last_name": "",
+                "caller_number": "+14165550100",
+                "org_name": "Acme Corp",
+                "is_known_caller": true
+            })
+        );
+    }
+
+    #[test]
+    fn initiation_set_uses_the_fallback_for_an_unknown_caller() {
+        let number = E164::from_normalized("+14165550199").unwrap();
+        let vars = InitiationVariables::new(Some(&org()), &DynamicVariables::none(), Some(&number));
+        assert_eq!(
+            serde_json::to_value(&vars).unwrap(),
+            serde_json::json!({
+                "caller_name": "there",
+                "caller_first_name": "there",
+                "caller_last_name": "",
+                "caller_number": "+14165550199",
+                "org_name": "Acme Corp",
+                "is_known_caller": false
+            })
+        );
+        let nothing = InitiationVariables::new(None, &DynamicVariables::none(), None);
+        assert_eq!(
+            serde_json::to_value(&nothing).unwrap(),
+            serde_json::json!({
+                "caller_name": "",
+                "caller_first_name": "",
+                "caller_last_name": "",
+                "caller_number": "",
+                "org_name": "",
+                "is_known_caller": false
+            }),
+            "the store being down still answers every variable"
+        );
     }
 }

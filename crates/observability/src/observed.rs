@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use relay_domain::{CallContext, Contact, ConversationId, E164, OrgId, Organization, TokenDigest};
+use relay_domain::{CallContext, CallKey, Contact, E164, OrgId, Organization, TokenDigest};
 use relay_ports::{
     CacheError, CallContextCache, ContactDirectory, OrganizationDirectory, RepositoryError,
 };
@@ -190,11 +190,8 @@ impl CallContextCache for Observed<dyn CallContextCache> {
         .await
     }
 
-    async fn get(
-        &self,
-        conversation_id: &ConversationId,
-    ) -> Result<Option<CallContext>, CacheError> {
-        let call = self.inner.get(conversation_id);
+    async fn get(&self, key: &CallKey) -> Result<Option<CallContext>, CacheError> {
+        let call = self.inner.get(key);
         self.observe("get_call_context", "GET", call, |r| {
             found(r, cache_error_type)
         })

@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use relay_domain::{
-    CallContext, ContactId, ConversationId, E164, NewContact, OrgId, OrgName, Organization, Region,
-    SecretId, ToolToken,
+    CallContext, CallId, CallKey, CallKind, CallRecord, CallSid, ContactId, ConversationId, E164,
+    NewContact, OrgId, OrgName, Organization, Region, SecretId, ToolToken,
 };
 
 pub use crate::Store;
@@ -48,7 +48,8 @@ pub trait StoreFixture: Send + Sync {
 
 fn context(conversation: &str, contact: Option<u128>) -> CallContext {
     CallContext {
-        conversation_id: ConversationId::parse(conversation).expect("valid id"),
+        conversation_id: Some(ConversationId::parse(conversation).expect("valid id")),
+        call_sid: None,
         org_id: OrgId::from_uuid(uuid::Uuid::from_u128(1)),
         contact_id: contact.map(|c| ContactId::from_uuid(uuid::Uuid::from_u128(c))),
         caller_number: Some(e164("+14165550100")),
@@ -62,8 +63,12 @@ fn e164(s: &str) -> E164 {
     E164::from_normalized(s).expect("E.164 test number")
 }
 
-fn conv(s: &str) -> ConversationId {
-    ConversationId::parse(s).expect("valid id")
+fn conv(s: &str) -> CallKey {
+    CallKey::Conversation(ConversationId::parse(s).expect("valid id"))
+}
+
+fn sid(s: &str) -> CallKey {
+    CallKey::CallSid(CallSid::parse(s).expect("valid id"))
 }
 
 /// The call-context cache contract.
@@ -75,8 +80,41 @@ pub mod cache {
         let ctx = context("conv_round_trip", Some(7));
         f.cache().put(&ctx, CallContext::TTL).await.expect("put");
         assert_eq!(
-            f.cache().get(&ctx.conversation_id).await.expect("get"),
+            f.cache().get(&conv("conv_round_trip")).await.expect("get"),
             Some(ctx)
+        );
+    }
+
+    /// A context with a conversation id and a call sid is found by each; one with a call sid
+    /// alone by the sid.
+    pub async fn found_by_each_of_its_keys(f: &impl CacheFixture) {
+        let mut both = context("conv_both_keys", Some(3));
+        both.call_sid = Some(CallSid::parse("CA_both_keys").expect("sid"));
+        f.cache().put(&both, CallContext::TTL).await.expect("put");
+        assert_eq!(
+            f.cache().get(&conv("conv_both_keys")).await.expect("get"),
+            Some(both.clone())
+        );
+        assert_eq!(
+            f.cache().get(&sid("CA_both_keys")).await.expect("get"),
+            Some(both)
+        );
+
+        let mut sid_only = context("conv_unused", Some(4));
+        sid_only.conversation_id = None;
+        sid_only.call_sid = Some(CallSid::parse("CA_sid_only").expect("sid"));
+        f.cache()
+            .put(&sid_only, CallContext::TTL)
+            .await
+            .expect("put");
+        assert_eq!(
+            f.cache().get(&sid("CA_sid_only")).await.expect("get"),
+            Some(sid_only)
+        );
+        assert_eq!(
+            f.cache().get(&conv("CA_sid_only")).await.expect("get"),
+            None,
+            "a call sid is not a conversation id"
         );
     }
 
@@ -162,7 +200,7 @@ pub mod cache {
             Err(CacheError::Unavailable(_))
         ));
         assert!(matches!(
-            dead.get(&ctx.conversation_id).await,
+            dead.get(&conv("conv_dead")).await,
             Err(CacheError::Unavailable(_))
         ));
     }
@@ -478,6 +516,166 @@ pub mod store {
         assert_eq!((found.first_name, found.last_name), (None, None));
     }
 
+    /// The unknown-caller fallback is stored and read back with the organization.
+    pub async fn unknown_caller_name_is_kept(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        assert_eq!(acme.unknown_caller_name, "", "none by default");
+        s.add_secret(acme.id, &token(1).digest())
+            .await
+            .expect("add");
+        let updated = s
+            .set_unknown_caller_name(acme.id, "there")
+            .await
+            .expect("set");
+        assert_eq!(updated.unknown_caller_name, "there");
+        let found = s
+            .find_by_secret_digest(&token(1).digest())
+            .await
+            .expect("find")
+            .expect("org");
+        assert_eq!(found.unknown_caller_name, "there");
+        assert!(matches!(
+            s.set_unknown_caller_name(OrgId::from_uuid(uuid::Uuid::new_v4()), "x")
+                .await,
+            Err(AdminError::NotFound("organization"))
+        ));
+    }
+
+    /// The sealed webhook secret is stored per organization and replaced by a second one.
+    pub async fn webhook_secret_is_kept(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        let globex = org(f, "Globex").await;
+        assert_eq!(s.webhook_signer(acme.id).await.expect("get"), None);
+        s.set_webhook_secret(acme.id, b"sealed-1")
+            .await
+            .expect("set");
+        s.set_webhook_secret(acme.id, b"sealed-2")
+            .await
+            .expect("set");
+        assert_eq!(
+            s.webhook_signer(acme.id).await.expect("get"),
+            Some(crate::WebhookSigner {
+                org: acme,
+                sealed_secret: b"sealed-2".to_vec()
+            })
+        );
+        assert_eq!(s.webhook_signer(globex.id).await.expect("get"), None);
+        assert!(matches!(
+            s.set_webhook_secret(OrgId::from_uuid(uuid::Uuid::new_v4()), b"x")
+                .await,
+            Err(AdminError::NotFound("organization"))
+        ));
+    }
+
+    fn record(org: OrgId, conversation: &str, received_secs: i64) -> CallRecord {
+        let at = DateTime::<Utc>::from_timestamp(1_700_000_000 + received_secs, 0).expect("time");
+        CallRecord {
+            id: CallId::from_uuid(uuid::Uuid::new_v4()),
+            org_id: org,
+            contact_id: None,
+            conversation_id: ConversationId::parse(conversation).expect("id"),
+            call_sid: Some(CallSid::parse(format!("CA_{conversation}")).expect("sid")),
+            agent_id: Some("agent_1".into()),
+            kind: CallKind::Completed,
+            direction: Some("inbound".into()),
+            external_number: Some("+14165550100".into()),
+            agent_number: Some("+12362320246".into()),
+            status: Some("done".into()),
+            call_successful: Some("success".into()),
+            summary: Some("Asked about opening hours.".into()),
+            duration_secs: Some(74),
+            started_at: Some(at - TimeDelta::seconds(80)),
+            event_at: at - TimeDelta::seconds(2),
+            received_at: at,
+        }
+    }
+
+    /// A call record round-trips; a second delivery of the same conversation stores nothing and
+    /// answers the first id.
+    pub async fn call_records_are_stored_once(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        s.upsert_contacts(acme.id, &[contact("Alex", "+14165550100")])
+            .await
+            .expect("import");
+        let alex = s
+            .find_by_phone(acme.id, &e164("+14165550100"))
+            .await
+            .expect("find")
+            .expect("contact");
+        let mut first = record(acme.id, "conv_once", 0);
+        first.contact_id = Some(alex.id);
+        let stored = s.record_call(&first).await.expect("record");
+        assert_eq!((stored.id, stored.inserted), (first.id, true));
+
+        let mut again = record(acme.id, "conv_once", 60);
+        again.summary = Some("a different summary".into());
+        let duplicate = s.record_call(&again).await.expect("record");
+        assert_eq!((duplicate.id, duplicate.inserted), (first.id, false));
+        assert_eq!(
+            s.list_calls(acme.id, None, 10).await.expect("list"),
+            vec![first],
+            "the duplicate changed nothing"
+        );
+    }
+
+    /// Concurrent deliveries of one conversation store one record and all answer its id.
+    pub async fn concurrent_duplicates_store_one_record(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        let attempts: Vec<CallRecord> = (0..8).map(|_| record(acme.id, "conv_race", 0)).collect();
+        let results =
+            futures_util::future::join_all(attempts.iter().map(|r| s.record_call(r))).await;
+        let results: Vec<_> = results.into_iter().map(|r| r.expect("record")).collect();
+        assert_eq!(results.iter().filter(|r| r.inserted).count(), 1);
+        let winner = results.iter().find(|r| r.inserted).expect("one insert").id;
+        assert!(results.iter().all(|r| r.id == winner));
+        assert_eq!(
+            s.list_calls(acme.id, None, 10).await.expect("list").len(),
+            1
+        );
+    }
+
+    /// Records list newest first, per organization, from `since`, at most `limit`.
+    pub async fn calls_list_newest_first(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        let globex = org(f, "Globex").await;
+        for (i, conv) in ["conv_l1", "conv_l2", "conv_l3"].iter().enumerate() {
+            s.record_call(&record(acme.id, conv, i as i64 * 60))
+                .await
+                .expect("record");
+        }
+        s.record_call(&record(globex.id, "conv_l1", 0))
+            .await
+            .expect("same conversation id, other organization");
+        let ids = |v: Vec<CallRecord>| {
+            v.into_iter()
+                .map(|r| r.conversation_id.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(s.list_calls(acme.id, None, 10).await.expect("list")),
+            ["conv_l3", "conv_l2", "conv_l1"]
+        );
+        let since = DateTime::<Utc>::from_timestamp(1_700_000_060, 0).expect("time");
+        assert_eq!(
+            ids(s.list_calls(acme.id, Some(since), 10).await.expect("list")),
+            ["conv_l3", "conv_l2"]
+        );
+        assert_eq!(
+            ids(s.list_calls(acme.id, None, 1).await.expect("list")),
+            ["conv_l3"]
+        );
+        assert!(matches!(
+            s.list_calls(OrgId::from_uuid(uuid::Uuid::new_v4()), None, 10)
+                .await,
+            Err(AdminError::NotFound("organization"))
+        ));
+    }
+
     /// A backend that is gone gives `Unavailable` on the webhook path, never "not found".
     pub async fn gone_backend_is_unavailable(f: &impl StoreFixture) {
         let dead = f.dead_store();
@@ -494,6 +692,15 @@ pub mod store {
             dead.list_organizations().await,
             Err(AdminError::Repository(RepositoryError::Unavailable(_)))
         ));
+        let nobody = OrgId::from_uuid(uuid::Uuid::nil());
+        assert!(matches!(
+            dead.record_call(&record(nobody, "conv_dead", 0)).await,
+            Err(RepositoryError::Unavailable(_))
+        ));
+        assert!(matches!(
+            dead.webhook_signer(nobody).await,
+            Err(RepositoryError::Unavailable(_))
+        ));
     }
 }
 
@@ -505,6 +712,7 @@ macro_rules! cache_conformance_tests {
     (in_process: $fixture:expr) => {
         $crate::__conformance_cases!(cache, $fixture;
             put_then_get_round_trips,
+            found_by_each_of_its_keys,
             missing_entry_is_none,
             put_overwrites_and_restarts_the_ttl,
             entries_expire_after_their_ttl,
@@ -514,6 +722,7 @@ macro_rules! cache_conformance_tests {
     ($fixture:expr) => {
         $crate::__conformance_cases!(cache, $fixture;
             put_then_get_round_trips,
+            found_by_each_of_its_keys,
             missing_entry_is_none,
             put_overwrites_and_restarts_the_ttl,
             entries_expire_after_their_ttl,
@@ -536,6 +745,11 @@ macro_rules! store_conformance_tests {
             newest_of_several_matches_wins,
             import_is_idempotent,
             names_may_be_missing,
+            unknown_caller_name_is_kept,
+            webhook_secret_is_kept,
+            call_records_are_stored_once,
+            concurrent_duplicates_store_one_record,
+            calls_list_newest_first,
             gone_backend_is_unavailable,
         );
     };

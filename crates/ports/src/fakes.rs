@@ -8,15 +8,15 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use relay_domain::{
-    CallContext, Contact, ContactId, ConversationId, E164, OrgId, OrgName, Organization, Region,
-    TokenDigest, ToolToken,
+    CallContext, CallKey, CallRecord, CallSid, Contact, ContactId, ConversationId, E164, OrgId,
+    OrgName, Organization, Region, TokenDigest, ToolToken,
 };
 
 use crate::{
-    BoxError, CacheError, CallContextCache, ContactDirectory, OrganizationDirectory, PoolStats,
-    Probe, RepositoryError,
+    AdminError, BoxError, CacheError, CallContextCache, CallLog, ContactDirectory, DeliveryOutbox,
+    OrganizationDirectory, OutboxEntry, PoolStats, Probe, Recorded, RepositoryError, WebhookSigner,
 };
 
 /// How a fake behaves on each call.
@@ -53,6 +53,8 @@ struct StoreData {
     orgs: Vec<Organization>,
     secrets: HashMap<TokenDigest, (OrgId, bool)>,
     contacts: Vec<Contact>,
+    records: Vec<CallRecord>,
+    webhook_secrets: HashMap<OrgId, Vec<u8>>,
     behaviour: Behaviour,
     calls: usize,
 }
@@ -75,6 +77,7 @@ impl InMemoryStore {
             id: OrgId::from_uuid(uuid_from_counter(lock(&self.data).orgs.len() as u128 + 1)),
             name: OrgName::parse(name).expect("valid org name"),
             default_region: Region::parse(region).expect("valid region"),
+            unknown_caller_name: String::new(),
         };
         let token = self.add_secret(org.id);
         lock(&self.data).orgs.push(org.clone());
@@ -118,6 +121,23 @@ impl InMemoryStore {
         };
         data.contacts.push(contact.clone());
         contact
+    }
+
+    /// Sets what an unknown caller of `org` is called (as `relay org set-fallback` does).
+    pub fn set_unknown_caller_name(&self, org: OrgId, name: &str) {
+        if let Some(o) = lock(&self.data).orgs.iter_mut().find(|o| o.id == org) {
+            o.unknown_caller_name = name.to_owned();
+        }
+    }
+
+    /// Stores a sealed webhook secret of `org` (as `relay org set-webhook-secret` does).
+    pub fn set_sealed_webhook_secret(&self, org: OrgId, sealed: Vec<u8>) {
+        lock(&self.data).webhook_secrets.insert(org, sealed);
+    }
+
+    /// Every call record stored, in insertion order.
+    pub fn records(&self) -> Vec<CallRecord> {
+        lock(&self.data).records.clone()
     }
 
     /// Makes every later call behave like this.
@@ -180,6 +200,70 @@ impl ContactDirectory for InMemoryStore {
     }
 }
 
+#[async_trait]
+impl CallLog for InMemoryStore {
+    async fn record_call(&self, record: &CallRecord) -> Result<Recorded, RepositoryError> {
+        self.begin()
+            .apply()
+            .await
+            .map_err(RepositoryError::Unavailable)?;
+        let mut data = lock(&self.data);
+        if let Some(existing) = data
+            .records
+            .iter()
+            .find(|r| r.org_id == record.org_id && r.conversation_id == record.conversation_id)
+        {
+            return Ok(Recorded {
+                id: existing.id,
+                inserted: false,
+            });
+        }
+        data.records.push(record.clone());
+        Ok(Recorded {
+            id: record.id,
+            inserted: true,
+        })
+    }
+
+    async fn list_calls(
+        &self,
+        org: OrgId,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<CallRecord>, AdminError> {
+        self.begin()
+            .apply()
+            .await
+            .map_err(|e| AdminError::Repository(RepositoryError::Unavailable(e)))?;
+        let data = lock(&self.data);
+        if !data.orgs.iter().any(|o| o.id == org) {
+            return Err(AdminError::NotFound("organization"));
+        }
+        let mut records: Vec<CallRecord> = data
+            .records
+            .iter()
+            .filter(|r| r.org_id == org && since.is_none_or(|s| r.received_at >= s))
+            .cloned()
+            .collect();
+        records.sort_by_key(|r| std::cmp::Reverse(r.received_at));
+        records.truncate(limit as usize);
+        Ok(records)
+    }
+
+    async fn webhook_signer(&self, org: OrgId) -> Result<Option<WebhookSigner>, RepositoryError> {
+        self.begin()
+            .apply()
+            .await
+            .map_err(RepositoryError::Unavailable)?;
+        let data = lock(&self.data);
+        let sealed = data.webhook_secrets.get(&org).cloned();
+        let org = data.orgs.iter().find(|o| o.id == org).cloned();
+        Ok(org
+            .zip(sealed)
+            .map(|(org, sealed_secret)| WebhookSigner { org, sealed_secret }))
+    }
+}
+
 /// Pings follow the behaviour but are not counted as port calls; the fake has no pool.
 #[async_trait]
 impl Probe for InMemoryStore {
@@ -195,7 +279,7 @@ impl Probe for InMemoryStore {
 
 #[derive(Debug, Default)]
 struct CacheData {
-    entries: HashMap<ConversationId, (CallContext, Duration)>,
+    entries: HashMap<CallKey, (CallContext, Duration)>,
     behaviour: Behaviour,
     puts: usize,
 }
@@ -220,7 +304,19 @@ impl InMemoryCache {
     /// The entry stored for a conversation and the TTL it was stored with.
     pub fn entry(&self, conversation_id: &str) -> Option<(CallContext, Duration)> {
         let id = ConversationId::parse(conversation_id).ok()?;
-        lock(&self.data).entries.get(&id).cloned()
+        lock(&self.data)
+            .entries
+            .get(&CallKey::Conversation(id))
+            .cloned()
+    }
+
+    /// The entry stored for a call sid and the TTL it was stored with.
+    pub fn entry_by_call_sid(&self, call_sid: &str) -> Option<(CallContext, Duration)> {
+        let sid = CallSid::parse(call_sid).ok()?;
+        lock(&self.data)
+            .entries
+            .get(&CallKey::CallSid(sid))
+            .cloned()
     }
 
     /// How many `put` calls were made, failed or not.
@@ -228,7 +324,8 @@ impl InMemoryCache {
         lock(&self.data).puts
     }
 
-    /// How many entries are stored.
+    /// How many entries are stored (one per key: a context with a conversation id and a call
+    /// sid counts twice).
     pub fn len(&self) -> usize {
         lock(&self.data).entries.len()
     }
@@ -248,22 +345,17 @@ impl CallContextCache for InMemoryCache {
             data.behaviour
         };
         behaviour.apply().await.map_err(CacheError::Unavailable)?;
-        lock(&self.data)
-            .entries
-            .insert(context.conversation_id.clone(), (context.clone(), ttl));
+        let mut data = lock(&self.data);
+        for key in context.keys() {
+            data.entries.insert(key, (context.clone(), ttl));
+        }
         Ok(())
     }
 
-    async fn get(
-        &self,
-        conversation_id: &ConversationId,
-    ) -> Result<Option<CallContext>, CacheError> {
+    async fn get(&self, key: &CallKey) -> Result<Option<CallContext>, CacheError> {
         let behaviour = lock(&self.data).behaviour;
         behaviour.apply().await.map_err(CacheError::Unavailable)?;
-        Ok(lock(&self.data)
-            .entries
-            .get(conversation_id)
-            .map(|(c, _)| c.clone()))
+        Ok(lock(&self.data).entries.get(key).map(|(c, _)| c.clone()))
     }
 }
 
@@ -277,5 +369,70 @@ impl Probe for InMemoryCache {
 
     fn pool_stats(&self) -> Option<PoolStats> {
         None
+    }
+}
+
+#[derive(Debug, Default)]
+struct OutboxData {
+    entries: Vec<OutboxEntry>,
+    next: u64,
+    behaviour: Behaviour,
+}
+
+/// An in-memory delivery outbox (not durable: for tests of the use case only).
+#[derive(Debug, Clone, Default)]
+pub struct InMemoryOutbox {
+    data: Arc<Mutex<OutboxData>>,
+}
+
+impl InMemoryOutbox {
+    /// An empty, healthy outbox.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes every later call behave like this.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        lock(&self.data).behaviour = behaviour;
+    }
+
+    /// The entries waiting.
+    pub fn entries(&self) -> Vec<OutboxEntry> {
+        lock(&self.data).entries.clone()
+    }
+}
+
+#[async_trait]
+impl DeliveryOutbox for InMemoryOutbox {
+    async fn append(&self, payload: &[u8]) -> Result<(), CacheError> {
+        let behaviour = lock(&self.data).behaviour;
+        behaviour.apply().await.map_err(CacheError::Unavailable)?;
+        let mut data = lock(&self.data);
+        data.next += 1;
+        let id = format!("{}-0", data.next);
+        data.entries.push(OutboxEntry {
+            id,
+            payload: payload.to_vec(),
+        });
+        Ok(())
+    }
+
+    async fn pending(&self, max: usize) -> Result<Vec<OutboxEntry>, CacheError> {
+        let behaviour = lock(&self.data).behaviour;
+        behaviour.apply().await.map_err(CacheError::Unavailable)?;
+        Ok(lock(&self.data).entries.iter().take(max).cloned().collect())
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), CacheError> {
+        let behaviour = lock(&self.data).behaviour;
+        behaviour.apply().await.map_err(CacheError::Unavailable)?;
+        lock(&self.data).entries.retain(|e| e.id != id);
+        Ok(())
+    }
+
+    async fn count(&self) -> Result<u64, CacheError> {
+        let behaviour = lock(&self.data).behaviour;
+        behaviour.apply().await.map_err(CacheError::Unavailable)?;
+        Ok(lock(&self.data).entries.len() as u64)
     }
 }

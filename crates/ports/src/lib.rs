@@ -15,9 +15,10 @@ pub mod conformance;
 pub mod fakes;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use relay_domain::{
-    CallContext, Contact, ConversationId, E164, NewContact, OrgId, OrgName, Organization, Region,
-    SecretId, SecretInfo, TokenDigest,
+    CallContext, CallId, CallKey, CallRecord, Contact, E164, NewContact, OrgId, OrgName,
+    Organization, Region, SecretId, SecretInfo, TokenDigest,
 };
 
 /// The error a driver gave, kept as the source of a port error for logs.
@@ -94,23 +95,21 @@ pub trait ContactDirectory: Send + Sync {
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait CallContextCache: Send + Sync {
-    /// Stores `context` under its conversation id for `ttl`.
+    /// Stores `context` for `ttl` under each of its keys ([`CallContext::keys`]: the
+    /// conversation id, the call sid, or both). A context without keys is not stored.
     ///
-    /// - MUST overwrite an earlier entry of the same conversation, and restart its `ttl`
+    /// - MUST overwrite an earlier entry under the same key, and restart its `ttl`
     ///   (a repeated request is idempotent).
-    /// - MUST return `Err(CacheError::Unavailable)` when the cache cannot be reached; the entry
+    /// - MUST return `Err(CacheError::Unavailable)` when the cache cannot be reached; an entry
     ///   may then be missing, never half-written.
     async fn put(&self, context: &CallContext, ttl: Duration) -> Result<(), CacheError>;
 
-    /// The context stored for `conversation_id`.
+    /// The context stored under `key`.
     ///
     /// - MUST return `Ok(None)` when there is none or it expired.
     /// - MUST return `Err(CacheError::Corrupt)` when the stored entry cannot be read.
     /// - MUST return `Err(CacheError::Unavailable)` when the cache cannot be reached.
-    async fn get(
-        &self,
-        conversation_id: &ConversationId,
-    ) -> Result<Option<CallContext>, CacheError>;
+    async fn get(&self, key: &CallKey) -> Result<Option<CallContext>, CacheError>;
 }
 
 /// Connection-pool gauges of a backing service, read when metrics are scraped.
@@ -144,13 +143,100 @@ pub trait Probe: Send + Sync {
 /// A store implementing every storage port and its probe (what the app wires from one database
 /// URL).
 pub trait Store:
-    OrganizationDirectory + ContactDirectory + OrganizationAdmin + ContactImport + Probe
+    OrganizationDirectory + ContactDirectory + OrganizationAdmin + ContactImport + CallLog + Probe
 {
 }
 
-impl<T: OrganizationDirectory + ContactDirectory + OrganizationAdmin + ContactImport + Probe> Store
-    for T
+impl<
+    T: OrganizationDirectory + ContactDirectory + OrganizationAdmin + ContactImport + CallLog + Probe,
+> Store for T
 {
+}
+
+/// The result of [`CallLog::record_call`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// The record's id: the new one, or the first delivery's.
+    pub id: CallId,
+    /// False when a record of this organization and conversation already existed (a duplicate
+    /// delivery, which changed nothing).
+    pub inserted: bool,
+}
+
+/// Call records from the post-call webhook, and the webhook's signing secrets.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait CallLog: Send + Sync {
+    /// Stores `record` unless the organization already has a record of its conversation.
+    ///
+    /// - MUST be idempotent per (`org_id`, `conversation_id`): a second call, even concurrent
+    ///   with the first, stores nothing, changes nothing and returns the first record's id with
+    ///   `inserted: false`.
+    /// - MUST return only once the record is durable (committed).
+    /// - MUST return `Err(RepositoryError::Unavailable)` when the store cannot be reached.
+    async fn record_call(&self, record: &CallRecord) -> Result<Recorded, RepositoryError>;
+
+    /// Records of `org` received at or after `since` (all when `None`), newest first, at most
+    /// `limit`.
+    ///
+    /// - MUST return `Err(AdminError::NotFound("organization"))` when `org` does not exist.
+    async fn list_calls(
+        &self,
+        org: OrgId,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<CallRecord>, AdminError>;
+
+    /// The organization `org` with its sealed (encrypted) webhook signing secret, as stored by
+    /// [`OrganizationAdmin::set_webhook_secret`].
+    ///
+    /// - MUST return `Ok(None)` when `org` does not exist or has no webhook secret.
+    /// - MUST return `Err(RepositoryError::Unavailable)` when the store cannot be reached.
+    async fn webhook_signer(&self, org: OrgId) -> Result<Option<WebhookSigner>, RepositoryError>;
+}
+
+/// An organization that can verify signed post-call webhooks ([`CallLog::webhook_signer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookSigner {
+    /// The organization.
+    pub org: Organization,
+    /// Its webhook secret, sealed; only the use case holding the key can open it.
+    pub sealed_secret: Vec<u8>,
+}
+
+/// One delivery waiting in the [`DeliveryOutbox`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// The outbox's id for it (a Redis stream entry id), for [`DeliveryOutbox::remove`].
+    pub id: String,
+    /// What was appended.
+    pub payload: Vec<u8>,
+}
+
+/// Where post-call deliveries wait, durably, while the store is down; replayed when it is back.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait DeliveryOutbox: Send + Sync {
+    /// Appends a delivery.
+    ///
+    /// - MUST return only once the entry is stored (as durable as the backend is configured).
+    /// - MUST return `Err(CacheError::Unavailable)` when the backend cannot be reached.
+    async fn append(&self, payload: &[u8]) -> Result<(), CacheError>;
+
+    /// Up to `max` entries, oldest first. Entries stay until removed.
+    ///
+    /// - MUST return `Err(CacheError::Unavailable)` when the backend cannot be reached.
+    async fn pending(&self, max: usize) -> Result<Vec<OutboxEntry>, CacheError>;
+
+    /// Removes an entry; removing a missing entry is not an error.
+    ///
+    /// - MUST return `Err(CacheError::Unavailable)` when the backend cannot be reached.
+    async fn remove(&self, id: &str) -> Result<(), CacheError>;
+
+    /// How many entries wait.
+    ///
+    /// - MUST return `Err(CacheError::Unavailable)` when the backend cannot be reached.
+    async fn count(&self) -> Result<u64, CacheError>;
 }
 
 /// A call-context cache the service can also probe (what the app wires from `REDIS_URL`, or in
@@ -216,6 +302,23 @@ pub trait OrganizationAdmin: Send + Sync {
     ///
     /// - MUST return `Ok(None)` when it does not exist.
     async fn find_organization(&self, org: OrgId) -> Result<Option<Organization>, AdminError>;
+
+    /// Sets what an unrecognized caller is called on ElevenLabs' initiation route
+    /// ([`Organization::unknown_caller_name`]; the caller passes it sanitized, `""` for none)
+    /// and returns the updated organization.
+    ///
+    /// - MUST return `Err(AdminError::NotFound("organization"))` when `org` does not exist.
+    async fn set_unknown_caller_name(
+        &self,
+        org: OrgId,
+        name: &str,
+    ) -> Result<Organization, AdminError>;
+
+    /// Stores the sealed (encrypted) post-call webhook signing secret of `org`, replacing any
+    /// earlier one.
+    ///
+    /// - MUST return `Err(AdminError::NotFound("organization"))` when `org` does not exist.
+    async fn set_webhook_secret(&self, org: OrgId, sealed: &[u8]) -> Result<(), AdminError>;
 }
 
 /// Bulk import of contacts (the `relay contacts import` command).

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use moka::Expiry;
 use moka::future::Cache;
-use relay_domain::{CallContext, ConversationId};
+use relay_domain::{CallContext, CallKey};
 use relay_ports::{BoxError, CacheError, CallContextCache, PoolStats, Probe};
 
 /// Entries kept at most by default; the least recently used go first beyond it.
@@ -29,19 +29,14 @@ struct Entry {
 
 struct PerEntryTtl;
 
-impl Expiry<ConversationId, Entry> for PerEntryTtl {
-    fn expire_after_create(
-        &self,
-        _: &ConversationId,
-        entry: &Entry,
-        _: Instant,
-    ) -> Option<Duration> {
+impl Expiry<CallKey, Entry> for PerEntryTtl {
+    fn expire_after_create(&self, _: &CallKey, entry: &Entry, _: Instant) -> Option<Duration> {
         Some(entry.ttl)
     }
 
     fn expire_after_update(
         &self,
-        _: &ConversationId,
+        _: &CallKey,
         entry: &Entry,
         _: Instant,
         _: Option<Duration>,
@@ -54,7 +49,7 @@ impl Expiry<ConversationId, Entry> for PerEntryTtl {
 /// The call-context cache in this process's memory.
 #[derive(Clone)]
 pub struct MemoryCache {
-    entries: Cache<ConversationId, Entry>,
+    entries: Cache<CallKey, Entry>,
 }
 
 impl std::fmt::Debug for MemoryCache {
@@ -86,23 +81,18 @@ impl Default for MemoryCache {
 #[async_trait]
 impl CallContextCache for MemoryCache {
     async fn put(&self, context: &CallContext, ttl: Duration) -> Result<(), CacheError> {
-        self.entries
-            .insert(
-                context.conversation_id.clone(),
-                Entry {
-                    context: context.clone(),
-                    ttl,
-                },
-            )
-            .await;
+        for key in context.keys() {
+            let entry = Entry {
+                context: context.clone(),
+                ttl,
+            };
+            self.entries.insert(key, entry).await;
+        }
         Ok(())
     }
 
-    async fn get(
-        &self,
-        conversation_id: &ConversationId,
-    ) -> Result<Option<CallContext>, CacheError> {
-        Ok(self.entries.get(conversation_id).await.map(|e| e.context))
+    async fn get(&self, key: &CallKey) -> Result<Option<CallContext>, CacheError> {
+        Ok(self.entries.get(key).await.map(|e| e.context))
     }
 }
 

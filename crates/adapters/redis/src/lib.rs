@@ -1,7 +1,10 @@
-//! Redis adapter: the call-context cache, one JSON string per conversation with a TTL.
+//! Redis adapter: the call-context cache, one JSON string per key with a TTL, and the post-call
+//! delivery outbox, one stream.
 //!
-//! Key: `{prefix}call:{conversation_id}` (prefix default `relay:`). Each operation is a single-key
-//! command (`SET .. EX`, `GET`), so the keys shard cleanly on a Redis Cluster: [`RedisCache::new`]
+//! Keys: `{prefix}call:{conversation_id}` and `{prefix}call-sid:{call_sid}` (prefix default
+//! `relay:`; a context with both ids is written under both), and the stream
+//! `{prefix}post-call-outbox`. Each operation is a single-key command (`SET .. EX`, `GET`,
+//! `XADD`, `XRANGE`, `XDEL`), so the keys shard cleanly on a Redis Cluster: [`RedisCache::new`]
 //! talks to one server, [`RedisCache::cluster`] to a cluster (commands follow `MOVED`/`ASK`).
 
 use std::time::Duration;
@@ -9,8 +12,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_redis::redis::{self, FromRedisValue};
 use deadpool_redis::{PoolConfig, Runtime, Timeouts, cluster};
-use relay_domain::{CallContext, ConversationId};
-use relay_ports::{BoxError, CacheError, CallContextCache, PoolStats, Probe};
+use relay_domain::{CallContext, CallKey};
+use relay_ports::{
+    BoxError, CacheError, CallContextCache, DeliveryOutbox, OutboxEntry, PoolStats, Probe,
+};
 use secrecy::{ExposeSecret, SecretString};
 
 #[cfg(feature = "test-helpers")]
@@ -162,9 +167,17 @@ impl RedisCache {
         matches!(self.backend, Backend::Cluster(_))
     }
 
-    /// The key a conversation's context is stored under.
-    pub fn key(&self, conversation_id: &ConversationId) -> String {
-        format!("{}call:{}", self.prefix, conversation_id.as_str())
+    /// The key a context is stored under.
+    pub fn key(&self, key: &CallKey) -> String {
+        match key {
+            CallKey::Conversation(id) => format!("{}call:{}", self.prefix, id.as_str()),
+            CallKey::CallSid(sid) => format!("{}call-sid:{}", self.prefix, sid.as_str()),
+        }
+    }
+
+    /// The stream post-call deliveries wait in while the store is down.
+    pub fn outbox_key(&self) -> String {
+        format!("{}post-call-outbox", self.prefix)
     }
 
     /// The key prefix.
@@ -213,24 +226,79 @@ fn unavailable(e: redis::RedisError) -> CacheError {
 impl CallContextCache for RedisCache {
     async fn put(&self, context: &CallContext, ttl: Duration) -> Result<(), CacheError> {
         let json = serde_json::to_string(context).map_err(|e| CacheError::Corrupt(Box::new(e)))?;
-        // One SET with EX: the entry and its expiry land together, or not at all.
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(self.key(&context.conversation_id))
-            .arg(json)
-            .arg("EX")
-            .arg(ttl.as_secs().max(1));
-        self.query::<()>(&cmd).await
+        // One SET with EX per key: each entry and its expiry land together, or not at all. The
+        // keys may live on different cluster nodes, so they are written one after the other; a
+        // failure in between is an error, and the caller's retry writes both again.
+        for key in context.keys() {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.key(&key))
+                .arg(&json)
+                .arg("EX")
+                .arg(ttl.as_secs().max(1));
+            self.query::<()>(&cmd).await?;
+        }
+        Ok(())
     }
 
-    async fn get(
-        &self,
-        conversation_id: &ConversationId,
-    ) -> Result<Option<CallContext>, CacheError> {
-        let raw: Option<String> = self
-            .query(redis::cmd("GET").arg(self.key(conversation_id)))
-            .await?;
+    async fn get(&self, key: &CallKey) -> Result<Option<CallContext>, CacheError> {
+        let raw: Option<String> = self.query(redis::cmd("GET").arg(self.key(key))).await?;
         raw.map(|json| serde_json::from_str(&json).map_err(|e| CacheError::Corrupt(Box::new(e))))
             .transpose()
+    }
+}
+
+/// The stream entry's one field.
+const PAYLOAD_FIELD: &str = "payload";
+
+#[async_trait]
+impl DeliveryOutbox for RedisCache {
+    async fn append(&self, payload: &[u8]) -> Result<(), CacheError> {
+        self.query::<String>(
+            redis::cmd("XADD")
+                .arg(self.outbox_key())
+                .arg("*")
+                .arg(PAYLOAD_FIELD)
+                .arg(payload),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn pending(&self, max: usize) -> Result<Vec<OutboxEntry>, CacheError> {
+        // XRANGE answers [[id, [field, value, ...]], ...].
+        let entries: Vec<(String, Vec<Vec<u8>>)> = self
+            .query(
+                redis::cmd("XRANGE")
+                    .arg(self.outbox_key())
+                    .arg("-")
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(max),
+            )
+            .await?;
+        entries
+            .into_iter()
+            .map(|(id, fields)| {
+                let payload = fields
+                    .chunks(2)
+                    .find(|pair| pair.first().is_some_and(|f| f == PAYLOAD_FIELD.as_bytes()))
+                    .and_then(|pair| pair.get(1).cloned())
+                    .ok_or_else(|| {
+                        CacheError::Corrupt(format!("outbox entry {id} has no payload").into())
+                    })?;
+                Ok(OutboxEntry { id, payload })
+            })
+            .collect()
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), CacheError> {
+        self.query::<u64>(redis::cmd("XDEL").arg(self.outbox_key()).arg(id))
+            .await?;
+        Ok(())
+    }
+
+    async fn count(&self) -> Result<u64, CacheError> {
+        self.query(redis::cmd("XLEN").arg(self.outbox_key())).await
     }
 }
 

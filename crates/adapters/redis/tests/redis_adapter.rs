@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use relay_domain::{CallContext, ContactId, ConversationId, E164, OrgId};
+use relay_domain::{CallContext, CallKey, CallSid, ContactId, ConversationId, E164, OrgId};
 use relay_ports::conformance::CacheFixture;
 use relay_ports::{CacheError, CallContextCache, Probe as _};
 use relay_redis::testing::{TestRedis, redis};
@@ -15,7 +15,8 @@ use secrecy::SecretString;
 
 fn context(conversation: &str, contact: Option<u128>) -> CallContext {
     CallContext {
-        conversation_id: ConversationId::parse(conversation).unwrap(),
+        conversation_id: Some(ConversationId::parse(conversation).unwrap()),
+        call_sid: None,
         org_id: OrgId::from_uuid(uuid::Uuid::from_u128(1)),
         contact_id: contact.map(|c| ContactId::from_uuid(uuid::Uuid::from_u128(c))),
         caller_number: Some(E164::from_normalized("+14165550100").unwrap()),
@@ -90,6 +91,48 @@ async fn put_stores_json_under_the_prefixed_key_with_the_ttl(redis: TestRedis) {
     assert!((86_399..=86_400).contains(&ttl), "ttl {ttl}");
 }
 
+async fn a_context_with_a_call_sid_is_also_stored_under_the_sid_key(redis: TestRedis) {
+    let cache = redis.cache();
+    let mut ctx = context("conv_2", None);
+    ctx.call_sid = Some(CallSid::parse("CA42").unwrap());
+    cache.put(&ctx, CallContext::TTL).await.unwrap();
+    let key = format!("{}call-sid:CA42", redis.prefix());
+    let json: String = cache.query(redis::cmd("GET").arg(&key)).await.unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(stored["call_sid"], "CA42");
+    assert_eq!(stored["conversation_id"], "conv_2");
+    let ttl: i64 = cache.query(redis::cmd("TTL").arg(&key)).await.unwrap();
+    assert!((86_399..=86_400).contains(&ttl), "ttl {ttl}");
+}
+
+async fn the_outbox_keeps_entries_in_order_until_removed(redis: TestRedis) {
+    use relay_ports::DeliveryOutbox as _;
+    let cache = redis.cache();
+    assert_eq!(cache.count().await.unwrap(), 0);
+    for payload in [&b"first"[..], b"second", &[0, 159, 146, 150]] {
+        cache.append(payload).await.unwrap();
+    }
+    assert_eq!(cache.count().await.unwrap(), 3);
+    let pending = cache.pending(2).await.unwrap();
+    assert_eq!(
+        pending
+            .iter()
+            .map(|e| e.payload.clone())
+            .collect::<Vec<_>>(),
+        [b"first".to_vec(), b"second".to_vec()]
+    );
+    cache.remove(&pending[0].id).await.unwrap();
+    cache.remove(&pending[0].id).await.unwrap();
+    let rest = cache.pending(10).await.unwrap();
+    assert_eq!(
+        rest.iter().map(|e| e.payload.clone()).collect::<Vec<_>>(),
+        [b"second".to_vec(), vec![0, 159, 146, 150]],
+        "binary payloads survive"
+    );
+    let key = cache.outbox_key();
+    assert!(key.starts_with(redis.prefix()), "{key}");
+}
+
 async fn an_unreadable_entry_is_corrupt(redis: TestRedis) {
     let cache = redis.cache();
     cache
@@ -101,7 +144,9 @@ async fn an_unreadable_entry_is_corrupt(redis: TestRedis) {
         .await
         .unwrap();
     let err = cache
-        .get(&ConversationId::parse("conv_5").unwrap())
+        .get(&CallKey::Conversation(
+            ConversationId::parse("conv_5").unwrap(),
+        ))
         .await
         .unwrap_err();
     assert!(matches!(err, CacheError::Corrupt(_)), "{err:?}");
@@ -128,6 +173,19 @@ mod single {
     #[tokio::test]
     async fn an_unreadable_entry_is_corrupt() {
         super::an_unreadable_entry_is_corrupt(TestRedis::create().await).await;
+    }
+
+    #[tokio::test]
+    async fn a_context_with_a_call_sid_is_also_stored_under_the_sid_key() {
+        super::a_context_with_a_call_sid_is_also_stored_under_the_sid_key(
+            TestRedis::create().await,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn the_outbox_keeps_entries_in_order_until_removed() {
+        super::the_outbox_keeps_entries_in_order_until_removed(TestRedis::create().await).await;
     }
 
     #[tokio::test]
@@ -194,6 +252,20 @@ mod cluster {
     }
 
     #[tokio::test]
+    async fn a_context_with_a_call_sid_is_also_stored_under_the_sid_key() {
+        super::a_context_with_a_call_sid_is_also_stored_under_the_sid_key(
+            TestRedis::create_cluster().await,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn the_outbox_keeps_entries_in_order_until_removed() {
+        super::the_outbox_keeps_entries_in_order_until_removed(TestRedis::create_cluster().await)
+            .await;
+    }
+
+    #[tokio::test]
     async fn ping_answers_and_the_pool_gauges_are_reported() {
         super::ping_answers_and_the_pool_gauges_are_reported(TestRedis::create_cluster().await)
             .await;
@@ -219,11 +291,11 @@ mod cluster {
         );
         for id in &ids {
             let got = cache
-                .get(&ConversationId::parse(id).unwrap())
+                .get(&CallKey::Conversation(ConversationId::parse(id).unwrap()))
                 .await
                 .unwrap()
                 .expect("read back through the cluster");
-            assert_eq!(got.conversation_id.as_str(), id);
+            assert_eq!(got.conversation_id.unwrap().as_str(), id);
         }
     }
 }

@@ -8,12 +8,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use relay_domain::{
-    Contact, ContactId, E164, NewContact, OrgId, OrgName, Organization, Region, SecretId,
-    SecretInfo, TokenDigest,
+    CallId, CallKind, CallRecord, CallSid, Contact, ContactId, ConversationId, E164, NewContact,
+    OrgId, OrgName, Organization, Region, SecretId, SecretInfo, TokenDigest,
 };
 use relay_ports::{
-    AdminError, BoxError, ContactDirectory, ContactImport, OrganizationAdmin,
-    OrganizationDirectory, PoolStats, Probe, RepositoryError, UpsertSummary,
+    AdminError, BoxError, CallLog, ContactDirectory, ContactImport, OrganizationAdmin,
+    OrganizationDirectory, PoolStats, Probe, Recorded, RepositoryError, UpsertSummary,
+    WebhookSigner,
 };
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
@@ -147,6 +148,62 @@ fn org_from_row(row: &SqliteRow) -> Result<Organization, RepositoryError> {
         name: OrgName::parse(&name).map_err(|e| unexpected(format!("organization {id}: {e}")))?,
         default_region: Region::parse(&region)
             .map_err(|e| unexpected(format!("organization {id}: {e}")))?,
+        unknown_caller_name: row.try_get("unknown_caller_name").map_err(repo_error)?,
+    })
+}
+
+/// The organization columns [`org_from_row`] reads (a macro, so queries stay `&'static str`).
+macro_rules! org_columns {
+    () => {
+        "id, name, default_region, unknown_caller_name"
+    };
+}
+
+/// The call columns [`call_from_row`] reads, in insert order.
+macro_rules! call_columns {
+    () => {
+        "id, org_id, contact_id, conversation_id, call_sid, agent_id, kind, direction, \
+         external_number, agent_number, status, call_successful, summary, duration_secs, \
+         started_at, event_at, received_at"
+    };
+}
+
+fn call_from_row(row: &SqliteRow) -> Result<CallRecord, RepositoryError> {
+    let id = uuid_col(row, "id")?;
+    let bad = |what: &str| unexpected(format!("call {id}: bad {what}"));
+    let conversation: String = row.try_get("conversation_id").map_err(repo_error)?;
+    let call_sid: Option<String> = row.try_get("call_sid").map_err(repo_error)?;
+    let contact: Option<String> = row.try_get("contact_id").map_err(repo_error)?;
+    let kind: String = row.try_get("kind").map_err(repo_error)?;
+    let duration: Option<i64> = row.try_get("duration_secs").map_err(repo_error)?;
+    let started: Option<i64> = row.try_get("started_at").map_err(repo_error)?;
+    Ok(CallRecord {
+        id: CallId::from_uuid(id),
+        org_id: OrgId::from_uuid(uuid_col(row, "org_id")?),
+        contact_id: contact
+            .map(|c| Uuid::parse_str(&c).map(ContactId::from_uuid))
+            .transpose()
+            .map_err(|_| bad("contact id"))?,
+        conversation_id: ConversationId::parse(conversation).map_err(|_| bad("conversation id"))?,
+        call_sid: call_sid
+            .map(CallSid::parse)
+            .transpose()
+            .map_err(|_| bad("call sid"))?,
+        agent_id: row.try_get("agent_id").map_err(repo_error)?,
+        kind: CallKind::parse(&kind).ok_or_else(|| bad("kind"))?,
+        direction: row.try_get("direction").map_err(repo_error)?,
+        external_number: row.try_get("external_number").map_err(repo_error)?,
+        agent_number: row.try_get("agent_number").map_err(repo_error)?,
+        status: row.try_get("status").map_err(repo_error)?,
+        call_successful: row.try_get("call_successful").map_err(repo_error)?,
+        summary: row.try_get("summary").map_err(repo_error)?,
+        duration_secs: duration
+            .map(u32::try_from)
+            .transpose()
+            .map_err(|_| bad("duration"))?,
+        started_at: started.map(from_micros).transpose()?,
+        event_at: from_micros(row.try_get("event_at").map_err(repo_error)?)?,
+        received_at: from_micros(row.try_get("received_at").map_err(repo_error)?)?,
     })
 }
 
@@ -193,7 +250,7 @@ impl OrganizationDirectory for SqliteStore {
         digest: &TokenDigest,
     ) -> Result<Option<Organization>, RepositoryError> {
         let row = sqlx::query(
-            "SELECT o.id, o.name, o.default_region
+            "SELECT o.id, o.name, o.default_region, o.unknown_caller_name
                FROM organization_secrets s
                JOIN organizations o ON o.id = s.org_id
               WHERE s.digest = ?1 AND s.revoked_at IS NULL",
@@ -242,6 +299,7 @@ impl OrganizationAdmin for SqliteStore {
             id: OrgId::from_uuid(Uuid::new_v4()),
             name: name.clone(),
             default_region,
+            unknown_caller_name: String::new(),
         };
         sqlx::query(
             "INSERT INTO organizations (id, name, default_region, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -257,9 +315,11 @@ impl OrganizationAdmin for SqliteStore {
     }
 
     async fn list_organizations(&self) -> Result<Vec<Organization>, AdminError> {
-        let rows = sqlx::query(
-            "SELECT id, name, default_region FROM organizations ORDER BY created_at, id",
-        )
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            org_columns!(),
+            " FROM organizations ORDER BY created_at, id"
+        ))
         .fetch_all(&self.pool)
         .await
         .map_err(repo_error)?;
@@ -320,12 +380,143 @@ impl OrganizationAdmin for SqliteStore {
     }
 
     async fn find_organization(&self, org: OrgId) -> Result<Option<Organization>, AdminError> {
-        let row = sqlx::query("SELECT id, name, default_region FROM organizations WHERE id = ?1")
-            .bind(org.to_string())
-            .fetch_optional(&self.pool)
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            org_columns!(),
+            " FROM organizations WHERE id = ?1"
+        ))
+        .bind(org.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        Ok(row.as_ref().map(org_from_row).transpose()?)
+    }
+
+    async fn set_unknown_caller_name(
+        &self,
+        org: OrgId,
+        name: &str,
+    ) -> Result<Organization, AdminError> {
+        let row = sqlx::query(concat!(
+            "UPDATE organizations SET unknown_caller_name = ?2 WHERE id = ?1
+             RETURNING ",
+            org_columns!()
+        ))
+        .bind(org.to_string())
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        let row = row.ok_or(AdminError::NotFound("organization"))?;
+        Ok(org_from_row(&row)?)
+    }
+
+    async fn set_webhook_secret(&self, org: OrgId, sealed: &[u8]) -> Result<(), AdminError> {
+        let updated =
+            sqlx::query("UPDATE organizations SET webhook_secret_sealed = ?2 WHERE id = ?1")
+                .bind(org.to_string())
+                .bind(sealed)
+                .execute(&self.pool)
+                .await
+                .map_err(repo_error)?;
+        if updated.rows_affected() == 0 {
+            return Err(AdminError::NotFound("organization"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CallLog for SqliteStore {
+    async fn record_call(&self, r: &CallRecord) -> Result<Recorded, RepositoryError> {
+        let inserted = sqlx::query(concat!(
+            "INSERT INTO calls (",
+            call_columns!(),
+            ")
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+             ON CONFLICT (org_id, conversation_id) DO NOTHING
+             RETURNING id"
+        ))
+        .bind(r.id.to_string())
+        .bind(r.org_id.to_string())
+        .bind(r.contact_id.map(|c| c.to_string()))
+        .bind(r.conversation_id.as_str())
+        .bind(r.call_sid.as_ref().map(CallSid::as_str))
+        .bind(r.agent_id.as_deref())
+        .bind(r.kind.as_str())
+        .bind(r.direction.as_deref())
+        .bind(r.external_number.as_deref())
+        .bind(r.agent_number.as_deref())
+        .bind(r.status.as_deref())
+        .bind(r.call_successful.as_deref())
+        .bind(r.summary.as_deref())
+        .bind(r.duration_secs.map(i64::from))
+        .bind(r.started_at.map(micros))
+        .bind(micros(r.event_at))
+        .bind(micros(r.received_at))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        if inserted.is_some() {
+            return Ok(Recorded {
+                id: r.id,
+                inserted: true,
+            });
+        }
+        let row = sqlx::query("SELECT id FROM calls WHERE org_id = ?1 AND conversation_id = ?2")
+            .bind(r.org_id.to_string())
+            .bind(r.conversation_id.as_str())
+            .fetch_one(&self.pool)
             .await
             .map_err(repo_error)?;
-        Ok(row.as_ref().map(org_from_row).transpose()?)
+        Ok(Recorded {
+            id: CallId::from_uuid(uuid_col(&row, "id")?),
+            inserted: false,
+        })
+    }
+
+    async fn list_calls(
+        &self,
+        org: OrgId,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<CallRecord>, AdminError> {
+        if self.find_organization(org).await?.is_none() {
+            return Err(AdminError::NotFound("organization"));
+        }
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            call_columns!(),
+            " FROM calls
+              WHERE org_id = ?1 AND received_at >= ?2
+              ORDER BY received_at DESC, id DESC
+              LIMIT ?3"
+        ))
+        .bind(org.to_string())
+        .bind(since.map_or(i64::MIN, micros))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        Ok(rows.iter().map(call_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn webhook_signer(&self, org: OrgId) -> Result<Option<WebhookSigner>, RepositoryError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            org_columns!(),
+            ", webhook_secret_sealed FROM organizations
+              WHERE id = ?1 AND webhook_secret_sealed IS NOT NULL"
+        ))
+        .bind(org.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(WebhookSigner {
+            org: org_from_row(&row)?,
+            sealed_secret: row.try_get("webhook_secret_sealed").map_err(repo_error)?,
+        }))
     }
 }
 
