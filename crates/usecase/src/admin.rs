@@ -2,8 +2,27 @@
 
 use std::sync::Arc;
 
-use relay_domain::{OrgId, OrgName, Organization, Region, SecretId, SecretInfo, ToolToken};
+use relay_domain::{
+    OrgId, OrgName, Organization, Region, SecretId, SecretInfo, ToolToken, sanitize_name,
+};
 use relay_ports::{AdminError, OrganizationAdmin};
+use secrecy::{ExposeSecret as _, SecretString};
+
+use crate::post_call::SecretSealer;
+
+/// Longest webhook secret accepted, in bytes.
+pub const MAX_WEBHOOK_SECRET_BYTES: usize = 1_024;
+
+/// A webhook secret was refused before it reached the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WebhookSecretError {
+    /// Empty after trimming.
+    #[error("the webhook secret is empty")]
+    Empty,
+    /// Longer than [`MAX_WEBHOOK_SECRET_BYTES`].
+    #[error("the webhook secret is longer than 1024 bytes")]
+    TooLong,
+}
 
 /// A new tool secret: its bookkeeping and the token, which exists in clear only here.
 #[derive(Debug)]
@@ -94,6 +113,44 @@ impl Admin {
     /// `NotFound("secret")`; the store's errors.
     pub async fn revoke_secret(&self, secret: SecretId) -> Result<SecretInfo, AdminError> {
         self.store.revoke_secret(secret).await
+    }
+
+    /// Sets what ElevenLabs' initiation route calls an unrecognized caller of `org`, sanitized
+    /// like any name that reaches the prompt (one line, at most 64 characters); blank clears it.
+    ///
+    /// # Errors
+    /// `NotFound("organization")`; the store's errors.
+    pub async fn set_unknown_caller_name(
+        &self,
+        org: OrgId,
+        name: &str,
+    ) -> Result<Organization, AdminError> {
+        let name = sanitize_name(name).unwrap_or_default();
+        self.store.set_unknown_caller_name(org, &name).await
+    }
+
+    /// Seals `secret` (the post-call webhook's HMAC secret, as ElevenLabs shows it) for `org`
+    /// and stores it, replacing any earlier one. Surrounding whitespace is trimmed.
+    ///
+    /// # Errors
+    /// `Ok(Err(_))` when the secret is empty or too long; `NotFound("organization")`; the
+    /// store's errors.
+    pub async fn set_webhook_secret(
+        &self,
+        org: OrgId,
+        secret: &SecretString,
+        sealer: &SecretSealer,
+    ) -> Result<Result<(), WebhookSecretError>, AdminError> {
+        let trimmed = secret.expose_secret().trim();
+        if trimmed.is_empty() {
+            return Ok(Err(WebhookSecretError::Empty));
+        }
+        if trimmed.len() > MAX_WEBHOOK_SECRET_BYTES {
+            return Ok(Err(WebhookSecretError::TooLong));
+        }
+        let sealed = sealer.seal(org, &SecretString::from(trimmed.to_owned()));
+        self.store.set_webhook_secret(org, &sealed).await?;
+        Ok(Ok(()))
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use relay_domain::CallContext;
+use relay_domain::{CallContext, CallSid, ConversationId};
 use relay_ports::CallContextCache;
 use tokio::sync::Semaphore;
 use tracing::Instrument as _;
@@ -89,7 +89,8 @@ impl BackgroundWriter {
         let Ok(permit) = Arc::clone(&self.pending).try_acquire_owned() else {
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
-                conversation_id = %context.conversation_id,
+                conversation_id = context.conversation_id.as_ref().map(ConversationId::as_str),
+                call_sid = context.call_sid.as_ref().map(CallSid::as_str),
                 "call context dropped: too many background writes pending"
             );
             return;
@@ -100,7 +101,8 @@ impl BackgroundWriter {
         // spans land in one trace instead of each starting a new one.
         let span = tracing::info_span!(
             "call_context_retry",
-            conversation_id = %context.conversation_id
+            conversation_id = context.conversation_id.as_ref().map(ConversationId::as_str),
+            call_sid = context.call_sid.as_ref().map(CallSid::as_str)
         );
         span.follows_from(tracing::Span::current());
         tokio::spawn(
@@ -119,7 +121,9 @@ impl BackgroundWriter {
                         Ok(Ok(())) => {
                             stats.recovered.fetch_add(1, Ordering::Relaxed);
                             tracing::info!(
-                                conversation_id = %context.conversation_id,
+                                conversation_id =
+                                    context.conversation_id.as_ref().map(ConversationId::as_str),
+                                call_sid = context.call_sid.as_ref().map(CallSid::as_str),
                                 attempt,
                                 "call context written on retry"
                             );
@@ -133,7 +137,8 @@ impl BackgroundWriter {
                 }
                 stats.dropped.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
-                    conversation_id = %context.conversation_id,
+                    conversation_id = context.conversation_id.as_ref().map(ConversationId::as_str),
+                    call_sid = context.call_sid.as_ref().map(CallSid::as_str),
                     attempts = policy.attempts,
                     "call context dropped: every retry failed"
                 );

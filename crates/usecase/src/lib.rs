@@ -4,6 +4,8 @@
 //!   context, answer the agent's dynamic variables, all within a dependency budget.
 //! - [`Admin`]: organizations and their tool secrets.
 //! - [`ContactImporter`]: bulk contact import with per-row normalization and rejection reasons.
+//! - [`post_call::RecordCall`]: ElevenLabs' post-call webhook, one call record per conversation,
+//!   queued in a durable outbox while the store is down.
 //! - [`Readiness`]: may this replica take calls (dependencies answer, not shutting down).
 #![warn(missing_docs)]
 
@@ -11,9 +13,10 @@ mod admin;
 mod background;
 mod import;
 mod personalize;
+pub mod post_call;
 mod readiness;
 
-pub use admin::{Admin, IssuedSecret};
+pub use admin::{Admin, IssuedSecret, MAX_WEBHOOK_SECRET_BYTES, WebhookSecretError};
 pub use background::{BackgroundWriteStats, RetryPolicy};
 pub use import::{ContactImporter, ImportReport, RawContact, Rejection};
 pub use personalize::{

@@ -5,21 +5,24 @@ use std::time::Duration;
 
 use chrono::Utc;
 use relay_domain::{
-    CallContext, CallerNumber, ContactId, ConversationId, DynamicVariables, OrgId, Organization,
-    PhoneError, ToolToken,
+    CallContext, CallSid, CallerNumber, ContactId, ConversationId, DynamicVariables, E164,
+    InitiationVariables, OrgId, Organization, PhoneError, ToolToken,
 };
 use relay_ports::{CallContextCache, ContactDirectory, OrganizationDirectory};
 use tokio::time::{Instant, timeout_at};
 
 use crate::background::{BackgroundWriteStats, BackgroundWriter, RetryPolicy};
 
-/// A validated personalization request: what ElevenLabs sent, parsed at the edge.
+/// A validated personalization request: what ElevenLabs sent, parsed at the edge. The contract's
+/// route always has a conversation id; ElevenLabs' own initiation route has a call sid instead.
 #[derive(Debug, Clone)]
 pub struct PersonalizationRequest {
     /// The Bearer token presented.
     pub token: ToolToken,
-    /// The conversation, the key of the cached context.
-    pub conversation_id: ConversationId,
+    /// The conversation, a key of the cached context.
+    pub conversation_id: Option<ConversationId>,
+    /// The telephony provider's call id, a key of the cached context.
+    pub call_sid: Option<CallSid>,
     /// The caller's number as sent (any format), if any.
     pub caller_id: Option<String>,
     /// The number that was called, as sent.
@@ -71,7 +74,9 @@ pub struct Answer {
     /// The variables for the agent; empty (`{}`) unless the caller was matched.
     pub variables: DynamicVariables,
     /// The organization, when the token could be checked.
-    pub org_id: Option<OrgId>,
+    pub org: Option<Organization>,
+    /// The caller's number, when it was a valid one.
+    pub caller_number: Option<E164>,
     /// Whether the caller was recognized.
     pub matched: MatchResult,
     /// The organization/contact store failed.
@@ -92,10 +97,26 @@ impl Answer {
         }
     }
 
+    /// The organization's id, when the token could be checked.
+    pub fn org_id(&self) -> Option<OrgId> {
+        self.org.as_ref().map(|o| o.id)
+    }
+
+    /// The full variable set of ElevenLabs' initiation route, with the organization's
+    /// fallbacks for an unrecognized caller.
+    pub fn initiation_variables(&self) -> InitiationVariables {
+        InitiationVariables::new(
+            self.org.as_ref(),
+            &self.variables,
+            self.caller_number.as_ref(),
+        )
+    }
+
     fn degraded_store(failure: DependencyFailure) -> Self {
         Self {
             variables: DynamicVariables::none(),
-            org_id: None,
+            org: None,
+            caller_number: None,
             matched: MatchResult::Unknown,
             store_failure: Some(failure),
             cache_failure: None,
@@ -167,7 +188,10 @@ impl PersonalizeCall {
     #[tracing::instrument(
         name = "personalize_call",
         skip_all,
-        fields(conversation_id = %request.conversation_id)
+        fields(
+            conversation_id = request.conversation_id.as_ref().map(ConversationId::as_str),
+            call_sid = request.call_sid.as_ref().map(CallSid::as_str),
+        )
     )]
     pub async fn personalize(
         &self,
@@ -202,6 +226,7 @@ impl PersonalizeCall {
 
         let context = CallContext {
             conversation_id: request.conversation_id,
+            call_sid: request.call_sid,
             org_id: org.id,
             contact_id: match matched {
                 MatchResult::Matched(id) => Some(id),
@@ -216,7 +241,8 @@ impl PersonalizeCall {
 
         Ok(Answer {
             variables,
-            org_id: Some(org.id),
+            caller_number: caller.number().cloned(),
+            org: Some(org),
             matched,
             store_failure,
             cache_failure,
@@ -275,6 +301,10 @@ impl PersonalizeCall {
         context: CallContext,
         deadline: Instant,
     ) -> Option<DependencyFailure> {
+        if context.keys().is_empty() {
+            // Neither id was sent: nothing could find the context later.
+            return None;
+        }
         let failure = match timeout_at(deadline, self.cache.put(&context, CallContext::TTL)).await {
             Ok(Ok(())) => return None,
             Ok(Err(error)) => {

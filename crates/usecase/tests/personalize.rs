@@ -29,6 +29,7 @@ fn org() -> Organization {
         id: OrgId::from_uuid(uuid::Uuid::from_u128(42)),
         name: OrgName::parse("Acme Corp").unwrap(),
         default_region: Region::parse("CA").unwrap(),
+        unknown_caller_name: String::new(),
     }
 }
 
@@ -50,7 +51,8 @@ fn token() -> ToolToken {
 fn request(caller_id: Option<&str>) -> PersonalizationRequest {
     PersonalizationRequest {
         token: token(),
-        conversation_id: ConversationId::parse("conv_1").unwrap(),
+        conversation_id: Some(ConversationId::parse("conv_1").unwrap()),
+        call_sid: None,
         caller_id: caller_id.map(str::to_owned),
         called_number: Some("+12362320246".into()),
         agent_id: Some("agent_1".into()),
@@ -149,7 +151,7 @@ async fn matched_caller_gets_variables_and_context_is_cached_for_a_day() {
     assert_eq!(written.len(), 1);
     let (ctx, ttl) = &written[0];
     assert_eq!(*ttl, Duration::from_secs(86_400));
-    assert_eq!(ctx.conversation_id.as_str(), "conv_1");
+    assert_eq!(ctx.conversation_id.as_ref().unwrap().as_str(), "conv_1");
     assert_eq!(ctx.org_id, org.id);
     assert_eq!(ctx.contact_id, Some(contact.id));
     assert_eq!(
@@ -280,7 +282,7 @@ async fn store_error_on_token_check_answers_empty_without_caching() {
 
     assert!(answer.variables.is_empty());
     assert_eq!(answer.store_failure, Some(DependencyFailure::Error));
-    assert_eq!(answer.org_id, None);
+    assert_eq!(answer.org_id(), None);
     assert_eq!(answer.outcome(), "degraded");
 }
 

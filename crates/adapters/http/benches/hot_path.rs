@@ -5,8 +5,6 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::sync::Arc;
-
 use actix_web::test::{self, TestRequest};
 use criterion::{Criterion, criterion_group, criterion_main};
 use relay_domain::{DynamicVariables, E164, Region};
@@ -46,7 +44,7 @@ fn request(c: &mut Criterion) {
     let world = support::world();
     let system = actix_web::rt::System::new();
     let app = system.block_on(test::init_service(test_app(
-        Arc::clone(&world.personalize),
+        world.webhooks(),
         world.operations.clone(),
     )));
     let authorization = format!("Bearer {}", world.token.expose());

@@ -32,6 +32,9 @@ pub enum ApiError {
     NotFound,
     /// 405: the route exists for other methods.
     MethodNotAllowed,
+    /// 503: nothing could take the request durably (the post-call webhook when both the
+    /// store and the outbox are down).
+    ServiceUnavailable,
 }
 
 #[derive(Serialize)]
@@ -54,6 +57,7 @@ impl ApiError {
             Self::UnsupportedMediaType => Some("unsupported_media_type"),
             Self::NotFound => Some("not_found"),
             Self::MethodNotAllowed => Some("method_not_allowed"),
+            Self::ServiceUnavailable => Some("unavailable"),
         }
     }
 
@@ -65,6 +69,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::NotFound => "Not found",
             Self::MethodNotAllowed => "Method not allowed",
+            Self::ServiceUnavailable => "Service unavailable",
         }
     }
 }
@@ -84,6 +89,7 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

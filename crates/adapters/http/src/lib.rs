@@ -1,13 +1,16 @@
-//! HTTP adapter: the ElevenLabs personalization webhook on actix-web.
+//! HTTP adapter: the ElevenLabs webhooks on actix-web (our personalization contract,
+//! ElevenLabs' own conversation-initiation webhook, the post-call webhook).
 //!
 //! This crate owns everything HTTP: routing, the Bearer header, content type, body size, JSON
 //! parsing and validation, and the one mapping from use-case outcomes to statuses and the
 //! contract's error envelope. It knows the use case and domain types, never a database or cache.
 
 mod auth;
+mod body;
 mod error;
 mod ops;
 mod personalization;
+mod post_call;
 mod root_span;
 
 use std::net::TcpListener;
@@ -18,11 +21,22 @@ use actix_web::dev::Server;
 use actix_web::middleware::Condition;
 use actix_web::{App, HttpServer, web};
 use relay_observability::Metrics;
+use relay_usecase::post_call::RecordCall;
 use relay_usecase::{PersonalizeCall, Readiness};
 use tracing_actix_web::TracingLogger;
 
 pub use error::ApiError;
-pub use personalization::{MAX_BODY_BYTES, PERSONALIZATION_PATH};
+pub use personalization::{INITIATION_PATH, MAX_BODY_BYTES, PERSONALIZATION_PATH};
+pub use post_call::{MAX_POST_CALL_BODY_BYTES, POST_CALL_PATH, SIGNATURE_HEADER};
+
+/// The use cases behind the webhook routes.
+#[derive(Debug, Clone)]
+pub struct Webhooks {
+    /// Both personalization routes (our contract and ElevenLabs' initiation webhook).
+    pub personalize: Arc<PersonalizeCall>,
+    /// The post-call webhook.
+    pub record_call: Arc<RecordCall>,
+}
 
 /// Paths of the operations routes.
 pub const HEALTHZ_PATH: &str = "/healthz";
@@ -45,21 +59,40 @@ pub struct Operations {
 
 /// Registers the routes; used by [`server`] and by tests through `actix_web::test`.
 pub fn configure(
-    personalize: Arc<PersonalizeCall>,
+    webhooks: Webhooks,
     operations: Operations,
 ) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
-        cfg.app_data(web::Data::from(personalize))
+        cfg.app_data(web::Data::from(webhooks.personalize))
+            .app_data(web::Data::from(webhooks.record_call))
             .app_data(web::Data::from(operations.metrics))
             .app_data(web::Data::from(operations.readiness))
             .service(
                 web::resource(PERSONALIZATION_PATH)
-                    // Only the webhook gets a server span: probes and scrapes stay out of traces.
+                    // Only the webhooks get a server span: probes and scrapes stay out of traces.
                     .wrap(Condition::new(
                         operations.trace_requests,
                         TracingLogger::<root_span::WebhookRootSpan>::new(),
                     ))
-                    .route(web::post().to(personalization::handle))
+                    .route(web::post().to(personalization::contract))
+                    .default_service(web::to(error::method_not_allowed)),
+            )
+            .service(
+                web::resource(INITIATION_PATH)
+                    .wrap(Condition::new(
+                        operations.trace_requests,
+                        TracingLogger::<root_span::WebhookRootSpan>::new(),
+                    ))
+                    .route(web::post().to(personalization::initiation))
+                    .default_service(web::to(error::method_not_allowed)),
+            )
+            .service(
+                web::resource(POST_CALL_PATH)
+                    .wrap(Condition::new(
+                        operations.trace_requests,
+                        TracingLogger::<root_span::WebhookRootSpan>::new(),
+                    ))
+                    .route(web::post().to(post_call::handle))
                     .default_service(web::to(error::method_not_allowed)),
             )
             .service(
@@ -99,13 +132,13 @@ pub struct ServerSettings {
 /// The listener cannot be used.
 pub fn server(
     listener: TcpListener,
-    personalize: Arc<PersonalizeCall>,
+    webhooks: Webhooks,
     operations: Operations,
     settings: ServerSettings,
 ) -> std::io::Result<Server> {
     let mut server = HttpServer::new(move || {
         App::new()
-            .configure(configure(Arc::clone(&personalize), operations.clone()))
+            .configure(configure(webhooks.clone(), operations.clone()))
             .default_service(web::to(error::not_found))
     })
     .disable_signals()
@@ -120,7 +153,7 @@ pub fn server(
 /// The app as tests build it: same routes, same fallbacks.
 #[doc(hidden)]
 pub fn test_app(
-    personalize: Arc<PersonalizeCall>,
+    webhooks: Webhooks,
     operations: Operations,
 ) -> App<
     impl actix_web::dev::ServiceFactory<
@@ -132,6 +165,6 @@ pub fn test_app(
     >,
 > {
     App::new()
-        .configure(configure(personalize, operations))
+        .configure(configure(webhooks, operations))
         .default_service(web::to(error::not_found))
 }

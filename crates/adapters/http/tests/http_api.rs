@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
@@ -19,11 +18,7 @@ async fn send(
     world: &World,
     req: TestRequest,
 ) -> (StatusCode, actix_web::http::header::HeaderMap, Value) {
-    let app = test::init_service(test_app(
-        Arc::clone(&world.personalize),
-        world.operations.clone(),
-    ))
-    .await;
+    let app = test::init_service(test_app(world.webhooks(), world.operations.clone())).await;
     let res = test::call_service(&app, req.to_request()).await;
     let status = res.status();
     let headers = res.headers().clone();

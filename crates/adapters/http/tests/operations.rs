@@ -1,8 +1,6 @@
 //! `/metrics`, `/healthz` and `/readyz` on the real routes over the in-memory fakes: what a
 //! Prometheus scrape and a Kubernetes probe see.
 
-use std::sync::Arc;
-
 use actix_web::http::StatusCode;
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::test::{self, TestRequest};
@@ -15,11 +13,7 @@ mod support;
 use support::{World, world};
 
 async fn get(world: &World, path: &str) -> (StatusCode, String, String) {
-    let app = test::init_service(test_app(
-        Arc::clone(&world.personalize),
-        world.operations.clone(),
-    ))
-    .await;
+    let app = test::init_service(test_app(world.webhooks(), world.operations.clone())).await;
     let res = test::call_service(&app, TestRequest::get().uri(path).to_request()).await;
     let status = res.status();
     let content_type = res
@@ -33,11 +27,7 @@ async fn get(world: &World, path: &str) -> (StatusCode, String, String) {
 }
 
 async fn webhook(world: &World, token: &str, body: Value) -> StatusCode {
-    let app = test::init_service(test_app(
-        Arc::clone(&world.personalize),
-        world.operations.clone(),
-    ))
-    .await;
+    let app = test::init_service(test_app(world.webhooks(), world.operations.clone())).await;
     let req = TestRequest::post()
         .uri(PERSONALIZATION_PATH)
         .insert_header(("Authorization", format!("Bearer {token}")))
@@ -155,7 +145,7 @@ async fn readyz_is_503_draining_once_shutdown_begins() {
 #[actix_web::test]
 async fn operations_routes_refuse_other_methods_with_the_envelope() {
     let w = world();
-    let app = test::init_service(test_app(Arc::clone(&w.personalize), w.operations.clone())).await;
+    let app = test::init_service(test_app(w.webhooks(), w.operations.clone())).await;
     for path in ["/metrics", "/healthz", "/readyz"] {
         let res = test::call_service(&app, TestRequest::post().uri(path).to_request()).await;
         assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");

@@ -30,14 +30,9 @@ impl Write for Captured {
 
 #[actix_web::test]
 async fn logs_never_carry_the_token_a_whole_number_or_a_name() {
-    let World {
-        cache,
-        token,
-        personalize,
-        operations,
-        ..
-    } = world();
-    let app = test::init_service(test_app(personalize, operations)).await;
+    let w = world();
+    let app = test::init_service(test_app(w.webhooks(), w.operations.clone())).await;
+    let World { cache, token, .. } = w;
     let post = |token: &str, body: Value| {
         TestRequest::post()
             .uri(PERSONALIZATION_PATH)

@@ -9,26 +9,63 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use relay_domain::ToolToken;
-use relay_http::Operations;
+use relay_domain::{Organization, ToolToken};
+use relay_http::{Operations, Webhooks};
 use relay_observability::Metrics;
 use relay_ports::Probe;
-use relay_ports::fakes::{InMemoryCache, InMemoryStore};
+use relay_ports::fakes::{InMemoryCache, InMemoryOutbox, InMemoryStore};
+use relay_usecase::post_call::{RecordCall, SecretSealer};
 use relay_usecase::{PersonalizeCall, Readiness, RetryPolicy};
+use secrecy::SecretString;
+
+/// The organization's post-call webhook secret (as ElevenLabs would show it).
+pub const WEBHOOK_SECRET: &str = "wsec_7d1f0c3b9a5e4d2f8c6b1a0e9d8c7b6a";
 
 pub struct World {
     pub store: InMemoryStore,
     pub cache: InMemoryCache,
+    pub outbox: InMemoryOutbox,
+    pub org: Organization,
     pub token: ToolToken,
     pub personalize: Arc<PersonalizeCall>,
+    pub record_call: Arc<RecordCall>,
     pub operations: Operations,
+}
+
+impl World {
+    /// The use cases, as the routes get them.
+    pub fn webhooks(&self) -> Webhooks {
+        Webhooks {
+            personalize: Arc::clone(&self.personalize),
+            record_call: Arc::clone(&self.record_call),
+        }
+    }
 }
 
 pub fn world() -> World {
     let store = InMemoryStore::new();
     let cache = InMemoryCache::new();
+    let outbox = InMemoryOutbox::new();
     let (org, token) = store.add_org("Acme Corp", "CA");
     store.add_contact(org.id, Some("Alex"), Some("Morgan"), "+14165550100");
+    let sealer = Arc::new(
+        SecretSealer::from_base64(&SecretString::from(
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+        ))
+        .expect("a 32-byte key"),
+    );
+    store.set_sealed_webhook_secret(
+        org.id,
+        sealer.seal(org.id, &SecretString::from(WEBHOOK_SECRET)),
+    );
+    let record_call = Arc::new(RecordCall::new(
+        Arc::new(store.clone()),
+        Arc::new(store.clone()),
+        Arc::new(store.clone()),
+        Arc::new(cache.clone()),
+        Some(Arc::new(outbox.clone())),
+        Some(sealer),
+    ));
     let personalize = Arc::new(PersonalizeCall::new(
         Arc::new(store.clone()),
         Arc::new(store.clone()),
@@ -46,8 +83,11 @@ pub fn world() -> World {
     World {
         store,
         cache,
+        outbox,
+        org,
         token,
         personalize,
+        record_call,
         operations: Operations {
             metrics: Arc::new(Metrics::new("0.0.0-test", "postgres", "redis")),
             readiness: Arc::new(readiness),
