@@ -36,6 +36,9 @@ pub(crate) enum Command {
     /// Manage contacts.
     #[command(subcommand)]
     Contacts(ContactsCommand),
+    /// Call records from ElevenLabs' post-call webhook.
+    #[command(subcommand)]
+    Calls(CallsCommand),
     /// Exit 0 when the service on LISTEN_ADDR's port answers `GET /healthz` with 200 (for a
     /// container HEALTHCHECK: the runtime image has no shell or curl).
     Healthcheck,
@@ -54,6 +57,85 @@ pub(crate) enum OrgCommand {
     },
     /// List organizations: id, region and name, tab-separated.
     List,
+    /// Set what ElevenLabs' initiation route calls a caller it does not recognize
+    /// (`caller_name` and `caller_first_name`, as in "Hi there"); "" clears it.
+    SetFallback {
+        /// The organization.
+        org_id: OrgId,
+        /// The word or name, one line, at most 64 characters.
+        #[arg(long)]
+        caller_name: String,
+    },
+    /// Store the post-call webhook's HMAC secret (as ElevenLabs shows it), read from stdin and
+    /// encrypted with WEBHOOK_SECRET_KEY. Replaces the earlier one.
+    SetWebhookSecret {
+        /// The organization.
+        org_id: OrgId,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CallsCommand {
+    /// Recent calls of an organization, newest first, tab-separated: received at, kind, call id,
+    /// conversation id, contact id (or -), direction, caller (masked), status, success,
+    /// duration in seconds, summary.
+    List {
+        /// The organization.
+        org_id: OrgId,
+        /// Only calls received at or after this time: RFC 3339 (2026-11-28T09:00:00Z) or an age
+        /// (90m, 24h, 7d).
+        #[arg(long)]
+        since: Option<Since>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+    },
+}
+
+/// `--since`: an instant, or an age counted back from now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Since {
+    /// RFC 3339.
+    At(chrono::DateTime<chrono::Utc>),
+    /// `90m`, `24h`, `7d`.
+    Ago(chrono::TimeDelta),
+}
+
+impl Since {
+    /// The instant it names, `now` being now.
+    pub(crate) fn resolve(
+        self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> chrono::DateTime<chrono::Utc> {
+        match self {
+            Self::At(at) => at,
+            Self::Ago(age) => now - age,
+        }
+    }
+}
+
+impl std::str::FromStr for Since {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(at) = chrono::DateTime::parse_from_rfc3339(s) {
+            return Ok(Self::At(at.to_utc()));
+        }
+        let bad = || {
+            format!("expected RFC 3339 (2026-11-28T09:00:00Z) or an age (90m, 24h, 7d), got {s:?}")
+        };
+        let (digits, unit) = s.split_at(s.len().saturating_sub(1));
+        let n: i64 = digits.parse().map_err(|_| bad())?;
+        let age = match unit {
+            "m" => chrono::TimeDelta::try_minutes(n),
+            "h" => chrono::TimeDelta::try_hours(n),
+            "d" => chrono::TimeDelta::try_days(n),
+            _ => None,
+        };
+        age.filter(|a| *a >= chrono::TimeDelta::zero())
+            .map(Self::Ago)
+            .ok_or_else(bad)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,5 +187,20 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn since_reads_an_instant_or_an_age() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-28T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        let at = |s: &str| s.parse::<Since>().unwrap().resolve(now).to_rfc3339();
+        assert_eq!(at("2026-11-28T09:00:00Z"), "2026-11-28T09:00:00+00:00");
+        assert_eq!(at("90m"), "2026-11-28T10:30:00+00:00");
+        assert_eq!(at("24h"), "2026-11-27T12:00:00+00:00");
+        assert_eq!(at("7d"), "2026-11-21T12:00:00+00:00");
+        for bad in ["", "h", "-1h", "3w", "yesterday", "1.5h"] {
+            assert!(bad.parse::<Since>().is_err(), "{bad:?}");
+        }
     }
 }

@@ -8,21 +8,25 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use relay_domain::{OrgId, OrgName, Region};
+use relay_domain::{OrgId, OrgName, Region, mask_phone};
 use relay_memory_cache::{CachedOrganizations, DEFAULT_MAX_ORGANIZATIONS};
 use relay_observability::{Metrics, Observed};
 use relay_ports::{
-    AdminError, CallContextCache, ContactDirectory, OrganizationDirectory, Probe, Store,
+    AdminError, CallContextCache, CallLog, ContactDirectory, DeliveryOutbox, OrganizationDirectory,
+    Probe, Store,
 };
 use relay_postgres::PgStore;
 use relay_redis::RedisCache;
+use relay_usecase::post_call::{OutboxStats, RecordCall};
 use relay_usecase::{
     Admin, BackgroundWriteStats, ContactImporter, PersonalizeCall, RawContact, Readiness,
     Rejection, RetryPolicy,
 };
 
-use crate::cli::{Command, ContactsCommand, OrgCommand, SecretCommand};
-use crate::config::{ConfigError, Env, RedisTarget, ServeConfig, StoreConfig, redacted_url};
+use crate::cli::{CallsCommand, Command, ContactsCommand, OrgCommand, SecretCommand};
+use crate::config::{
+    ConfigError, Env, RedisTarget, ServeConfig, StoreConfig, redacted_url, webhook_sealer_from_env,
+};
 use crate::stores;
 
 /// Rows per upsert round trip during an import.
@@ -69,7 +73,8 @@ pub(crate) async fn run(command: Command, tracing_enabled: bool) -> Result<(), F
             tracing::info!("migrations applied");
             Ok(())
         }
-        Command::Org(cmd) => org(cmd, &StoreConfig::from_env(&env)?).await,
+        Command::Org(cmd) => org(cmd, &env).await,
+        Command::Calls(cmd) => calls(cmd, &StoreConfig::from_env(&env)?).await,
         Command::Secret(cmd) => secret(cmd, &StoreConfig::from_env(&env)?).await,
         Command::Contacts(ContactsCommand::Import { org_id, file }) => {
             import(org_id, &file, &StoreConfig::from_env(&env)?).await
@@ -127,6 +132,11 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
         cache.name,
         Arc::clone(&metrics),
     ));
+    let (personalize_orgs, personalize_contacts, personalize_cache) = (
+        Arc::clone(&observed_orgs),
+        Arc::clone(&observed_contacts),
+        Arc::clone(&observed_cache),
+    );
     let personalize = Arc::new(PersonalizeCall::new(
         observed_orgs,
         observed_contacts,
@@ -135,6 +145,23 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
         RetryPolicy::default(),
     ));
     register_background_counters(&metrics, &personalize.background_stats());
+    let outbox = cache
+        .redis
+        .clone()
+        .map(|redis| Arc::new(redis) as Arc<dyn DeliveryOutbox>);
+    let record_call = Arc::new(RecordCall::new(
+        Arc::clone(&personalize_orgs),
+        Arc::clone(&personalize_contacts),
+        Arc::clone(&store) as Arc<dyn CallLog>,
+        Arc::clone(&personalize_cache),
+        outbox,
+        config.webhook_sealer.clone(),
+    ));
+    register_outbox_counters(&metrics, &record_call.stats());
+    let replayer = tokio::spawn(replay_post_calls(
+        Arc::clone(&record_call),
+        config.post_call_replay_interval,
+    ));
     metrics.declare_dependency(opened.name, &["find_organization", "find_contact"]);
     metrics.declare_dependency(cache.name, &["put_call_context"]);
     let readiness = Arc::new(Readiness::new(
@@ -147,7 +174,10 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
     let addr = listener.local_addr().context("listener address")?;
     let server = relay_http::server(
         listener,
-        Arc::clone(&personalize),
+        relay_http::Webhooks {
+            personalize: Arc::clone(&personalize),
+            record_call: Arc::clone(&record_call),
+        },
         relay_http::Operations {
             metrics,
             readiness: Arc::clone(&readiness),
@@ -173,6 +203,8 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
         lookup_timeout_ms = millis(config.lookup_timeout),
         readiness_timeout_ms = millis(config.readiness_timeout),
         org_cache_ttl_s = config.org_cache_ttl.as_secs(),
+        post_call_signatures = config.webhook_sealer.is_some(),
+        post_call_outbox = record_call.has_outbox(),
         shutdown_drain_s = config.shutdown_drain.as_secs(),
         shutdown_timeout_s = config.shutdown_timeout.as_secs(),
         database_max_connections = config.store.max_connections,
@@ -230,6 +262,7 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
         .await
         .context("HTTP server task failed")?
         .context("HTTP server failed")?;
+    replayer.abort();
     let pending = if forced {
         0
     } else {
@@ -251,10 +284,10 @@ fn millis(duration: Duration) -> u64 {
 }
 
 /// A counter read at scrape time: name, help, reader.
-type ScrapedCounter = (&'static str, &'static str, fn(&BackgroundWriteStats) -> u64);
+type ScrapedCounter<S> = (&'static str, &'static str, fn(&S) -> u64);
 
 fn register_background_counters(metrics: &Metrics, stats: &Arc<BackgroundWriteStats>) {
-    let counters: [ScrapedCounter; 3] = [
+    let counters: [ScrapedCounter<BackgroundWriteStats>; 3] = [
         (
             "relay_call_context_writes_retried",
             "Call-context writes that failed on the request path and were handed to the background",
@@ -275,6 +308,71 @@ fn register_background_counters(metrics: &Metrics, stats: &Arc<BackgroundWriteSt
     for (name, help, read) in counters {
         let stats = Arc::clone(stats);
         metrics.register_counter_fn(name, help, move || read(&stats));
+    }
+}
+
+fn register_outbox_counters(metrics: &Metrics, stats: &Arc<OutboxStats>) {
+    let counters: [ScrapedCounter<OutboxStats>; 3] = [
+        (
+            "relay_post_call_queued",
+            "Post-call deliveries appended to the Redis outbox because the store was down",
+            OutboxStats::queued,
+        ),
+        (
+            "relay_post_call_replayed",
+            "Queued post-call deliveries recorded by the replay",
+            OutboxStats::replayed,
+        ),
+        (
+            "relay_post_call_replay_rejected",
+            "Queued post-call deliveries the replay refused (bad credentials, invalid, unreadable)",
+            OutboxStats::rejected,
+        ),
+    ];
+    for (name, help, read) in counters {
+        let stats = Arc::clone(stats);
+        metrics.register_counter_fn(name, help, move || read(&stats));
+    }
+}
+
+/// Most queued deliveries replayed per round.
+const REPLAY_BATCH: usize = 100;
+
+/// Every `interval`, replays queued post-call deliveries until the outbox is empty or the store
+/// is still down. Several replicas may replay at once: recording is idempotent.
+async fn replay_post_calls(record: Arc<RecordCall>, interval: Duration) {
+    if !record.has_outbox() {
+        return;
+    }
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        loop {
+            match record.replay_queued(REPLAY_BATCH).await {
+                Ok(report) if report.replayed + report.rejected > 0 && !report.store_down => {
+                    tracing::info!(
+                        replayed = report.replayed,
+                        rejected = report.rejected,
+                        "post-call outbox replayed"
+                    );
+                }
+                Ok(report) => {
+                    if report.replayed + report.rejected > 0 {
+                        tracing::info!(
+                            replayed = report.replayed,
+                            rejected = report.rejected,
+                            "post-call outbox partly replayed; the store is still down"
+                        );
+                    }
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the post-call outbox cannot be read");
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -402,8 +500,18 @@ async fn seed_demo(store: Arc<dyn Store>, addr: std::net::SocketAddr) -> anyhow:
 }
 
 #[allow(clippy::print_stdout, reason = "stdout is the command's result")]
-async fn org(cmd: OrgCommand, config: &StoreConfig) -> Result<(), Failure> {
-    let admin = Admin::new(admin_store(config).await?);
+async fn org<F: Fn(&str) -> Option<String>>(cmd: OrgCommand, env: &Env<F>) -> Result<(), Failure> {
+    // Checked before connecting: a missing key is a configuration error, not a store error.
+    let sealer = match &cmd {
+        OrgCommand::SetWebhookSecret { .. } => {
+            Some(webhook_sealer_from_env(env)?.ok_or(ConfigError::Invalid {
+                name: "WEBHOOK_SECRET_KEY",
+                reason: "must be set to store a webhook secret (openssl rand -base64 32)".into(),
+            })?)
+        }
+        _ => None,
+    };
+    let admin = Admin::new(admin_store(&StoreConfig::from_env(env)?).await?);
     match cmd {
         OrgCommand::Create { name, region } => {
             let name = OrgName::parse(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
@@ -414,6 +522,67 @@ async fn org(cmd: OrgCommand, config: &StoreConfig) -> Result<(), Failure> {
         OrgCommand::List => {
             for org in admin.list_organizations().await? {
                 println!("{}\t{}\t{}", org.id, org.default_region, org.name);
+            }
+        }
+        OrgCommand::SetFallback {
+            org_id,
+            caller_name,
+        } => {
+            let org = admin.set_unknown_caller_name(org_id, &caller_name).await?;
+            println!("{}\t{:?}", org.id, org.unknown_caller_name);
+        }
+        OrgCommand::SetWebhookSecret { org_id } => {
+            let sealer = sealer.expect("read above for this command");
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("cannot read the webhook secret from stdin")?;
+            let secret = secrecy::SecretString::from(line);
+            admin
+                .set_webhook_secret(org_id, &secret, &sealer)
+                .await?
+                .map_err(|e| anyhow::anyhow!("{e}: pipe it on stdin, e.g. `relay org set-webhook-secret {org_id} < secret.txt`"))?;
+            println!("{org_id}\twebhook secret stored (encrypted)");
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, reason = "stdout is the command's result")]
+async fn calls(cmd: CallsCommand, config: &StoreConfig) -> Result<(), Failure> {
+    let store = admin_store(config).await?;
+    match cmd {
+        CallsCommand::List {
+            org_id,
+            since,
+            limit,
+        } => {
+            let since = since.map(|s| s.resolve(chrono::Utc::now()));
+            for call in store.list_calls(org_id, since, limit).await? {
+                let one_line = |s: Option<&str>| {
+                    s.map_or_else(
+                        || "-".to_owned(),
+                        |s| s.split_whitespace().collect::<Vec<_>>().join(" "),
+                    )
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    call.received_at.to_rfc3339(),
+                    call.kind.as_str(),
+                    call.id,
+                    call.conversation_id,
+                    call.contact_id
+                        .map_or_else(|| "-".to_owned(), |c| c.to_string()),
+                    one_line(call.direction.as_deref()),
+                    call.external_number
+                        .as_deref()
+                        .map_or_else(|| "-".to_owned(), mask_phone),
+                    one_line(call.status.as_deref()),
+                    one_line(call.call_successful.as_deref()),
+                    call.duration_secs
+                        .map_or_else(|| "-".to_owned(), |d| d.to_string()),
+                    one_line(call.summary.as_deref()),
+                );
             }
         }
     }

@@ -4,8 +4,10 @@
 
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use relay_usecase::post_call::SecretSealer;
 use secrecy::{ExposeSecret as _, SecretString};
 
 /// A variable is missing or malformed.
@@ -274,6 +276,31 @@ pub(crate) struct ServeConfig {
     /// `ORG_CACHE_TTL_SECONDS` (default 10, 0 turns the cache off): how long the organization
     /// found for a token is kept in memory, hence how long a revoked secret keeps working.
     pub(crate) org_cache_ttl: Duration,
+    /// `WEBHOOK_SECRET_KEY`: opens the organizations' post-call webhook secrets; unset, only
+    /// Bearer-authenticated post-call deliveries are accepted.
+    pub(crate) webhook_sealer: Option<Arc<SecretSealer>>,
+    /// `POST_CALL_REPLAY_INTERVAL_SECONDS` (default 5): how often queued post-call deliveries
+    /// are retried against the store.
+    pub(crate) post_call_replay_interval: Duration,
+}
+
+/// `WEBHOOK_SECRET_KEY`, the base64 of 32 random bytes, as a sealer; `None` when unset.
+///
+/// # Errors
+/// It is set but not 32 bytes of base64 (the value is not echoed).
+pub(crate) fn webhook_sealer_from_env<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<Option<Arc<SecretSealer>>, ConfigError> {
+    env.get("WEBHOOK_SECRET_KEY")
+        .map(|key| {
+            SecretSealer::from_base64(&SecretString::from(key))
+                .map(Arc::new)
+                .map_err(|e| ConfigError::Invalid {
+                    name: "WEBHOOK_SECRET_KEY",
+                    reason: e.to_string(),
+                })
+        })
+        .transpose()
 }
 
 impl ServeConfig {
@@ -314,6 +341,12 @@ impl ServeConfig {
             shutdown_drain: env.seconds_in("SHUTDOWN_DRAIN_SECONDS", 5, 0..=300)?,
             shutdown_timeout: env.seconds_in("SHUTDOWN_TIMEOUT_SECONDS", 10, 1..=300)?,
             readiness_timeout: env.millis_in("READINESS_TIMEOUT_MS", 500, 1..=30_000)?,
+            webhook_sealer: webhook_sealer_from_env(env)?,
+            post_call_replay_interval: env.seconds_in(
+                "POST_CALL_REPLAY_INTERVAL_SECONDS",
+                5,
+                1..=3_600,
+            )?,
         })
     }
 }
@@ -352,6 +385,8 @@ mod tests {
         assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(config.readiness_timeout, Duration::from_millis(500));
         assert_eq!(config.org_cache_ttl, Duration::from_secs(10));
+        assert!(config.webhook_sealer.is_none());
+        assert_eq!(config.post_call_replay_interval, Duration::from_secs(5));
         assert_eq!(
             config.store.database_url.expose_secret(),
             "postgres://u:pw@h/db"
@@ -403,6 +438,8 @@ mod tests {
             ("SHUTDOWN_DRAIN_SECONDS", "301"),
             ("SHUTDOWN_TIMEOUT_SECONDS", "0"),
             ("READINESS_TIMEOUT_MS", "fast"),
+            ("WEBHOOK_SECRET_KEY", "c2hvcnQ="),
+            ("POST_CALL_REPLAY_INTERVAL_SECONDS", "0"),
         ] {
             let mut pairs = BASE.to_vec();
             pairs.push((name, value));
@@ -493,7 +530,16 @@ mod tests {
 
     #[test]
     fn secrets_are_not_printed_by_debug() {
-        let config = ServeConfig::from_env(&env(BASE)).unwrap();
-        assert!(!format!("{config:?}").contains("pw@"));
+        let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+        let mut pairs = BASE.to_vec();
+        pairs.push(("WEBHOOK_SECRET_KEY", key));
+        let config = ServeConfig::from_env(&env(&pairs)).unwrap();
+        assert!(config.webhook_sealer.is_some(), "a 32-byte key is accepted");
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("pw@"));
+        assert!(!shown.contains(key));
+        let err =
+            webhook_sealer_from_env(&env(&[("WEBHOOK_SECRET_KEY", "hunter2hunter2")])).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 }
