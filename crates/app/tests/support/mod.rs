@@ -31,6 +31,33 @@ pub fn relay(database_url: &SecretString, args: &[&str]) -> Output {
         .expect("run relay")
 }
 
+/// Runs a `relay` admin command with extra variables and `stdin` piped in.
+pub fn relay_with(
+    database_url: &SecretString,
+    vars: &[(&str, &str)],
+    args: &[&str],
+    stdin: &[u8],
+) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(RELAY)
+        .args(args)
+        .env_clear()
+        .env("DATABASE_URL", database_url.expose_secret())
+        .envs(vars.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run relay");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("write stdin");
+    child.wait_with_output().expect("relay output")
+}
+
 /// Runs a `relay` admin command that must succeed and returns its stdout, trimmed.
 pub fn relay_ok(database_url: &SecretString, args: &[&str]) -> String {
     let out = relay(database_url, args);
@@ -335,6 +362,26 @@ impl TestStore {
             Self::Postgres(db) => db.url(),
             Self::Sqlite(dir) => {
                 SecretString::from(format!("sqlite://{}/relay.db", dir.path().display()))
+            }
+        }
+    }
+
+    /// The id of the contact with this E.164 number.
+    pub async fn contact_id(&self, e164: &str) -> String {
+        const SQL: &str = "SELECT CAST(id AS TEXT) FROM contacts WHERE phone_e164 = $1";
+        match self {
+            Self::Postgres(db) => sqlx::query_scalar(SQL)
+                .bind(e164)
+                .fetch_one(db.pool())
+                .await
+                .unwrap(),
+            Self::Sqlite(_) => {
+                let (store, _) = SqliteStore::open(&self.url(), false).await.unwrap();
+                sqlx::query_scalar(SQL)
+                    .bind(e164)
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap()
             }
         }
     }

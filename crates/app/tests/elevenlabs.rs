@@ -1,0 +1,414 @@
+//! End to end with ElevenLabs' own webhooks: the real `relay` binary, set up through the CLI,
+//! the recorded payloads of `crates/usecase/tests/fixtures/elevenlabs/` signed with the
+//! organization's secret, on the embedded adapters and on Postgres + Redis; and the no-loss
+//! replay when Postgres drops mid-stream.
+
+mod support;
+
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use relay_redis::testing::{TestRedis, redis};
+use relay_usecase::post_call::sign;
+use secrecy::ExposeSecret as _;
+use serde_json::{Value, json};
+use support::{Mode, Proxy, Service, TestStore, relay, relay_ok, relay_with, socket_of, via};
+
+const TRANSCRIPTION: &str =
+    include_str!("../../usecase/tests/fixtures/elevenlabs/post_call_transcription.json");
+const INITIATION: &str =
+    include_str!("../../usecase/tests/fixtures/elevenlabs/conversation_initiation.json");
+
+/// `WEBHOOK_SECRET_KEY` of these tests (32 bytes, base64).
+const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+/// The webhook secret ElevenLabs shows for the organization.
+const WEBHOOK_SECRET: &str = "wsec_3f9a1c7e5b2d4068a1c3e5f7091b2d4f";
+
+struct Acme {
+    org: String,
+    token: String,
+}
+
+/// Acme (region CA) with Alex at 416-555-0100, a tool secret, the fallback "there" and the
+/// webhook secret, all through the CLI.
+fn acme(db: &TestStore) -> Acme {
+    let url = db.url();
+    let org = relay_ok(
+        &url,
+        &["org", "create", "--name", "Acme Corp", "--region", "CA"],
+    );
+    let token = relay_ok(&url, &["secret", "add", &org]);
+    let mut csv = tempfile::NamedTempFile::new().unwrap();
+    csv.write_all(b"phone,first_name,last_name\n4165550100,Alex,Morgan\n")
+        .unwrap();
+    relay_ok(
+        &url,
+        &["contacts", "import", &org, csv.path().to_str().unwrap()],
+    );
+    assert_eq!(
+        relay_ok(
+            &url,
+            &["org", "set-fallback", &org, "--caller-name", " there "]
+        ),
+        format!("{org}\t\"there\"")
+    );
+    let out = relay_with(
+        &url,
+        &[("WEBHOOK_SECRET_KEY", KEY)],
+        &["org", "set-webhook-secret", &org],
+        format!("{WEBHOOK_SECRET}\n").as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Acme { org, token }
+}
+
+fn serve(db: &TestStore, redis: Option<&TestRedis>, extra: &[(&str, &str)]) -> Service {
+    let url = db.url();
+    let mut vars = vec![
+        ("DATABASE_URL", url.expose_secret().to_owned()),
+        ("WEBHOOK_SECRET_KEY", KEY.to_owned()),
+    ];
+    if let Some(redis) = redis {
+        vars.push(("REDIS_URL", redis.url().expose_secret().to_owned()));
+        vars.push(("REDIS_KEY_PREFIX", redis.prefix().to_owned()));
+    }
+    for (k, v) in extra {
+        vars.push((k, (*v).to_owned()));
+    }
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    Service::start(&vars)
+}
+
+async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let res = req
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("request");
+    let status = res.status().as_u16();
+    (status, res.json().await.expect("JSON body"))
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+fn url(service: &Service, path: &str) -> String {
+    format!("http://{}{path}", service.addr)
+}
+
+/// A post-call delivery signed like ElevenLabs does, now.
+async fn deliver_signed(service: &Service, org: &str, event: &Value) -> (u16, Value) {
+    let body = serde_json::to_vec(event).unwrap();
+    let header = sign(
+        &body,
+        WEBHOOK_SECRET.as_bytes(),
+        chrono::Utc::now().timestamp(),
+    );
+    let req = client()
+        .post(url(service, &format!("/api/webhook/elevenlabs?org={org}")))
+        .header("Content-Type", "application/json")
+        .header("ElevenLabs-Signature", header)
+        .body(body);
+    send(req).await
+}
+
+fn transcription(conversation: &str, call_sid: &str, caller: &str) -> Value {
+    let mut event: Value = serde_json::from_str(TRANSCRIPTION).unwrap();
+    event["data"]["conversation_id"] = json!(conversation);
+    event["data"]["metadata"]["phone_call"]["call_sid"] = json!(call_sid);
+    event["data"]["metadata"]["phone_call"]["external_number"] = json!(caller);
+    event
+}
+
+/// `relay calls list` lines, split into columns.
+fn calls(db: &TestStore, org: &str) -> Vec<Vec<String>> {
+    relay_ok(&db.url(), &["calls", "list", org, "--limit", "1000"])
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split('\t').map(str::to_owned).collect())
+        .collect()
+}
+
+macro_rules! on_both_adapters {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread")]
+                async fn embedded() {
+                    super::$name(super::support::TestStore::sqlite(), None).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread")]
+                async fn postgres_redis() {
+                    super::$name(
+                        super::support::TestStore::postgres().await,
+                        Some(relay_redis::testing::TestRedis::create().await),
+                    )
+                    .await;
+                }
+            }
+        )+
+    };
+}
+
+on_both_adapters!(
+    a_signed_post_call_lands_once_linked_to_the_contact_the_initiation_matched,
+    the_contract_route_and_the_bearer_secret_close_the_loop_too,
+);
+
+async fn a_signed_post_call_lands_once_linked_to_the_contact_the_initiation_matched(
+    db: TestStore,
+    redis: Option<TestRedis>,
+) {
+    let acme = acme(&db);
+    let service = serve(&db, redis.as_ref(), &[]);
+    let initiation: Value = serde_json::from_str(INITIATION).unwrap();
+    let call_sid = initiation["call_sid"].as_str().unwrap().to_owned();
+
+    let (status, answer) = send(
+        client()
+            .post(url(
+                &service,
+                "/api/webhook/elevenlabs/conversation-initiation",
+            ))
+            .bearer_auth(&acme.token)
+            .json(&initiation),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer,
+        json!({
+            "type": "conversation_initiation_client_data",
+            "dynamic_variables": {
+                "caller_name": "Alex Morgan",
+                "caller_first_name": "Alex",
+                "caller_last_name": "Morgan",
+                "caller_number": "+14165550100",
+                "org_name": "Acme Corp",
+                "is_known_caller": true
+            }
+        })
+    );
+
+    let mut stranger = initiation.clone();
+    stranger["caller_id"] = json!("+14165550199");
+    stranger["call_sid"] = json!("CA_stranger");
+    let (_, answer) = send(
+        client()
+            .post(url(
+                &service,
+                "/api/webhook/elevenlabs/conversation-initiation",
+            ))
+            .bearer_auth(&acme.token)
+            .json(&stranger),
+    )
+    .await;
+    assert_eq!(answer["dynamic_variables"]["caller_name"], "there");
+    assert_eq!(answer["dynamic_variables"]["is_known_caller"], false);
+
+    // The post-call payload carries no usable number: only the call sid links it to Alex.
+    let event = transcription("conv_e2e_sid", &call_sid, "anonymous");
+    let (status, first) = deliver_signed(&service, &acme.org, &event).await;
+    assert_eq!(status, 200, "{first}\n{}", service.logs());
+    let (status, again) = deliver_signed(&service, &acme.org, &event).await;
+    assert_eq!(status, 200);
+    assert_eq!(first, again, "a duplicate answers the same call id");
+
+    let listed = calls(&db, &acme.org);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let alex = db.contact_id("+14165550100").await;
+    let row = &listed[0];
+    assert_eq!(row[1], "completed");
+    assert_eq!(row[2], first["call_id"].as_str().unwrap());
+    assert_eq!(row[3], "conv_e2e_sid");
+    assert_eq!(row[4], alex, "linked to the contact the initiation matched");
+    assert_eq!(row[8], "success");
+    assert_eq!(row[9], "81");
+
+    // Signed with another secret: refused, nothing stored.
+    let forged = serde_json::to_vec(&transcription("conv_forged", "CA_x", "anonymous")).unwrap();
+    let header = sign(&forged, b"wsec_forged", chrono::Utc::now().timestamp());
+    let (status, _) = send(
+        client()
+            .post(url(
+                &service,
+                &format!("/api/webhook/elevenlabs?org={}", acme.org),
+            ))
+            .header("Content-Type", "application/json")
+            .header("ElevenLabs-Signature", header)
+            .body(forged),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(calls(&db, &acme.org).len(), 1);
+    assert!(
+        !service.logs().contains("4165550100") && !service.logs().contains(WEBHOOK_SECRET),
+        "no whole number or secret in the logs"
+    );
+}
+
+async fn the_contract_route_and_the_bearer_secret_close_the_loop_too(
+    db: TestStore,
+    redis: Option<TestRedis>,
+) {
+    let acme = acme(&db);
+    let service = serve(&db, redis.as_ref(), &[]);
+    let (status, _) = send(
+        client()
+            .post(service.url())
+            .bearer_auth(&acme.token)
+            .json(&json!({"conversation_id": "conv_e2e_contract", "caller_id": "(416) 555-0100"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let event = transcription("conv_e2e_contract", "CA_contract", "anonymous");
+    let (status, answer) = send(
+        client()
+            .post(url(&service, "/api/webhook/elevenlabs"))
+            .bearer_auth(&acme.token)
+            .json(&event),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let listed = calls(&db, &acme.org);
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0][4], db.contact_id("+14165550100").await);
+    assert_eq!(
+        relay_ok(
+            &db.url(),
+            &[
+                "calls",
+                "list",
+                &acme.org,
+                "--since",
+                "2099-01-01T00:00:00Z"
+            ]
+        ),
+        "",
+        "--since filters"
+    );
+}
+
+/// The no-loss test: Postgres's connection is cut in the middle of a stream of
+/// deliveries and restored; every delivery ends up recorded exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_post_call_delivery_arrives_when_postgres_drops_mid_stream() {
+    let db = TestStore::postgres().await;
+    let redis = TestRedis::create().await;
+    let acme = acme(&db);
+    let direct = db.url();
+    let proxy = Proxy::start(socket_of(direct.expose_secret())).await;
+    let through_proxy = via(direct.expose_secret(), proxy.addr);
+    let service = Service::start(&[
+        ("DATABASE_URL", &through_proxy),
+        ("REDIS_URL", redis.url().expose_secret()),
+        ("REDIS_KEY_PREFIX", redis.prefix()),
+        ("WEBHOOK_SECRET_KEY", KEY),
+        ("POST_CALL_REPLAY_INTERVAL_SECONDS", "1"),
+    ]);
+
+    const EVENTS: usize = 30;
+    let mut statuses = Vec::new();
+    for i in 0..EVENTS {
+        if i == 10 {
+            proxy.set(Mode::Refuse);
+        }
+        if i == 20 {
+            proxy.set(Mode::Pass);
+        }
+        let event = transcription(
+            &format!("conv_stream_{i}"),
+            &format!("CA_stream_{i}"),
+            "+14165550100",
+        );
+        let (status, answer) = deliver_signed(&service, &acme.org, &event).await;
+        assert!(
+            status == 200 || status == 202,
+            "delivery {i}: {status} {answer}\n{}",
+            service.logs()
+        );
+        statuses.push(status);
+    }
+    let queued = statuses.iter().filter(|s| **s == 202).count();
+    assert!(queued >= 1, "the outage was seen: {statuses:?}");
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = calls(&db, &acme.org);
+        if listed.len() == EVENTS {
+            let mut conversations: Vec<&str> = listed.iter().map(|r| r[3].as_str()).collect();
+            conversations.sort_unstable();
+            conversations.dedup();
+            assert_eq!(conversations.len(), EVENTS, "each exactly once");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {EVENTS} recorded ({queued} queued)\n{}",
+            listed.len(),
+            service.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let waiting: u64 = redis
+        .cache()
+        .query(redis::cmd("XLEN").arg(format!("{}post-call-outbox", redis.prefix())))
+        .await
+        .unwrap();
+    assert_eq!(waiting, 0, "the outbox is drained");
+    let metrics = reqwest::get(url(&service, "/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!("relay_post_call_queued_total {queued}")),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn set_webhook_secret_needs_the_key_and_a_secret_on_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = secrecy::SecretString::from(format!("sqlite://{}/relay.db", dir.path().display()));
+    let org = relay_ok(&url, &["org", "create", "--name", "Acme", "--region", "CA"]);
+
+    let out = relay(&url, &["org", "set-webhook-secret", &org]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WEBHOOK_SECRET_KEY"));
+
+    let out = relay_with(
+        &url,
+        &[("WEBHOOK_SECRET_KEY", KEY)],
+        &["org", "set-webhook-secret", &org],
+        b"   \n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
+
+    let out = relay_with(
+        &url,
+        &[("WEBHOOK_SECRET_KEY", "c2hvcnQ=")],
+        &["org", "set-webhook-secret", &org],
+        b"wsec_x\n",
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "a malformed key is a configuration error"
+    );
+
+    let out = relay(&url, &["calls", "list", &org, "--since", "yesterday"]);
+    assert_eq!(out.status.code(), Some(2), "clap refuses a bad --since");
+    assert_eq!(
+        relay_ok(&url, &["calls", "list", &org, "--since", "24h"]),
+        ""
+    );
+}
