@@ -156,6 +156,7 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
         Arc::clone(&personalize_cache),
         outbox,
         config.webhook_sealer.clone(),
+        POST_CALL_BUDGET,
     ));
     register_outbox_counters(&metrics, &record_call.stats());
     let replayer = tokio::spawn(replay_post_calls(
@@ -334,6 +335,9 @@ fn register_outbox_counters(metrics: &Metrics, stats: &Arc<OutboxStats>) {
         metrics.register_counter_fn(name, help, move || read(&stats));
     }
 }
+
+/// How long one post-call delivery may wait for Postgres and Redis before it is queued instead.
+const POST_CALL_BUDGET: Duration = Duration::from_secs(5);
 
 /// Most queued deliveries replayed per round.
 const REPLAY_BATCH: usize = 100;

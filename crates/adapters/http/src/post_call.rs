@@ -3,7 +3,7 @@
 //! Credentials first: `Authorization: Bearer <tool secret>`, or `ElevenLabs-Signature` with the
 //! organization named in the URL (`?org=<uuid>`); neither is 401 before the body is read. Then the
 //! content type (415) and the body, bounded by [`MAX_POST_CALL_BODY_BYTES`] (413): recordings
-//! (`post_call_audio`) are large base64. The use case verifies and records; the answer is
+//! (`post_call_audio`) are large base64 and are held in memory while verified. The use case verifies and records; the answer is
 //!
 //! - 200 `{"received":true,"call_id":"..."}` once the record is committed (the same id for a
 //!   duplicate delivery);
@@ -28,8 +28,11 @@ use crate::error::{ApiError, FieldIssue};
 /// The route.
 pub const POST_CALL_PATH: &str = "/api/webhook/elevenlabs";
 
-/// Largest post-call body accepted: 32 MiB, room for the base64 recording of a long call.
-pub const MAX_POST_CALL_BODY_BYTES: usize = 32 * 1024 * 1024;
+/// Largest post-call body accepted: 16 MiB. A transcription is kilobytes; a `post_call_audio`
+/// recording is base64 MP3 (about 6 MiB for 10 minutes) and is only acknowledged, so a longer
+/// one is refused with 413 rather than held in memory (docs/elevenlabs.md recommends leaving
+/// audio delivery off).
+pub const MAX_POST_CALL_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// ElevenLabs' signature header.
 pub const SIGNATURE_HEADER: HeaderName = HeaderName::from_static("elevenlabs-signature");

@@ -395,6 +395,26 @@ async fn with_the_store_down_a_delivery_is_queued_and_replayed_later() {
 }
 
 #[actix_web::test]
+async fn a_hung_store_is_treated_as_down_within_the_budget() {
+    let w = world();
+    w.store
+        .set_behaviour(Behaviour::Slow(std::time::Duration::from_secs(60)));
+    let started = std::time::Instant::now();
+    let (status, _) = send(
+        &w,
+        signed(&w, TRANSCRIPTION.as_bytes(), WEBHOOK_SECRET, now()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "queued, not left hanging");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "answered within the 300 ms budget (generous margin): {:?}",
+        started.elapsed()
+    );
+    assert_eq!(w.outbox.entries().len(), 1);
+}
+
+#[actix_web::test]
 async fn with_the_store_and_the_outbox_down_the_delivery_is_refused_with_503() {
     let w = world();
     w.store.set_behaviour(Behaviour::Down);

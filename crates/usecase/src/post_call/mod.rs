@@ -209,6 +209,7 @@ impl OutboxStats {
 /// Records post-call webhooks.
 pub struct RecordCall {
     stats: Arc<OutboxStats>,
+    budget: std::time::Duration,
     orgs: Arc<dyn OrganizationDirectory>,
     contacts: Arc<dyn ContactDirectory>,
     calls: Arc<dyn CallLog>,
@@ -229,6 +230,8 @@ impl std::fmt::Debug for RecordCall {
 impl RecordCall {
     /// Wires the use case. Without an `outbox` a delivery the store cannot take is refused
     /// ([`Refused::Unavailable`]); without a `sealer` only Bearer deliveries are accepted.
+    /// `budget` bounds the store and cache calls of one delivery: a store slower than that is
+    /// treated as down (the delivery is queued) so ElevenLabs is answered before it gives up.
     pub fn new(
         orgs: Arc<dyn OrganizationDirectory>,
         contacts: Arc<dyn ContactDirectory>,
@@ -236,9 +239,11 @@ impl RecordCall {
         cache: Arc<dyn CallContextCache>,
         outbox: Option<Arc<dyn DeliveryOutbox>>,
         sealer: Option<Arc<SecretSealer>>,
+        budget: std::time::Duration,
     ) -> Self {
         Self {
             stats: Arc::default(),
+            budget,
             orgs,
             contacts,
             calls,
@@ -264,7 +269,7 @@ impl RecordCall {
     /// [`Refused`]: bad credentials, invalid body, or neither store nor outbox available.
     #[tracing::instrument(name = "record_call", skip_all)]
     pub async fn deliver(&self, delivery: Delivery) -> Result<Delivered, Refused> {
-        match self.process(&delivery).await {
+        match self.process_within_budget(&delivery).await {
             Ok(delivered) => Ok(delivered),
             Err(Failure::Refused(refused)) => Err(refused),
             Err(Failure::StoreDown(error)) => {
@@ -315,7 +320,7 @@ impl RecordCall {
                     continue;
                 }
             };
-            match self.process(&delivery).await {
+            match self.process_within_budget(&delivery).await {
                 Ok(delivered) => {
                     tracing::info!(entry = %entry.id, outcome = delivered.outcome(), "queued post-call delivery replayed");
                     report.replayed += 1;
@@ -345,6 +350,16 @@ impl RecordCall {
             Some(outbox) => outbox.count().await,
             None => Ok(0),
         }
+    }
+
+    async fn process_within_budget(&self, delivery: &Delivery) -> Result<Delivered, Failure> {
+        tokio::time::timeout(self.budget, self.process(delivery))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Failure::StoreDown(RepositoryError::Unavailable(
+                    format!("no answer within {} ms", self.budget.as_millis()).into(),
+                )))
+            })
     }
 
     async fn process(&self, delivery: &Delivery) -> Result<Delivered, Failure> {

@@ -65,6 +65,7 @@ pub fn world() -> World {
         Arc::new(cache.clone()),
         Some(Arc::new(outbox.clone())),
         Some(sealer),
+        Duration::from_millis(300),
     ));
     let personalize = Arc::new(PersonalizeCall::new(
         Arc::new(store.clone()),
