@@ -124,12 +124,16 @@ impl std::str::FromStr for Since {
         let bad = || {
             format!("expected RFC 3339 (2026-11-28T09:00:00Z) or an age (90m, 24h, 7d), got {s:?}")
         };
-        let (digits, unit) = s.split_at(s.len().saturating_sub(1));
+        let unit = s.chars().last().ok_or_else(bad)?;
+        let digits = &s[..s.len() - unit.len_utf8()];
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
         let n: i64 = digits.parse().map_err(|_| bad())?;
         let age = match unit {
-            "m" => chrono::TimeDelta::try_minutes(n),
-            "h" => chrono::TimeDelta::try_hours(n),
-            "d" => chrono::TimeDelta::try_days(n),
+            'm' => chrono::TimeDelta::try_minutes(n),
+            'h' => chrono::TimeDelta::try_hours(n),
+            'd' => chrono::TimeDelta::try_days(n),
             _ => None,
         };
         age.filter(|a| *a >= chrono::TimeDelta::zero())
@@ -199,7 +203,12 @@ mod tests {
         assert_eq!(at("90m"), "2026-11-28T10:30:00+00:00");
         assert_eq!(at("24h"), "2026-11-27T12:00:00+00:00");
         assert_eq!(at("7d"), "2026-11-21T12:00:00+00:00");
-        for bad in ["", "h", "-1h", "3w", "yesterday", "1.5h"] {
+        assert_eq!(
+            "99999999999d".parse::<Since>().unwrap().resolve(now),
+            chrono::DateTime::<chrono::Utc>::MIN_UTC,
+            "an age beyond the calendar means everything, not a panic"
+        );
+        for bad in ["", "h", "-1h", "3w", "yesterday", "1.5h", "1é", "é"] {
             assert!(bad.parse::<Since>().is_err(), "{bad:?}");
         }
     }

@@ -175,10 +175,7 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
     let addr = listener.local_addr().context("listener address")?;
     let server = relay_http::server(
         listener,
-        relay_http::Webhooks {
-            personalize: Arc::clone(&personalize),
-            record_call: Arc::clone(&record_call),
-        },
+        relay_http::Webhooks::new(Arc::clone(&personalize), Arc::clone(&record_call)),
         relay_http::Operations {
             metrics,
             readiness: Arc::clone(&readiness),
@@ -326,7 +323,8 @@ fn register_outbox_counters(metrics: &Metrics, stats: &Arc<OutboxStats>) {
         ),
         (
             "relay_post_call_replay_rejected",
-            "Queued post-call deliveries the replay refused (bad credentials, invalid, unreadable)",
+            "Queued post-call deliveries the replay moved to the dead letters (refused \
+             credentials, invalid, unreadable, refused by the store)",
             OutboxStats::rejected,
         ),
     ];
@@ -334,6 +332,13 @@ fn register_outbox_counters(metrics: &Metrics, stats: &Arc<OutboxStats>) {
         let stats = Arc::clone(stats);
         metrics.register_counter_fn(name, help, move || read(&stats));
     }
+    let stats = Arc::clone(stats);
+    metrics.register_gauge_fn(
+        "relay_post_call_outbox_backlog",
+        "Post-call deliveries waiting in the Redis outbox, as of this replica's last replay round \
+         (shared by every replica)",
+        move || stats.backlog(),
+    );
 }
 
 /// How long one post-call delivery may wait for Postgres and Redis before it is queued instead.
@@ -358,7 +363,7 @@ async fn replay_post_calls(record: Arc<RecordCall>, interval: Duration) {
                     tracing::info!(
                         replayed = report.replayed,
                         rejected = report.rejected,
-                        "post-call outbox replayed"
+                        "post-call outbox replayed (refused ones are in the dead letters)"
                     );
                 }
                 Ok(report) => {

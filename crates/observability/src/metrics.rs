@@ -168,6 +168,22 @@ impl Metrics {
             name,
             help,
             read: Box::new(read),
+            gauge: false,
+        }));
+    }
+
+    /// Registers a gauge whose value is read from `read` at scrape time.
+    pub fn register_gauge_fn(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        read: impl Fn() -> u64 + Send + Sync + 'static,
+    ) {
+        self.registry().register_collector(Box::new(CounterFn {
+            name,
+            help,
+            read: Box::new(read),
+            gauge: true,
         }));
     }
 
@@ -307,6 +323,7 @@ struct CounterFn {
     name: &'static str,
     help: &'static str,
     read: Box<dyn Fn() -> u64 + Send + Sync>,
+    gauge: bool,
 }
 
 impl std::fmt::Debug for CounterFn {
@@ -319,7 +336,14 @@ impl std::fmt::Debug for CounterFn {
 
 impl Collector for CounterFn {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let counter = ConstCounter::new((self.read)());
+        let value = (self.read)();
+        if self.gauge {
+            let gauge = ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX));
+            let metric =
+                encoder.encode_descriptor(self.name, self.help, None, gauge.metric_type())?;
+            return gauge.encode(metric);
+        }
+        let counter = ConstCounter::new(value);
         let metric =
             encoder.encode_descriptor(self.name, self.help, None, counter.metric_type())?;
         counter.encode(metric)

@@ -621,6 +621,32 @@ pub mod store {
         );
     }
 
+    /// A contact that no longer exists, or is another organization's, is stored as none instead
+    /// of failing the record.
+    pub async fn a_record_never_links_a_missing_or_foreign_contact(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        let globex = org(f, "Globex").await;
+        s.upsert_contacts(globex.id, &[contact("Secret", "+14165550100")])
+            .await
+            .expect("import");
+        let foreign = s
+            .find_by_phone(globex.id, &e164("+14165550100"))
+            .await
+            .expect("find")
+            .expect("contact");
+        let mut other_org = record(acme.id, "conv_foreign", 0);
+        other_org.contact_id = Some(foreign.id);
+        let mut deleted = record(acme.id, "conv_deleted", 1);
+        deleted.contact_id = Some(ContactId::from_uuid(uuid::Uuid::new_v4()));
+        for r in [&other_org, &deleted] {
+            assert!(s.record_call(r).await.expect("recorded").inserted);
+        }
+        let stored = s.list_calls(acme.id, None, 10).await.expect("list");
+        assert_eq!(stored.len(), 2);
+        assert!(stored.iter().all(|r| r.contact_id.is_none()), "{stored:?}");
+    }
+
     /// Concurrent deliveries of one conversation store one record and all answer its id.
     pub async fn concurrent_duplicates_store_one_record(f: &impl StoreFixture) {
         let s = f.store();
@@ -748,6 +774,7 @@ macro_rules! store_conformance_tests {
             unknown_caller_name_is_kept,
             webhook_secret_is_kept,
             call_records_are_stored_once,
+            a_record_never_links_a_missing_or_foreign_contact,
             concurrent_duplicates_store_one_record,
             calls_list_newest_first,
             gone_backend_is_unavailable,

@@ -218,11 +218,17 @@ impl CallLog for InMemoryStore {
                 inserted: false,
             });
         }
-        data.records.push(record.clone());
-        Ok(Recorded {
-            id: record.id,
-            inserted: true,
-        })
+        let mut record = record.clone();
+        if !data
+            .contacts
+            .iter()
+            .any(|c| Some(c.id) == record.contact_id && c.org_id == record.org_id)
+        {
+            record.contact_id = None;
+        }
+        let id = record.id;
+        data.records.push(record);
+        Ok(Recorded { id, inserted: true })
     }
 
     async fn list_calls(
@@ -375,6 +381,7 @@ impl Probe for InMemoryCache {
 #[derive(Debug, Default)]
 struct OutboxData {
     entries: Vec<OutboxEntry>,
+    dead: Vec<(OutboxEntry, String)>,
     next: u64,
     behaviour: Behaviour,
 }
@@ -399,6 +406,11 @@ impl InMemoryOutbox {
     /// The entries waiting.
     pub fn entries(&self) -> Vec<OutboxEntry> {
         lock(&self.data).entries.clone()
+    }
+
+    /// The dead-lettered entries, with their reasons.
+    pub fn dead_letters(&self) -> Vec<(OutboxEntry, String)> {
+        lock(&self.data).dead.clone()
     }
 }
 
@@ -427,6 +439,15 @@ impl DeliveryOutbox for InMemoryOutbox {
         let behaviour = lock(&self.data).behaviour;
         behaviour.apply().await.map_err(CacheError::Unavailable)?;
         lock(&self.data).entries.retain(|e| e.id != id);
+        Ok(())
+    }
+
+    async fn dead_letter(&self, entry: &OutboxEntry, reason: &str) -> Result<(), CacheError> {
+        let behaviour = lock(&self.data).behaviour;
+        behaviour.apply().await.map_err(CacheError::Unavailable)?;
+        let mut data = lock(&self.data);
+        data.entries.retain(|e| e.id != entry.id);
+        data.dead.push((entry.clone(), reason.to_owned()));
         Ok(())
     }
 

@@ -223,7 +223,9 @@ pub trait DeliveryOutbox: Send + Sync {
     /// - MUST return `Err(CacheError::Unavailable)` when the backend cannot be reached.
     async fn append(&self, payload: &[u8]) -> Result<(), CacheError>;
 
-    /// Up to `max` entries, oldest first. Entries stay until removed.
+    /// Up to `max` entries, oldest first. Entries stay until removed. An entry whose payload
+    /// cannot be read back is returned with an empty payload (so it can be dead-lettered, never
+    /// blocking the others).
     ///
     /// - MUST return `Err(CacheError::Unavailable)` when the backend cannot be reached.
     async fn pending(&self, max: usize) -> Result<Vec<OutboxEntry>, CacheError>;
@@ -232,6 +234,15 @@ pub trait DeliveryOutbox: Send + Sync {
     ///
     /// - MUST return `Err(CacheError::Unavailable)` when the backend cannot be reached.
     async fn remove(&self, id: &str) -> Result<(), CacheError>;
+
+    /// Moves an entry that can never be recorded (refused credentials, invalid, unreadable, or a
+    /// store that refuses it) out of the way, with the reason, where an operator can inspect
+    /// and re-queue it; it no longer counts as pending.
+    ///
+    /// - MUST keep the payload and the reason.
+    /// - MUST return `Err(CacheError::Unavailable)` when the backend cannot be reached; the entry
+    ///   then stays pending.
+    async fn dead_letter(&self, entry: &OutboxEntry, reason: &str) -> Result<(), CacheError>;
 
     /// How many entries wait.
     ///

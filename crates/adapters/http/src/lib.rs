@@ -36,6 +36,18 @@ pub struct Webhooks {
     pub personalize: Arc<PersonalizeCall>,
     /// The post-call webhook.
     pub record_call: Arc<RecordCall>,
+    large_bodies: post_call::LargeBodies,
+}
+
+impl Webhooks {
+    /// The routes' use cases.
+    pub fn new(personalize: Arc<PersonalizeCall>, record_call: Arc<RecordCall>) -> Self {
+        Self {
+            personalize,
+            record_call,
+            large_bodies: post_call::LargeBodies::default(),
+        }
+    }
 }
 
 /// Paths of the operations routes.
@@ -65,6 +77,7 @@ pub fn configure(
     move |cfg| {
         cfg.app_data(web::Data::from(webhooks.personalize))
             .app_data(web::Data::from(webhooks.record_call))
+            .app_data(webhooks.large_bodies.clone())
             .app_data(web::Data::from(operations.metrics))
             .app_data(web::Data::from(operations.readiness))
             .service(

@@ -164,31 +164,76 @@ fn credentials(req: &HttpRequest) -> Result<Credentials, ApiError> {
     })
 }
 
+/// Bodies above this size (or of unknown size) are read under [`LargeBodies`].
+const LARGE_BODY_BYTES: usize = 1024 * 1024;
+
+/// How many large post-call bodies one process holds at once (each up to
+/// [`MAX_POST_CALL_BODY_BYTES`]), so recordings cannot exhaust the memory limit.
+const MAX_LARGE_BODIES: usize = 4;
+
+/// How long a large body waits for its turn before the answer is 503.
+const LARGE_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The permits of [`MAX_LARGE_BODIES`], shared by the workers.
+#[derive(Debug, Clone)]
+pub(crate) struct LargeBodies(std::sync::Arc<tokio::sync::Semaphore>);
+
+impl Default for LargeBodies {
+    fn default() -> Self {
+        Self(std::sync::Arc::new(tokio::sync::Semaphore::new(
+            MAX_LARGE_BODIES,
+        )))
+    }
+}
+
 async fn respond(
     req: &HttpRequest,
     payload: web::Payload,
     record: &RecordCall,
 ) -> Result<Delivered, ApiError> {
+    let received_at = chrono::Utc::now();
     let credentials = credentials(req)?;
     require_json(req)?;
+    // Before the body is read: an unauthenticated sender must not make us buffer it.
+    record
+        .precheck(&credentials, received_at)
+        .await
+        .map_err(refusal)?;
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let _permit = if declared.is_none_or(|n| n > LARGE_BODY_BYTES) {
+        let large = req.app_data::<LargeBodies>().cloned().unwrap_or_default();
+        Some(
+            tokio::time::timeout(LARGE_BODY_WAIT, large.0.acquire_owned())
+                .await
+                .map_err(|_| ApiError::ServiceUnavailable)?
+                .map_err(|_| ApiError::ServiceUnavailable)?,
+        )
+    } else {
+        None
+    };
     let body = read_body(req, payload, MAX_POST_CALL_BODY_BYTES).await?;
     let delivery = Delivery {
         credentials,
         body: body.into(),
-        received_at: chrono::Utc::now(),
+        received_at,
     };
-    record
-        .deliver(delivery)
-        .await
-        .map_err(|refused| match refused {
-            Refused::Unauthorized(reason) => {
-                tracing::info!(reason, "post-call credentials refused");
-                ApiError::Unauthorized
-            }
-            Refused::Invalid(e) => ApiError::InvalidRequest(vec![FieldIssue {
-                field: None,
-                message: e.0,
-            }]),
-            Refused::Unavailable => ApiError::ServiceUnavailable,
-        })
+    record.deliver(delivery).await.map_err(refusal)
+}
+
+fn refusal(refused: Refused) -> ApiError {
+    match refused {
+        Refused::Unauthorized(reason) => {
+            tracing::info!(reason, "post-call credentials refused");
+            ApiError::Unauthorized
+        }
+        Refused::Invalid(e) => ApiError::InvalidRequest(vec![FieldIssue {
+            field: None,
+            message: e.0,
+        }]),
+        Refused::Unavailable => ApiError::ServiceUnavailable,
+    }
 }

@@ -427,3 +427,71 @@ async fn with_the_store_and_the_outbox_down_the_delivery_is_refused_with_503() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer["code"], "unavailable");
 }
+
+#[actix_web::test]
+async fn a_context_without_a_contact_falls_back_to_the_number() {
+    let w = world();
+    // A withheld caller id at call start: a context, but no contact in it.
+    let personalize = TestRequest::post()
+        .uri(PERSONALIZATION_PATH)
+        .insert_header(("Authorization", format!("Bearer {}", w.token.expose())))
+        .set_json(json!({"conversation_id": CONVERSATION, "caller_id": "anonymous"}));
+    send(&w, personalize).await;
+    assert_eq!(w.cache.entry(CONVERSATION).unwrap().0.contact_id, None);
+    let (status, _) = send(
+        &w,
+        signed(&w, TRANSCRIPTION.as_bytes(), WEBHOOK_SECRET, now()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        w.store.records()[0].contact_id.is_some(),
+        "Alex, by the number the post-call payload carries"
+    );
+}
+
+#[actix_web::test]
+async fn credentials_are_checked_before_a_large_body_is_read() {
+    let w = world();
+    let huge = vec![b' '; relay_http::MAX_POST_CALL_BODY_BYTES + 1];
+    let bad_token = TestRequest::post()
+        .uri(POST_CALL_PATH)
+        .insert_header(("Authorization", "Bearer not-a-token"))
+        .insert_header(("Content-Type", "application/json"))
+        .set_payload(huge.clone());
+    assert_eq!(send(&w, bad_token).await.0, StatusCode::UNAUTHORIZED);
+    let stale = signed(&w, &huge, WEBHOOK_SECRET, now() - 3_600);
+    assert_eq!(send(&w, stale).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[actix_web::test]
+async fn while_the_store_is_down_only_plausible_deliveries_are_queued() {
+    let w = world();
+    w.store.set_behaviour(Behaviour::Down);
+    let body = TRANSCRIPTION.as_bytes();
+    let stale = signed(&w, body, WEBHOOK_SECRET, now() - 31 * 60);
+    assert_eq!(send(&w, stale).await.0, StatusCode::UNAUTHORIZED);
+    let malformed = signed_with(&w, body, "t=1,v0=xyz");
+    assert_eq!(send(&w, malformed).await.0, StatusCode::UNAUTHORIZED);
+    let not_an_event = signed(&w, b"{\"hello\":1}", WEBHOOK_SECRET, now());
+    assert_eq!(send(&w, not_an_event).await.0, StatusCode::BAD_REQUEST);
+    let (status, answer) = send(&w, signed(&w, AUDIO.as_bytes(), WEBHOOK_SECRET, now())).await;
+    assert_eq!(
+        (status, answer),
+        (StatusCode::OK, json!({"received": true}))
+    );
+    assert!(w.outbox.entries().is_empty(), "none of these was queued");
+
+    // A forged signature cannot be told apart without the secret: queued, then dead-lettered
+    // by the replay once the store answers, never recorded.
+    let forged = signed(&w, body, "wsec_forged", now());
+    assert_eq!(send(&w, forged).await.0, StatusCode::ACCEPTED);
+    w.store.set_behaviour(Behaviour::Healthy);
+    let report = w.record_call.replay_queued(10).await.unwrap();
+    assert_eq!((report.replayed, report.rejected), (0, 1));
+    assert!(w.outbox.entries().is_empty());
+    let dead = w.outbox.dead_letters();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].1.contains("signature mismatch"), "{}", dead[0].1);
+    assert!(w.store.records().is_empty());
+}

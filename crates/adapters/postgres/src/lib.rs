@@ -497,12 +497,14 @@ impl CallLog for PgStore {
     async fn record_call(&self, r: &CallRecord) -> Result<Recorded, RepositoryError> {
         let mut conn = self.acquire().await?;
         // ON CONFLICT DO NOTHING waits for a concurrent insert of the same conversation to commit,
-        // so the loser's SELECT below sees the winner's row.
+        // so the loser's SELECT below sees the winner's row. A contact deleted since the call
+        // started (or not this organization's) is stored as none rather than failing the insert.
         let inserted = sqlx::query(concat!(
             "INSERT INTO calls (",
             call_columns!(),
             ")
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+             VALUES ($1, $2,
+                     (SELECT id FROM contacts WHERE id = $3 AND org_id = $2), $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
              ON CONFLICT (org_id, conversation_id) DO NOTHING
              RETURNING id"
         ))

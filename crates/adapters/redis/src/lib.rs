@@ -180,6 +180,11 @@ impl RedisCache {
         format!("{}post-call-outbox", self.prefix)
     }
 
+    /// The stream deliveries that can never be recorded are moved to.
+    pub fn dead_letter_key(&self) -> String {
+        format!("{}post-call-dead-letter", self.prefix)
+    }
+
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix
@@ -276,19 +281,36 @@ impl DeliveryOutbox for RedisCache {
                     .arg(max),
             )
             .await?;
-        entries
+        Ok(entries
             .into_iter()
             .map(|(id, fields)| {
+                // An entry without the field is returned empty: unreadable, dead-lettered by the
+                // caller, never blocking the entries behind it.
                 let payload = fields
                     .chunks(2)
                     .find(|pair| pair.first().is_some_and(|f| f == PAYLOAD_FIELD.as_bytes()))
                     .and_then(|pair| pair.get(1).cloned())
-                    .ok_or_else(|| {
-                        CacheError::Corrupt(format!("outbox entry {id} has no payload").into())
-                    })?;
-                Ok(OutboxEntry { id, payload })
+                    .unwrap_or_default();
+                OutboxEntry { id, payload }
             })
-            .collect()
+            .collect())
+    }
+
+    async fn dead_letter(&self, entry: &OutboxEntry, reason: &str) -> Result<(), CacheError> {
+        // Copied first, then removed: a failure in between leaves a copy in each, never none.
+        self.query::<String>(
+            redis::cmd("XADD")
+                .arg(self.dead_letter_key())
+                .arg("*")
+                .arg(PAYLOAD_FIELD)
+                .arg(entry.payload.as_slice())
+                .arg("reason")
+                .arg(reason)
+                .arg("outbox_id")
+                .arg(&entry.id),
+        )
+        .await?;
+        self.remove(&entry.id).await
     }
 
     async fn remove(&self, id: &str) -> Result<(), CacheError> {

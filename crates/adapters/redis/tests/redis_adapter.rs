@@ -131,6 +131,28 @@ async fn the_outbox_keeps_entries_in_order_until_removed(redis: TestRedis) {
     );
     let key = cache.outbox_key();
     assert!(key.starts_with(redis.prefix()), "{key}");
+
+    // An entry without a payload (written by hand) comes back empty, not as an error.
+    cache
+        .query::<String>(redis::cmd("XADD").arg(&key).arg("*").arg("other").arg("x"))
+        .await
+        .unwrap();
+    let all = cache.pending(10).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all[2].payload.is_empty());
+    cache.dead_letter(&all[2], "unreadable").await.unwrap();
+    assert_eq!(cache.count().await.unwrap(), 2);
+    let dead: Vec<(String, Vec<String>)> = cache
+        .query(
+            redis::cmd("XRANGE")
+                .arg(cache.dead_letter_key())
+                .arg("-")
+                .arg("+"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(dead[0].1.contains(&"unreadable".to_owned()), "{dead:?}");
 }
 
 async fn an_unreadable_entry_is_corrupt(redis: TestRedis) {

@@ -433,7 +433,8 @@ impl CallLog for SqliteStore {
             "INSERT INTO calls (",
             call_columns!(),
             ")
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+             VALUES (?1, ?2,
+                     (SELECT id FROM contacts WHERE id = ?3 AND org_id = ?2), ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
              ON CONFLICT (org_id, conversation_id) DO NOTHING
              RETURNING id"
         ))

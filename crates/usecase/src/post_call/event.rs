@@ -110,7 +110,8 @@ struct RawData {
 
 fn text(value: Option<&Value>, max: usize) -> Option<String> {
     let s = match value? {
-        Value::String(s) => s.trim().to_owned(),
+        // Postgres text cannot hold NUL: dropped rather than losing the record.
+        Value::String(s) => s.trim().replace('\0', ""),
         Value::Number(n) => n.to_string(),
         Value::Bool(b) => b.to_string(),
         _ => return None,

@@ -32,11 +32,17 @@ use serde::{Deserialize, Serialize};
 
 pub use event::{EventType, InvalidEvent, MAX_SUMMARY_CHARS, PostCallEvent};
 pub use sealing::{InvalidSealingKey, SecretSealer, UnsealError};
-pub use signature::{MAX_CLOCK_AHEAD, MAX_SIGNATURE_AGE, SignatureError, sign, verify};
+pub use signature::{
+    MAX_CLOCK_AHEAD, MAX_SIGNATURE_AGE, SignatureError, check_header, sign, verify,
+};
 
 /// Largest delivery appended to the outbox; larger ones (recordings) are refused when the store is
 /// down rather than filling Redis.
 pub const MAX_QUEUED_BODY_BYTES: usize = 1024 * 1024;
+
+/// Most deliveries the outbox holds: beyond, new ones are refused (503) rather than evicting
+/// genuine ones or exhausting Redis while the credentials cannot be checked.
+pub const MAX_QUEUED_DELIVERIES: u64 = 100_000;
 
 /// How a post-call delivery proves where it comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,8 +160,10 @@ pub enum Refused {
 /// What one step of [`RecordCall::process`] failed with.
 enum Failure {
     Refused(Refused),
-    /// The store could not be reached: retry later.
+    /// The store could not be reached or did not answer in time: retry later.
     StoreDown(RepositoryError),
+    /// The store answered with an error retrying will not fix.
+    StoreRefused(RepositoryError),
 }
 
 impl From<Refused> for Failure {
@@ -166,7 +174,10 @@ impl From<Refused> for Failure {
 
 impl From<RepositoryError> for Failure {
     fn from(value: RepositoryError) -> Self {
-        Self::StoreDown(value)
+        match value {
+            RepositoryError::Unavailable(_) => Self::StoreDown(value),
+            RepositoryError::Unexpected(_) => Self::StoreRefused(value),
+        }
     }
 }
 
@@ -175,7 +186,8 @@ impl From<RepositoryError> for Failure {
 pub struct ReplayReport {
     /// Deliveries recorded (or acknowledged) and removed from the outbox.
     pub replayed: usize,
-    /// Deliveries refused (bad credentials, invalid body, unreadable entry) and removed.
+    /// Deliveries that can never be recorded (refused credentials, invalid body, unreadable
+    /// entry, refused by the store), moved to the dead letters.
     pub rejected: usize,
     /// The store was still down: the round stopped and the rest waits.
     pub store_down: bool,
@@ -187,6 +199,7 @@ pub struct OutboxStats {
     queued: AtomicU64,
     replayed: AtomicU64,
     rejected: AtomicU64,
+    backlog: AtomicU64,
 }
 
 impl OutboxStats {
@@ -200,9 +213,15 @@ impl OutboxStats {
         self.replayed.load(Ordering::Relaxed)
     }
 
-    /// Queued deliveries refused by the replay (bad credentials, invalid, unreadable).
+    /// Queued deliveries the replay dead-lettered (refused credentials, invalid, unreadable,
+    /// refused by the store).
     pub fn rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Deliveries waiting in the outbox when it was last read (every replay round).
+    pub fn backlog(&self) -> u64 {
+        self.backlog.load(Ordering::Relaxed)
     }
 }
 
@@ -263,6 +282,44 @@ impl RecordCall {
         self.outbox.is_some()
     }
 
+    /// Checks what can be checked before the body is read, so an unauthenticated sender cannot
+    /// make the service buffer a large body: a Bearer token must belong to an organization, a
+    /// signature header must be well-formed and fresh, and its organization must have a webhook
+    /// secret. A store that cannot answer lets the delivery through (it is checked in full, or
+    /// queued, later).
+    ///
+    /// # Errors
+    /// [`Refused::Unauthorized`].
+    pub async fn precheck(
+        &self,
+        credentials: &Credentials,
+        received_at: DateTime<Utc>,
+    ) -> Result<(), Refused> {
+        let lookup = async {
+            match credentials {
+                Credentials::Bearer { digest } => {
+                    match self.orgs.find_by_secret_digest(digest).await {
+                        Ok(None) => Err(Refused::Unauthorized("unknown token")),
+                        Ok(Some(_)) | Err(_) => Ok(()),
+                    }
+                }
+                Credentials::Signature { org, header } => {
+                    if self.sealer.is_none() {
+                        return Err(Refused::Unauthorized("signatures are not configured"));
+                    }
+                    check_header(header, received_at).map_err(signature_refusal)?;
+                    match self.calls.webhook_signer(*org).await {
+                        Ok(None) => Err(Refused::Unauthorized("no webhook secret")),
+                        Ok(Some(_)) | Err(_) => Ok(()),
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(self.budget, lookup)
+            .await
+            .unwrap_or(Ok(()))
+    }
+
     /// Takes one delivery: recorded, acknowledged, or queued for replay when the store is down.
     ///
     /// # Errors
@@ -276,9 +333,17 @@ impl RecordCall {
                 tracing::warn!(error = %error, source = ?std::error::Error::source(&error), "store down; queueing the post-call delivery");
                 self.queue(&delivery).await
             }
+            Err(Failure::StoreRefused(error)) => {
+                // Kept rather than lost: the replay retries it once and dead-letters it if the
+                // store refuses it again.
+                tracing::error!(error = %error, source = ?std::error::Error::source(&error), "the store refused the call record; queueing the post-call delivery");
+                self.queue(&delivery).await
+            }
         }
     }
 
+    /// Appends a delivery the store could not take to the outbox, after the checks that need no
+    /// store: size, a readable event, a well-formed and fresh signature header, room left.
     async fn queue(&self, delivery: &Delivery) -> Result<Delivered, Refused> {
         let Some(outbox) = &self.outbox else {
             return Err(Refused::Unavailable);
@@ -286,21 +351,47 @@ impl RecordCall {
         if delivery.body.len() > MAX_QUEUED_BODY_BYTES {
             return Err(Refused::Unavailable);
         }
+        if let Credentials::Signature { header, .. } = &delivery.credentials {
+            check_header(header, delivery.received_at).map_err(signature_refusal)?;
+        }
+        let event = PostCallEvent::parse(&delivery.body)?;
+        if event.event_type.call_kind().is_none() {
+            // Nothing would be stored: there is nothing to keep either.
+            return Ok(Delivered::Acknowledged(event.event_type));
+        }
         let payload = serde_json::to_vec(delivery).map_err(|_| Refused::Unavailable)?;
-        match outbox.append(&payload).await {
-            Ok(()) => {
+        let append = async {
+            if outbox.count().await? >= MAX_QUEUED_DELIVERIES {
+                return Ok(false);
+            }
+            outbox.append(&payload).await.map(|()| true)
+        };
+        match tokio::time::timeout(self.budget, append).await {
+            Ok(Ok(true)) => {
                 self.stats.queued.fetch_add(1, Ordering::Relaxed);
                 Ok(Delivered::Queued)
             }
-            Err(error) => {
+            Ok(Ok(false)) => {
+                tracing::error!(
+                    max = MAX_QUEUED_DELIVERIES,
+                    "the outbox is full; the post-call delivery is refused"
+                );
+                Err(Refused::Unavailable)
+            }
+            Ok(Err(error)) => {
                 tracing::error!(error = %error, "outbox unavailable too; the post-call delivery is refused");
+                Err(Refused::Unavailable)
+            }
+            Err(_) => {
+                tracing::error!("outbox did not answer in time; the post-call delivery is refused");
                 Err(Refused::Unavailable)
             }
         }
     }
 
-    /// Replays up to `max` queued deliveries, oldest first, removing each one recorded or
-    /// refused; stops at the first the store still cannot take.
+    /// Replays up to `max` queued deliveries, oldest first: each one recorded (or acknowledged)
+    /// is removed, each one that can never be recorded is moved to the dead letters with its
+    /// reason; the round stops at the first the store still cannot take.
     ///
     /// # Errors
     /// The outbox cannot be read ([`relay_ports::CacheError`]).
@@ -313,30 +404,35 @@ impl RecordCall {
             let delivery: Delivery = match serde_json::from_slice(&entry.payload) {
                 Ok(d) => d,
                 Err(error) => {
-                    tracing::error!(entry = %entry.id, bytes = entry.payload.len(), error = %error, "unreadable outbox entry removed");
-                    outbox.remove(&entry.id).await?;
+                    tracing::error!(entry = %entry.id, bytes = entry.payload.len(), error = %error, "unreadable outbox entry dead-lettered");
+                    outbox.dead_letter(&entry, "unreadable entry").await?;
                     report.rejected += 1;
                     self.stats.rejected.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
             };
-            match self.process_within_budget(&delivery).await {
+            let reason = match self.process_within_budget(&delivery).await {
                 Ok(delivered) => {
                     tracing::info!(entry = %entry.id, outcome = delivered.outcome(), "queued post-call delivery replayed");
+                    outbox.remove(&entry.id).await?;
                     report.replayed += 1;
                     self.stats.replayed.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(Failure::Refused(refused)) => {
-                    tracing::warn!(entry = %entry.id, reason = %refused, "queued post-call delivery refused on replay");
-                    report.rejected += 1;
-                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    continue;
                 }
                 Err(Failure::StoreDown(_)) => {
                     report.store_down = true;
                     break;
                 }
-            }
-            outbox.remove(&entry.id).await?;
+                Err(Failure::Refused(refused)) => refused.to_string(),
+                Err(Failure::StoreRefused(error)) => format!("the store refused it: {error}"),
+            };
+            tracing::warn!(entry = %entry.id, reason, "queued post-call delivery dead-lettered");
+            outbox.dead_letter(&entry, &reason).await?;
+            report.rejected += 1;
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(backlog) = outbox.count().await {
+            self.stats.backlog.store(backlog, Ordering::Relaxed);
         }
         Ok(report)
     }
@@ -428,13 +524,7 @@ impl RecordCall {
                     secret.expose_secret().as_bytes(),
                     delivery.received_at,
                 )
-                .map_err(|e| {
-                    Refused::Unauthorized(match e {
-                        SignatureError::Malformed => "malformed signature",
-                        SignatureError::Stale => "stale signature",
-                        SignatureError::Mismatch => "signature mismatch",
-                    })
-                })?;
+                .map_err(signature_refusal)?;
                 Ok(signer.org)
             }
         }
@@ -456,8 +546,15 @@ impl RecordCall {
             .chain(event.call_sid.clone().map(CallKey::CallSid));
         for key in keys {
             match self.cache.get(&key).await {
-                // Another organization's context is not this call's (tenant isolation).
-                Ok(Some(context)) if context.org_id == org.id => return Ok(context.contact_id),
+                // Another organization's context is not this call's (tenant isolation). A context
+                // without a contact (unknown caller, or the store failed at call start) falls
+                // through to the number.
+                Ok(Some(context)) if context.org_id == org.id => {
+                    if context.contact_id.is_some() {
+                        return Ok(context.contact_id);
+                    }
+                    break;
+                }
                 Ok(_) => {}
                 Err(error) => {
                     tracing::warn!(error = %error, "call context lookup failed; matching by number");
@@ -476,4 +573,12 @@ impl RecordCall {
             .await?
             .map(|c| c.id))
     }
+}
+
+fn signature_refusal(error: SignatureError) -> Refused {
+    Refused::Unauthorized(match error {
+        SignatureError::Malformed => "malformed signature",
+        SignatureError::Stale => "stale signature",
+        SignatureError::Mismatch => "signature mismatch",
+    })
 }

@@ -31,20 +31,17 @@ pub enum SignatureError {
     Mismatch,
 }
 
-/// Verifies `header` for `body` under `secret`, as received at `received_at`.
-///
-/// # Errors
-/// See [`SignatureError`].
-pub fn verify(
-    header: &str,
-    body: &[u8],
-    secret: &[u8],
-    received_at: DateTime<Utc>,
-) -> Result<(), SignatureError> {
+/// A header split into its signed timestamp (as sent) and its `v0` MACs.
+struct Parsed<'a> {
+    t: &'a str,
+    signatures: Vec<[u8; 32]>,
+}
+
+fn parse(header: &str, received_at: DateTime<Utc>) -> Result<Parsed<'_>, SignatureError> {
     if header.len() > MAX_HEADER_LEN {
         return Err(SignatureError::Malformed);
     }
-    let mut timestamp = None;
+    let mut timestamp: Option<(&str, i64)> = None;
     let mut signatures = Vec::new();
     for part in header.split(',') {
         let (name, value) = part
@@ -56,11 +53,10 @@ pub fn verify(
                 if !value.bytes().all(|b| b.is_ascii_digit()) {
                     return Err(SignatureError::Malformed);
                 }
-                timestamp = Some(
-                    value
-                        .parse::<i64>()
-                        .map_err(|_| SignatureError::Malformed)?,
-                );
+                let seconds = value
+                    .parse::<i64>()
+                    .map_err(|_| SignatureError::Malformed)?;
+                timestamp = Some((value, seconds));
             }
             "v0" => {
                 let mut mac = [0u8; 32];
@@ -72,16 +68,40 @@ pub fn verify(
             _ => return Err(SignatureError::Malformed),
         }
     }
-    let timestamp = timestamp.ok_or(SignatureError::Malformed)?;
+    let (t, seconds) = timestamp.ok_or(SignatureError::Malformed)?;
     if signatures.is_empty() {
         return Err(SignatureError::Malformed);
     }
-    let signed_at = DateTime::from_timestamp(timestamp, 0).ok_or(SignatureError::Stale)?;
+    let signed_at = DateTime::from_timestamp(seconds, 0).ok_or(SignatureError::Stale)?;
     if signed_at < received_at - MAX_SIGNATURE_AGE || signed_at > received_at + MAX_CLOCK_AHEAD {
         return Err(SignatureError::Stale);
     }
+    Ok(Parsed { t, signatures })
+}
+
+/// Checks what can be checked without the secret: the header is well-formed and its timestamp
+/// within the window around `received_at`.
+///
+/// # Errors
+/// [`SignatureError::Malformed`] or [`SignatureError::Stale`].
+pub fn check_header(header: &str, received_at: DateTime<Utc>) -> Result<(), SignatureError> {
+    parse(header, received_at).map(|_| ())
+}
+
+/// Verifies `header` for `body` under `secret`, as received at `received_at`. The MAC covers the
+/// timestamp exactly as sent.
+///
+/// # Errors
+/// See [`SignatureError`].
+pub fn verify(
+    header: &str,
+    body: &[u8],
+    secret: &[u8],
+    received_at: DateTime<Utc>,
+) -> Result<(), SignatureError> {
+    let Parsed { t, signatures } = parse(header, received_at)?;
     let mut mac = mac(secret);
-    mac.update(timestamp.to_string().as_bytes());
+    mac.update(t.as_bytes());
     mac.update(b".");
     mac.update(body);
     let matched = signatures
@@ -182,6 +202,22 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_timestamp_is_signed_as_sent() {
+        let t = "01700000000";
+        let mut mac = mac(SECRET);
+        mac.update(t.as_bytes());
+        mac.update(b".");
+        mac.update(BODY);
+        let header = format!("t={t},v0={}", hex::encode(mac.finalize().into_bytes()));
+        assert_eq!(verify(&header, BODY, SECRET, at(1_700_000_000)), Ok(()));
+        assert_eq!(check_header(&header, at(1_700_000_000)), Ok(()));
+        assert_eq!(
+            check_header(&header, at(1_800_000_000)),
+            Err(SignatureError::Stale)
+        );
     }
 
     #[test]

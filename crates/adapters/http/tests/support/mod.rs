@@ -35,10 +35,7 @@ pub struct World {
 impl World {
     /// The use cases, as the routes get them.
     pub fn webhooks(&self) -> Webhooks {
-        Webhooks {
-            personalize: Arc::clone(&self.personalize),
-            record_call: Arc::clone(&self.record_call),
-        }
+        Webhooks::new(Arc::clone(&self.personalize), Arc::clone(&self.record_call))
     }
 }
 
