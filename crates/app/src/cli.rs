@@ -109,7 +109,10 @@ impl Since {
     ) -> chrono::DateTime<chrono::Utc> {
         match self {
             Self::At(at) => at,
-            Self::Ago(age) => now - age,
+            // An age beyond the calendar means "everything", not a panic.
+            Self::Ago(age) => now
+                .checked_sub_signed(age)
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC),
         }
     }
 }
