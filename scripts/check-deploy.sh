@@ -96,8 +96,11 @@ for name, namespace, min_replicas, node_rule in [("prod", "relay", 3, "DoNotSche
     assert [c["topologyKey"] for c in spread] == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"], spread
     assert spread[1]["whenUnsatisfiable"] == node_rule, (name, spread)
     assert d[("HorizontalPodAutoscaler", "relay")]["spec"]["minReplicas"] == min_replicas, name
-    env = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env == {"DATABASE_URL", "REDIS_URL"}, env
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert set(env) == {"DATABASE_URL", "REDIS_URL", "WEBHOOK_SECRET_KEY"}, set(env)
+    assert all("value" not in e for e in env.values()), "secrets come from Secret references"
+    key = env["WEBHOOK_SECRET_KEY"]["valueFrom"]["secretKeyRef"]
+    assert (key["name"], key["key"], key.get("optional")) == ("relay-webhook-key", "key", True), key
 PY
 
 log "a broken manifest must be rejected"
