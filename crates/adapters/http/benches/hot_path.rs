@@ -8,7 +8,7 @@ mod support;
 use actix_web::test::{self, TestRequest};
 use criterion::{Criterion, criterion_group, criterion_main};
 use relay_domain::{DynamicVariables, E164, Region};
-use relay_http::{PERSONALIZATION_PATH, test_app};
+use relay_http::{INITIATION_PATH, PERSONALIZATION_PATH, test_app};
 use relay_ports::fakes::InMemoryStore;
 
 const BODY: &str = r#"{"conversation_id":"conv_8f3d1b9c2e7a4f0b9a4d2c1e6e2f8c01","caller_id":"+14165550100","called_number":"+12362320246","agent_id":"agent_a8d3c4e09b2f4e1ab3c45f6a7b8c9d01"}"#;
@@ -48,22 +48,34 @@ fn request(c: &mut Criterion) {
         world.operations.clone(),
     )));
     let authorization = format!("Bearer {}", world.token.expose());
-    c.bench_function("webhook_request_in_process", |b| {
-        b.iter(|| {
-            system.block_on(async {
-                let req = TestRequest::post()
-                    .uri(PERSONALIZATION_PATH)
-                    .insert_header(("Authorization", authorization.as_str()))
-                    .insert_header(("Content-Type", "application/json"))
-                    .set_payload(BODY)
-                    .to_request();
-                let res = test::call_service(&app, req).await;
-                assert!(res.status().is_success());
-                test::read_body(res).await
-            })
+    for (name, path, body) in [
+        ("webhook_request_in_process", PERSONALIZATION_PATH, BODY),
+        (
+            "initiation_request_in_process",
+            INITIATION_PATH,
+            INITIATION_BODY,
+        ),
+    ] {
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                system.block_on(async {
+                    let req = TestRequest::post()
+                        .uri(path)
+                        .insert_header(("Authorization", authorization.as_str()))
+                        .insert_header(("Content-Type", "application/json"))
+                        .set_payload(body)
+                        .to_request();
+                    let res = test::call_service(&app, req).await;
+                    assert!(res.status().is_success());
+                    test::read_body(res).await
+                })
+            });
         });
-    });
+    }
 }
+
+/// ElevenLabs' initiation webhook body for the same caller.
+const INITIATION_BODY: &str = r#"{"caller_id":"+14165550100","agent_id":"agent_a8d3c4e09b2f4e1ab3c45f6a7b8c9d01","called_number":"+12362320246","call_sid":"CA5f0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c"}"#;
 
 criterion_group!(benches, number, answer, request);
 criterion_main!(benches);
