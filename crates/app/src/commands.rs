@@ -20,7 +20,7 @@ use relay_redis::RedisCache;
 use relay_usecase::post_call::{OutboxStats, RecordCall};
 use relay_usecase::{
     Admin, BackgroundWriteStats, ContactImporter, PersonalizeCall, RawContact, Readiness,
-    Rejection, RetryPolicy,
+    Rejection, RetryPolicy, WebhookSecret,
 };
 
 use crate::cli::{CallsCommand, Command, ContactsCommand, OrgCommand, SecretCommand};
@@ -357,29 +357,25 @@ async fn replay_post_calls(record: Arc<RecordCall>, interval: Duration) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
+        // Batch after batch while each one comes back full and the store answers.
         loop {
-            match record.replay_queued(REPLAY_BATCH).await {
-                Ok(report) if report.replayed + report.rejected > 0 && !report.store_down => {
-                    tracing::info!(
-                        replayed = report.replayed,
-                        rejected = report.rejected,
-                        "post-call outbox replayed (refused ones are in the dead letters)"
-                    );
-                }
-                Ok(report) => {
-                    if report.replayed + report.rejected > 0 {
-                        tracing::info!(
-                            replayed = report.replayed,
-                            rejected = report.rejected,
-                            "post-call outbox partly replayed; the store is still down"
-                        );
-                    }
-                    break;
-                }
+            let report = match record.replay_queued(REPLAY_BATCH).await {
+                Ok(report) => report,
                 Err(error) => {
                     tracing::warn!(%error, "the post-call outbox cannot be read");
                     break;
                 }
+            };
+            if report.replayed + report.rejected > 0 {
+                tracing::info!(
+                    replayed = report.replayed,
+                    rejected = report.rejected,
+                    store_down = report.store_down,
+                    "post-call outbox replayed (refused ones are in the dead letters)"
+                );
+            }
+            if report.store_down || report.replayed + report.rejected < REPLAY_BATCH {
+                break;
             }
         }
     }
@@ -510,16 +506,9 @@ async fn seed_demo(store: Arc<dyn Store>, addr: std::net::SocketAddr) -> anyhow:
 
 #[allow(clippy::print_stdout, reason = "stdout is the command's result")]
 async fn org<F: Fn(&str) -> Option<String>>(cmd: OrgCommand, env: &Env<F>) -> Result<(), Failure> {
-    // Checked before connecting: a missing key is a configuration error, not a store error.
-    let sealer = match &cmd {
-        OrgCommand::SetWebhookSecret { .. } => {
-            Some(webhook_sealer_from_env(env)?.ok_or(ConfigError::Invalid {
-                name: "WEBHOOK_SECRET_KEY",
-                reason: "must be set to store a webhook secret (openssl rand -base64 32)".into(),
-            })?)
-        }
-        _ => None,
-    };
+    if let OrgCommand::SetWebhookSecret { org_id } = cmd {
+        return set_webhook_secret(org_id, env).await;
+    }
     let admin = Admin::new(admin_store(&StoreConfig::from_env(env)?).await?);
     match cmd {
         OrgCommand::Create { name, region } => {
@@ -540,20 +529,35 @@ async fn org<F: Fn(&str) -> Option<String>>(cmd: OrgCommand, env: &Env<F>) -> Re
             let org = admin.set_unknown_caller_name(org_id, &caller_name).await?;
             println!("{}\t{:?}", org.id, org.unknown_caller_name);
         }
-        OrgCommand::SetWebhookSecret { org_id } => {
-            let sealer = sealer.expect("read above for this command");
-            let mut line = String::new();
-            std::io::stdin()
-                .read_line(&mut line)
-                .context("cannot read the webhook secret from stdin")?;
-            let secret = secrecy::SecretString::from(line);
-            admin
-                .set_webhook_secret(org_id, &secret, &sealer)
-                .await?
-                .map_err(|e| anyhow::anyhow!("{e}: pipe it on stdin, e.g. `relay org set-webhook-secret {org_id} < secret.txt`"))?;
-            println!("{org_id}\twebhook secret stored (encrypted)");
-        }
+        OrgCommand::SetWebhookSecret { .. } => unreachable!("handled above"),
     }
+    Ok(())
+}
+
+/// `relay org set-webhook-secret`: the key is checked before connecting (a missing key is a
+/// configuration error, not a store error), the secret read from stdin.
+#[allow(clippy::print_stdout, reason = "stdout is the command's result")]
+async fn set_webhook_secret<F: Fn(&str) -> Option<String>>(
+    org_id: OrgId,
+    env: &Env<F>,
+) -> Result<(), Failure> {
+    let sealer = webhook_sealer_from_env(env)?.ok_or(ConfigError::Invalid {
+        name: "WEBHOOK_SECRET_KEY",
+        reason: "must be set to store a webhook secret (openssl rand -base64 32)".into(),
+    })?;
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the webhook secret from stdin")?;
+    let secret = WebhookSecret::parse(&secrecy::SecretString::from(line)).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}: pipe it on stdin, e.g. `relay org set-webhook-secret {org_id} < secret.txt`"
+        )
+    })?;
+    Admin::new(admin_store(&StoreConfig::from_env(env)?).await?)
+        .set_webhook_secret(org_id, &secret, &sealer)
+        .await?;
+    println!("{org_id}\twebhook secret stored (encrypted)");
     Ok(())
 }
 

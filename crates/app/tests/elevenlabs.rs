@@ -320,6 +320,11 @@ async fn every_post_call_delivery_arrives_when_postgres_drops_mid_stream() {
             proxy.set(Mode::Refuse);
         }
         if i == 20 {
+            // A replay round during the outage finds the store down and reports the backlog.
+            assert!(
+                backlog_within(&service, Duration::from_secs(10), |n| n > 0).await,
+                "the backlog gauge shows the queued deliveries"
+            );
             proxy.set(Mode::Pass);
         }
         let event = transcription(
@@ -362,16 +367,48 @@ async fn every_post_call_delivery_arrives_when_postgres_drops_mid_stream() {
         .await
         .unwrap();
     assert_eq!(waiting, 0, "the outbox is drained");
-    let metrics = reqwest::get(url(&service, "/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert!(
+        backlog_within(&service, Duration::from_secs(10), |n| n == 0).await,
+        "the backlog gauge drains too"
+    );
+    let metrics = scrape(&service).await;
     assert!(
         metrics.contains(&format!("relay_post_call_queued_total {queued}")),
         "{metrics}"
     );
+}
+
+async fn scrape(service: &Service) -> String {
+    reqwest::get(url(service, "/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Polls `relay_post_call_outbox_backlog` (a gauge, read at the end of each replay round) until
+/// `wanted` holds or `limit` passes.
+async fn backlog_within(service: &Service, limit: Duration, wanted: impl Fn(u64) -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        let metrics = scrape(service).await;
+        assert!(
+            metrics.contains("# TYPE relay_post_call_outbox_backlog gauge"),
+            "{metrics}"
+        );
+        let value = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("relay_post_call_outbox_backlog "))
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if value.is_some_and(&wanted) {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[test]

@@ -164,12 +164,7 @@ impl Metrics {
         help: &'static str,
         read: impl Fn() -> u64 + Send + Sync + 'static,
     ) {
-        self.registry().register_collector(Box::new(CounterFn {
-            name,
-            help,
-            read: Box::new(read),
-            gauge: false,
-        }));
+        self.register_fn(name, help, Box::new(read), false);
     }
 
     /// Registers a gauge whose value is read from `read` at scrape time.
@@ -179,11 +174,21 @@ impl Metrics {
         help: &'static str,
         read: impl Fn() -> u64 + Send + Sync + 'static,
     ) {
-        self.registry().register_collector(Box::new(CounterFn {
+        self.register_fn(name, help, Box::new(read), true);
+    }
+
+    fn register_fn(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        read: Box<dyn Fn() -> u64 + Send + Sync>,
+        gauge: bool,
+    ) {
+        self.registry().register_collector(Box::new(ScrapedFn {
             name,
             help,
-            read: Box::new(read),
-            gauge: true,
+            read,
+            gauge,
         }));
     }
 
@@ -319,22 +324,22 @@ impl Collector for PoolCollector {
     }
 }
 
-struct CounterFn {
+struct ScrapedFn {
     name: &'static str,
     help: &'static str,
     read: Box<dyn Fn() -> u64 + Send + Sync>,
     gauge: bool,
 }
 
-impl std::fmt::Debug for CounterFn {
+impl std::fmt::Debug for ScrapedFn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CounterFn")
+        f.debug_struct("ScrapedFn")
             .field("name", &self.name)
             .finish_non_exhaustive()
     }
 }
 
-impl Collector for CounterFn {
+impl Collector for ScrapedFn {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let value = (self.read)();
         if self.gauge {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use relay_domain::{
-    CallContext, CallId, CallKey, CallKind, CallRecord, CallSid, ContactId, ConversationId, E164,
-    NewContact, OrgId, OrgName, Organization, Region, SecretId, ToolToken,
+    CallContext, CallId, CallKey, CallKind, CallRecord, CallSid, Contact, ContactId,
+    ConversationId, E164, NewContact, OrgId, OrgName, Organization, Region, SecretId, ToolToken,
 };
 
 pub use crate::Store;
@@ -592,19 +592,25 @@ pub mod store {
         }
     }
 
+    /// Imports one contact of `org` and reads it back.
+    async fn imported(f: &impl StoreFixture, org: OrgId, first: &str, phone: &str) -> Contact {
+        f.store()
+            .upsert_contacts(org, &[contact(first, phone)])
+            .await
+            .expect("import");
+        f.store()
+            .find_by_phone(org, &e164(phone))
+            .await
+            .expect("find")
+            .expect("contact")
+    }
+
     /// A call record round-trips; a second delivery of the same conversation stores nothing and
     /// answers the first id.
     pub async fn call_records_are_stored_once(f: &impl StoreFixture) {
         let s = f.store();
         let acme = org(f, "Acme").await;
-        s.upsert_contacts(acme.id, &[contact("Alex", "+14165550100")])
-            .await
-            .expect("import");
-        let alex = s
-            .find_by_phone(acme.id, &e164("+14165550100"))
-            .await
-            .expect("find")
-            .expect("contact");
+        let alex = imported(f, acme.id, "Alex", "+14165550100").await;
         let mut first = record(acme.id, "conv_once", 0);
         first.contact_id = Some(alex.id);
         let stored = s.record_call(&first).await.expect("record");
@@ -627,14 +633,7 @@ pub mod store {
         let s = f.store();
         let acme = org(f, "Acme").await;
         let globex = org(f, "Globex").await;
-        s.upsert_contacts(globex.id, &[contact("Secret", "+14165550100")])
-            .await
-            .expect("import");
-        let foreign = s
-            .find_by_phone(globex.id, &e164("+14165550100"))
-            .await
-            .expect("find")
-            .expect("contact");
+        let foreign = imported(f, globex.id, "Secret", "+14165550100").await;
         let mut other_org = record(acme.id, "conv_foreign", 0);
         other_org.contact_id = Some(foreign.id);
         let mut deleted = record(acme.id, "conv_deleted", 1);

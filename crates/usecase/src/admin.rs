@@ -13,6 +13,28 @@ use crate::post_call::SecretSealer;
 /// Longest webhook secret accepted, in bytes.
 pub const MAX_WEBHOOK_SECRET_BYTES: usize = 1_024;
 
+/// A post-call webhook secret as an operator gave it: trimmed, 1 to
+/// [`MAX_WEBHOOK_SECRET_BYTES`] bytes. `Debug` is redacted.
+#[derive(Debug)]
+pub struct WebhookSecret(SecretString);
+
+impl WebhookSecret {
+    /// Checks and wraps a secret (surrounding whitespace, e.g. a trailing newline, is trimmed).
+    ///
+    /// # Errors
+    /// See [`WebhookSecretError`].
+    pub fn parse(raw: &SecretString) -> Result<Self, WebhookSecretError> {
+        let trimmed = raw.expose_secret().trim();
+        if trimmed.is_empty() {
+            return Err(WebhookSecretError::Empty);
+        }
+        if trimmed.len() > MAX_WEBHOOK_SECRET_BYTES {
+            return Err(WebhookSecretError::TooLong);
+        }
+        Ok(Self(SecretString::from(trimmed.to_owned())))
+    }
+}
+
 /// A webhook secret was refused before it reached the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookSecretError {
@@ -130,27 +152,18 @@ impl Admin {
     }
 
     /// Seals `secret` (the post-call webhook's HMAC secret, as ElevenLabs shows it) for `org`
-    /// and stores it, replacing any earlier one. Surrounding whitespace is trimmed.
+    /// and stores it, replacing any earlier one.
     ///
     /// # Errors
-    /// `Ok(Err(_))` when the secret is empty or too long; `NotFound("organization")`; the
-    /// store's errors.
+    /// `NotFound("organization")`; the store's errors.
     pub async fn set_webhook_secret(
         &self,
         org: OrgId,
-        secret: &SecretString,
+        secret: &WebhookSecret,
         sealer: &SecretSealer,
-    ) -> Result<Result<(), WebhookSecretError>, AdminError> {
-        let trimmed = secret.expose_secret().trim();
-        if trimmed.is_empty() {
-            return Ok(Err(WebhookSecretError::Empty));
-        }
-        if trimmed.len() > MAX_WEBHOOK_SECRET_BYTES {
-            return Ok(Err(WebhookSecretError::TooLong));
-        }
-        let sealed = sealer.seal(org, &SecretString::from(trimmed.to_owned()));
-        self.store.set_webhook_secret(org, &sealed).await?;
-        Ok(Ok(()))
+    ) -> Result<(), AdminError> {
+        let sealed = sealer.seal(org, &secret.0);
+        self.store.set_webhook_secret(org, &sealed).await
     }
 }
 

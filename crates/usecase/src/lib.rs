@@ -16,7 +16,7 @@ mod personalize;
 pub mod post_call;
 mod readiness;
 
-pub use admin::{Admin, IssuedSecret, MAX_WEBHOOK_SECRET_BYTES, WebhookSecretError};
+pub use admin::{Admin, IssuedSecret, MAX_WEBHOOK_SECRET_BYTES, WebhookSecret, WebhookSecretError};
 pub use background::{BackgroundWriteStats, RetryPolicy};
 pub use import::{ContactImporter, ImportReport, RawContact, Rejection};
 pub use personalize::{

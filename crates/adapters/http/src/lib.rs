@@ -36,7 +36,7 @@ pub struct Webhooks {
     pub personalize: Arc<PersonalizeCall>,
     /// The post-call webhook.
     pub record_call: Arc<RecordCall>,
-    large_bodies: post_call::LargeBodies,
+    large_bodies: web::Data<post_call::LargeBodies>,
 }
 
 impl Webhooks {
@@ -45,7 +45,7 @@ impl Webhooks {
         Self {
             personalize,
             record_call,
-            large_bodies: post_call::LargeBodies::default(),
+            large_bodies: web::Data::new(post_call::LargeBodies::default()),
         }
     }
 }
@@ -77,7 +77,7 @@ pub fn configure(
     move |cfg| {
         cfg.app_data(web::Data::from(webhooks.personalize))
             .app_data(web::Data::from(webhooks.record_call))
-            .app_data(webhooks.large_bodies.clone())
+            .app_data(webhooks.large_bodies)
             .app_data(web::Data::from(operations.metrics))
             .app_data(web::Data::from(operations.readiness))
             .service(

@@ -12,6 +12,7 @@
 //!   durable outbox for replay;
 //! - 401 / 400 / 503 in the error envelope otherwise.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::header::HeaderName;
@@ -50,10 +51,11 @@ pub(crate) async fn handle(
     req: HttpRequest,
     payload: web::Payload,
     record: web::Data<RecordCall>,
+    large_bodies: web::Data<LargeBodies>,
     metrics: web::Data<Metrics>,
 ) -> HttpResponse {
     let started = Instant::now();
-    let result = respond(&req, payload, &record).await;
+    let result = respond(&req, payload, &record, &large_bodies).await;
     let (response, outcome) = match &result {
         Ok(delivered) => (render(delivered), delivered.outcome()),
         Err(error) => (
@@ -174,8 +176,8 @@ const MAX_LARGE_BODIES: usize = 4;
 /// How long a large body waits for its turn before the answer is 503.
 const LARGE_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// The permits of [`MAX_LARGE_BODIES`], shared by the workers.
-#[derive(Debug, Clone)]
+/// The permits of [`MAX_LARGE_BODIES`], one set per server, shared by its workers.
+#[derive(Debug)]
 pub(crate) struct LargeBodies(std::sync::Arc<tokio::sync::Semaphore>);
 
 impl Default for LargeBodies {
@@ -190,12 +192,13 @@ async fn respond(
     req: &HttpRequest,
     payload: web::Payload,
     record: &RecordCall,
+    large_bodies: &LargeBodies,
 ) -> Result<Delivered, ApiError> {
     let received_at = chrono::Utc::now();
     let credentials = credentials(req)?;
     require_json(req)?;
     // Before the body is read: an unauthenticated sender must not make us buffer it.
-    record
+    let prechecked = record
         .precheck(&credentials, received_at)
         .await
         .map_err(refusal)?;
@@ -205,9 +208,8 @@ async fn respond(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     let _permit = if declared.is_none_or(|n| n > LARGE_BODY_BYTES) {
-        let large = req.app_data::<LargeBodies>().cloned().unwrap_or_default();
         Some(
-            tokio::time::timeout(LARGE_BODY_WAIT, large.0.acquire_owned())
+            tokio::time::timeout(LARGE_BODY_WAIT, Arc::clone(&large_bodies.0).acquire_owned())
                 .await
                 .map_err(|_| ApiError::ServiceUnavailable)?
                 .map_err(|_| ApiError::ServiceUnavailable)?,
@@ -221,7 +223,7 @@ async fn respond(
         body: body.into(),
         received_at,
     };
-    record.deliver(delivery).await.map_err(refusal)
+    record.deliver(delivery, prechecked).await.map_err(refusal)
 }
 
 fn refusal(refused: Refused) -> ApiError {

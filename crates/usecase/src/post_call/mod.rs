@@ -25,7 +25,7 @@ use relay_domain::{
 };
 use relay_ports::{
     CallContextCache, CallLog, ContactDirectory, DeliveryOutbox, OrganizationDirectory,
-    RepositoryError,
+    RepositoryError, WebhookSigner,
 };
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
@@ -225,6 +225,19 @@ impl OutboxStats {
     }
 }
 
+/// What [`RecordCall::precheck`] found in the store for a delivery's credentials, so
+/// [`RecordCall::deliver`] does not look it up again. Empty when the store could not answer.
+#[derive(Debug, Default)]
+pub struct Prechecked(Option<Known>);
+
+#[derive(Debug)]
+enum Known {
+    /// The organization of a Bearer token.
+    Org(Organization),
+    /// The organization named by `?org=`, with its sealed webhook secret.
+    Signer(WebhookSigner),
+}
+
 /// Records post-call webhooks.
 pub struct RecordCall {
     stats: Arc<OutboxStats>,
@@ -290,17 +303,21 @@ impl RecordCall {
     ///
     /// # Errors
     /// [`Refused::Unauthorized`].
+    ///
+    /// What it found is handed to [`RecordCall::deliver`], which then does not ask the store
+    /// again.
     pub async fn precheck(
         &self,
         credentials: &Credentials,
         received_at: DateTime<Utc>,
-    ) -> Result<(), Refused> {
+    ) -> Result<Prechecked, Refused> {
         let lookup = async {
             match credentials {
                 Credentials::Bearer { digest } => {
                     match self.orgs.find_by_secret_digest(digest).await {
                         Ok(None) => Err(Refused::Unauthorized("unknown token")),
-                        Ok(Some(_)) | Err(_) => Ok(()),
+                        Ok(Some(org)) => Ok(Prechecked(Some(Known::Org(org)))),
+                        Err(_) => Ok(Prechecked(None)),
                     }
                 }
                 Credentials::Signature { org, header } => {
@@ -310,14 +327,15 @@ impl RecordCall {
                     check_header(header, received_at).map_err(signature_refusal)?;
                     match self.calls.webhook_signer(*org).await {
                         Ok(None) => Err(Refused::Unauthorized("no webhook secret")),
-                        Ok(Some(_)) | Err(_) => Ok(()),
+                        Ok(Some(signer)) => Ok(Prechecked(Some(Known::Signer(signer)))),
+                        Err(_) => Ok(Prechecked(None)),
                     }
                 }
             }
         };
         tokio::time::timeout(self.budget, lookup)
             .await
-            .unwrap_or(Ok(()))
+            .unwrap_or(Ok(Prechecked(None)))
     }
 
     /// Takes one delivery: recorded, acknowledged, or queued for replay when the store is down.
@@ -325,8 +343,12 @@ impl RecordCall {
     /// # Errors
     /// [`Refused`]: bad credentials, invalid body, or neither store nor outbox available.
     #[tracing::instrument(name = "record_call", skip_all)]
-    pub async fn deliver(&self, delivery: Delivery) -> Result<Delivered, Refused> {
-        match self.process_within_budget(&delivery).await {
+    pub async fn deliver(
+        &self,
+        delivery: Delivery,
+        prechecked: Prechecked,
+    ) -> Result<Delivered, Refused> {
+        match self.process_within_budget(&delivery, prechecked.0).await {
             Ok(delivered) => Ok(delivered),
             Err(Failure::Refused(refused)) => Err(refused),
             Err(Failure::StoreDown(error)) => {
@@ -411,7 +433,7 @@ impl RecordCall {
                     continue;
                 }
             };
-            let reason = match self.process_within_budget(&delivery).await {
+            let reason = match self.process_within_budget(&delivery, None).await {
                 Ok(delivered) => {
                     tracing::info!(entry = %entry.id, outcome = delivered.outcome(), "queued post-call delivery replayed");
                     outbox.remove(&entry.id).await?;
@@ -448,8 +470,12 @@ impl RecordCall {
         }
     }
 
-    async fn process_within_budget(&self, delivery: &Delivery) -> Result<Delivered, Failure> {
-        tokio::time::timeout(self.budget, self.process(delivery))
+    async fn process_within_budget(
+        &self,
+        delivery: &Delivery,
+        known: Option<Known>,
+    ) -> Result<Delivered, Failure> {
+        tokio::time::timeout(self.budget, self.process(delivery, known))
             .await
             .unwrap_or_else(|_| {
                 Err(Failure::StoreDown(RepositoryError::Unavailable(
@@ -458,8 +484,12 @@ impl RecordCall {
             })
     }
 
-    async fn process(&self, delivery: &Delivery) -> Result<Delivered, Failure> {
-        let org = self.authenticate(delivery).await?;
+    async fn process(
+        &self,
+        delivery: &Delivery,
+        known: Option<Known>,
+    ) -> Result<Delivered, Failure> {
+        let org = self.authenticate(delivery, known).await?;
         let event = PostCallEvent::parse(&delivery.body).map_err(Refused::Invalid)?;
         let (Some(kind), Some(conversation_id)) =
             (event.event_type.call_kind(), event.conversation_id.clone())
@@ -495,23 +525,35 @@ impl RecordCall {
         })
     }
 
-    async fn authenticate(&self, delivery: &Delivery) -> Result<Organization, Failure> {
+    /// The organization the delivery comes from; `known` is what [`RecordCall::precheck`]
+    /// already looked up for these credentials.
+    async fn authenticate(
+        &self,
+        delivery: &Delivery,
+        known: Option<Known>,
+    ) -> Result<Organization, Failure> {
         match &delivery.credentials {
-            Credentials::Bearer { digest } => self
-                .orgs
-                .find_by_secret_digest(digest)
-                .await?
-                .ok_or(Failure::Refused(Refused::Unauthorized("unknown token"))),
+            Credentials::Bearer { digest } => match known {
+                Some(Known::Org(org)) => Ok(org),
+                _ => self
+                    .orgs
+                    .find_by_secret_digest(digest)
+                    .await?
+                    .ok_or(Failure::Refused(Refused::Unauthorized("unknown token"))),
+            },
             Credentials::Signature { org, header } => {
                 let sealer = self
                     .sealer
                     .as_ref()
                     .ok_or(Refused::Unauthorized("signatures are not configured"))?;
-                let signer = self
-                    .calls
-                    .webhook_signer(*org)
-                    .await?
-                    .ok_or(Refused::Unauthorized("no webhook secret"))?;
+                let signer = match known {
+                    Some(Known::Signer(signer)) if signer.org.id == *org => signer,
+                    _ => self
+                        .calls
+                        .webhook_signer(*org)
+                        .await?
+                        .ok_or(Refused::Unauthorized("no webhook secret"))?,
+                };
                 let secret = sealer
                     .open(signer.org.id, &signer.sealed_secret)
                     .map_err(|_| {

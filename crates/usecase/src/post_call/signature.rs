@@ -100,10 +100,7 @@ pub fn verify(
     received_at: DateTime<Utc>,
 ) -> Result<(), SignatureError> {
     let Parsed { t, signatures } = parse(header, received_at)?;
-    let mut mac = mac(secret);
-    mac.update(t.as_bytes());
-    mac.update(b".");
-    mac.update(body);
+    let mac = mac(secret, t, body);
     let matched = signatures
         .iter()
         .any(|candidate| mac.clone().verify_slice(candidate).is_ok());
@@ -114,17 +111,23 @@ pub fn verify(
     }
 }
 
-fn mac(secret: &[u8]) -> Hmac<Sha256> {
-    <Hmac<Sha256>>::new_from_slice(secret).expect("HMAC takes a key of any length")
+/// HMAC-SHA256 of `"<t>.<body>"`, `t` exactly as it appears in the header.
+fn mac(secret: &[u8], t: &str, body: &[u8]) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256>>::new_from_slice(secret).expect("HMAC takes a key of any length");
+    mac.update(t.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac
 }
 
 /// The header ElevenLabs would send for `body` signed at `t` (for tests and fixtures).
 pub fn sign(body: &[u8], secret: &[u8], t: i64) -> String {
-    let mut mac = mac(secret);
-    mac.update(t.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("t={t},v0={}", hex::encode(mac.finalize().into_bytes()))
+    sign_at(body, secret, &t.to_string())
+}
+
+fn sign_at(body: &[u8], secret: &[u8], t: &str) -> String {
+    let mac = mac(secret, t, body).finalize().into_bytes();
+    format!("t={t},v0={}", hex::encode(mac))
 }
 
 #[cfg(test)]
@@ -206,12 +209,7 @@ mod tests {
 
     #[test]
     fn the_timestamp_is_signed_as_sent() {
-        let t = "01700000000";
-        let mut mac = mac(SECRET);
-        mac.update(t.as_bytes());
-        mac.update(b".");
-        mac.update(BODY);
-        let header = format!("t={t},v0={}", hex::encode(mac.finalize().into_bytes()));
+        let header = sign_at(BODY, SECRET, "01700000000");
         assert_eq!(verify(&header, BODY, SECRET, at(1_700_000_000)), Ok(()));
         assert_eq!(check_header(&header, at(1_700_000_000)), Ok(()));
         assert_eq!(
