@@ -23,7 +23,7 @@ pub use conversation::{
     CallKey, CallSid, ConversationId, ConversationIdError, MAX_CONVERSATION_ID_CHARS,
 };
 pub use ids::{CallId, ContactId, OrgId, SecretId};
-pub use name::{MAX_NAME_CHARS, sanitize_name};
+pub use name::{MAX_NAME_CHARS, PROMPT_SYNTAX, is_prompt_safe, sanitize_name};
 pub use organization::{OrgName, OrgNameError, Organization};
 pub use phone::{CallerNumber, E164, PhoneError, Region, RegionError, mask_phone};
 pub use secret::{SecretInfo, TokenDigest, ToolToken};

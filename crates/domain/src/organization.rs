@@ -13,7 +13,7 @@ pub struct Organization {
     pub default_region: Region,
     /// What ElevenLabs' initiation route answers as `caller_name` (and `caller_first_name`)
     /// when the caller is not recognized: `""` by default, or a word such as `there` ("Hi
-    /// there"). Already sanitized ([`crate::sanitize_name`]).
+    /// there"). Sanitized when it is set and again when it is answered ([`crate::sanitize_name`]).
     pub unknown_caller_name: String,
 }
 
