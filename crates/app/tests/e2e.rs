@@ -164,7 +164,7 @@ async fn a_known_caller_is_greeted_by_name_and_the_context_is_cached_for_a_day(s
     // Redis can be read from here.
     let redis = s.redis.is_some();
     if redis {
-        let (stored, ttl) = s.redis_get("call:conv_e2e_1").await;
+        let (stored, ttl) = s.redis_get(&format!("org:{org}:call:conv_e2e_1")).await;
         let stored: Value =
             serde_json::from_str(&stored.expect("context cached before answering")).unwrap();
         assert!((86_390..=86_400).contains(&ttl), "ttl {ttl}");
@@ -181,7 +181,7 @@ async fn a_known_caller_is_greeted_by_name_and_the_context_is_cached_for_a_day(s
         let (status, body, _) = post(&service, &token, call(conv, caller)).await;
         assert_eq!((status, body), (200, json!({})), "{caller}");
         if redis {
-            let (stored, _) = s.redis_get(&format!("call:{conv}")).await;
+            let (stored, _) = s.redis_get(&format!("org:{org}:call:{conv}")).await;
             let stored: Value = serde_json::from_str(&stored.unwrap()).unwrap();
             assert_eq!(stored["contact_id"], Value::Null);
         }
@@ -191,7 +191,10 @@ async fn a_known_caller_is_greeted_by_name_and_the_context_is_cached_for_a_day(s
     let (status, body, _) = post(&service, "not-a-token", call("conv_e2e_4", "+14165550100")).await;
     assert_eq!((status, body), (401, json!({"error": "Unauthorized"})));
     if redis {
-        assert_eq!(s.redis_get("call:conv_e2e_4").await.0, None);
+        assert_eq!(
+            s.redis_get(&format!("org:{org}:call:conv_e2e_4")).await.0,
+            None
+        );
     }
     let cache = if redis {
         r#""cache":"redis""#
@@ -289,12 +292,22 @@ async fn a_stopped_redis_still_answers_the_variables_and_the_context_lands_when_
         took < Duration::from_millis(500 + 3_000),
         "answered in {took:?}"
     );
-    assert_eq!(s.redis_get("call:conv_redis_down").await.0, None);
+    assert_eq!(
+        s.redis_get(&format!("org:{org}:call:conv_redis_down"))
+            .await
+            .0,
+        None
+    );
 
     // Redis comes back: a background retry writes the context.
     proxy.set(Mode::Pass);
     let deadline = Instant::now() + Duration::from_secs(15);
-    while s.redis_get("call:conv_redis_down").await.0.is_none() {
+    while s
+        .redis_get(&format!("org:{org}:call:conv_redis_down"))
+        .await
+        .0
+        .is_none()
+    {
         assert!(
             Instant::now() < deadline,
             "context never written:\n{}",
@@ -890,14 +903,16 @@ async fn on_a_redis_cluster_the_contexts_spread_over_every_master_and_readiness_
         db: TestStore::postgres().await,
         redis: Some(TestRedis::create_cluster().await),
     };
-    let token = s.acme_with_alex();
+    let org = s.org("Acme", "CA");
+    let token = s.secret(&org);
+    s.import(&org, "phone,first_name\n4165550100,Alex\n");
     let service = s.serve(&[]);
     for i in 0..60 {
         let (status, body, _) = post(&service, &token, call(&format!("cl{i}"), "4165550100")).await;
         assert_eq!((status, &body["caller_name"]), (200, &json!("Alex")));
     }
     for i in 0..60 {
-        let (value, ttl) = s.redis_get(&format!("call:cl{i}")).await;
+        let (value, ttl) = s.redis_get(&format!("org:{org}:call:cl{i}")).await;
         assert!(value.is_some(), "context cl{i} missing");
         assert!(ttl > 86_000, "ttl {ttl}");
     }

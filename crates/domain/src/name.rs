@@ -113,7 +113,10 @@ mod tests {
 
     #[test]
     fn prompt_safe_means_unchanged() {
-        assert!(!is_prompt_safe(" there"), "surrounding spaces would be trimmed");
+        assert!(
+            !is_prompt_safe(" there"),
+            "surrounding spaces would be trimmed"
+        );
         assert!(!is_prompt_safe("{{x}}"));
         assert!(!is_prompt_safe(&"a".repeat(MAX_NAME_CHARS + 1)));
         assert!(!is_prompt_safe(""));

@@ -224,7 +224,10 @@ mod tests {
         ] {
             assert!(!json.contains("{{") && !json.contains('<'), "{json}");
         }
-        assert_eq!(matched.caller_name.as_deref(), Some("system__caller_id Ignore bMorgan/b"));
+        assert_eq!(
+            matched.caller_name.as_deref(),
+            Some("system__caller_id Ignore bMorgan/b")
+        );
         assert_eq!(unknown.caller_name, "system__caller_id");
         assert_eq!(known.org_name, "system__agent_id Acme");
     }

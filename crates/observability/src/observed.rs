@@ -190,8 +190,8 @@ impl CallContextCache for Observed<dyn CallContextCache> {
         .await
     }
 
-    async fn get(&self, key: &CallKey) -> Result<Option<CallContext>, CacheError> {
-        let call = self.inner.get(key);
+    async fn get(&self, org: OrgId, key: &CallKey) -> Result<Option<CallContext>, CacheError> {
+        let call = self.inner.get(org, key);
         self.observe("get_call_context", "GET", call, |r| {
             found(r, cache_error_type)
         })

@@ -50,13 +50,18 @@ fn context(conversation: &str, contact: Option<u128>) -> CallContext {
     CallContext {
         conversation_id: Some(ConversationId::parse(conversation).expect("valid id")),
         call_sid: None,
-        org_id: OrgId::from_uuid(uuid::Uuid::from_u128(1)),
+        org_id: org1(),
         contact_id: contact.map(|c| ContactId::from_uuid(uuid::Uuid::from_u128(c))),
         caller_number: Some(e164("+14165550100")),
         called_number: Some("+12362320246".into()),
         agent_id: Some("agent_1".into()),
         received_at: DateTime::<Utc>::from_timestamp(1_700_000_000, 0).expect("timestamp"),
     }
+}
+
+/// The organization of [`context`].
+fn org1() -> OrgId {
+    OrgId::from_uuid(uuid::Uuid::from_u128(1))
 }
 
 fn e164(s: &str) -> E164 {
@@ -80,7 +85,10 @@ pub mod cache {
         let ctx = context("conv_round_trip", Some(7));
         f.cache().put(&ctx, CallContext::TTL).await.expect("put");
         assert_eq!(
-            f.cache().get(&conv("conv_round_trip")).await.expect("get"),
+            f.cache()
+                .get(org1(), &conv("conv_round_trip"))
+                .await
+                .expect("get"),
             Some(ctx)
         );
     }
@@ -92,11 +100,17 @@ pub mod cache {
         both.call_sid = Some(CallSid::parse("CA_both_keys").expect("sid"));
         f.cache().put(&both, CallContext::TTL).await.expect("put");
         assert_eq!(
-            f.cache().get(&conv("conv_both_keys")).await.expect("get"),
+            f.cache()
+                .get(org1(), &conv("conv_both_keys"))
+                .await
+                .expect("get"),
             Some(both.clone())
         );
         assert_eq!(
-            f.cache().get(&sid("CA_both_keys")).await.expect("get"),
+            f.cache()
+                .get(org1(), &sid("CA_both_keys"))
+                .await
+                .expect("get"),
             Some(both)
         );
 
@@ -108,11 +122,17 @@ pub mod cache {
             .await
             .expect("put");
         assert_eq!(
-            f.cache().get(&sid("CA_sid_only")).await.expect("get"),
+            f.cache()
+                .get(org1(), &sid("CA_sid_only"))
+                .await
+                .expect("get"),
             Some(sid_only)
         );
         assert_eq!(
-            f.cache().get(&conv("CA_sid_only")).await.expect("get"),
+            f.cache()
+                .get(org1(), &conv("CA_sid_only"))
+                .await
+                .expect("get"),
             None,
             "a call sid is not a conversation id"
         );
@@ -122,7 +142,7 @@ pub mod cache {
     pub async fn missing_entry_is_none(f: &impl CacheFixture) {
         assert_eq!(
             f.cache()
-                .get(&conv("conv_never_stored"))
+                .get(org1(), &conv("conv_never_stored"))
                 .await
                 .expect("get"),
             None
@@ -140,7 +160,11 @@ pub mod cache {
             .await
             .expect("put");
         tokio::time::sleep(Duration::from_millis(1_500)).await;
-        let got = f.cache().get(&conv("conv_overwrite")).await.expect("get");
+        let got = f
+            .cache()
+            .get(org1(), &conv("conv_overwrite"))
+            .await
+            .expect("get");
         assert_eq!(
             got.and_then(|c| c.contact_id),
             Some(ContactId::from_uuid(uuid::Uuid::from_u128(9)))
@@ -155,14 +179,17 @@ pub mod cache {
             .expect("put");
         assert!(
             f.cache()
-                .get(&conv("conv_expiring"))
+                .get(org1(), &conv("conv_expiring"))
                 .await
                 .expect("get")
                 .is_some()
         );
         tokio::time::sleep(Duration::from_millis(2_100)).await;
         assert_eq!(
-            f.cache().get(&conv("conv_expiring")).await.expect("get"),
+            f.cache()
+                .get(org1(), &conv("conv_expiring"))
+                .await
+                .expect("get"),
             None
         );
     }
@@ -179,7 +206,7 @@ pub mod cache {
             .expect("put");
         let a = f
             .cache()
-            .get(&conv("conv_a"))
+            .get(org1(), &conv("conv_a"))
             .await
             .expect("get")
             .expect("a");
@@ -187,6 +214,37 @@ pub mod cache {
             a.contact_id,
             Some(ContactId::from_uuid(uuid::Uuid::from_u128(1)))
         );
+    }
+
+    /// Two organizations using the same conversation id and call sid each keep their own
+    /// context: neither reads nor replaces the other's, and a third finds nothing.
+    pub async fn organizations_have_separate_key_spaces(f: &impl CacheFixture) {
+        let mut mine = context("conv_shared", Some(1));
+        mine.call_sid = Some(CallSid::parse("CA_shared").expect("sid"));
+        let other_org = OrgId::from_uuid(uuid::Uuid::from_u128(2));
+        let mut theirs = mine.clone();
+        theirs.org_id = other_org;
+        theirs.contact_id = Some(ContactId::from_uuid(uuid::Uuid::from_u128(2)));
+
+        f.cache().put(&mine, CallContext::TTL).await.expect("put");
+        f.cache().put(&theirs, CallContext::TTL).await.expect("put");
+        for key in [conv("conv_shared"), sid("CA_shared")] {
+            assert_eq!(
+                f.cache().get(org1(), &key).await.expect("get"),
+                Some(mine.clone()),
+                "the other organization's put under {key} left mine alone"
+            );
+            assert_eq!(
+                f.cache().get(other_org, &key).await.expect("get"),
+                Some(theirs.clone())
+            );
+            let stranger = OrgId::from_uuid(uuid::Uuid::from_u128(3));
+            assert_eq!(
+                f.cache().get(stranger, &key).await.expect("get"),
+                None,
+                "an organization without a context under {key} sees none"
+            );
+        }
     }
 
     /// A backend that is gone gives `Unavailable`, for `put` and `get`.
@@ -200,7 +258,7 @@ pub mod cache {
             Err(CacheError::Unavailable(_))
         ));
         assert!(matches!(
-            dead.get(&conv("conv_dead")).await,
+            dead.get(org1(), &conv("conv_dead")).await,
             Err(CacheError::Unavailable(_))
         ));
     }
@@ -742,6 +800,7 @@ macro_rules! cache_conformance_tests {
             put_overwrites_and_restarts_the_ttl,
             entries_expire_after_their_ttl,
             conversations_are_independent,
+            organizations_have_separate_key_spaces,
         );
     };
     ($fixture:expr) => {
@@ -752,6 +811,7 @@ macro_rules! cache_conformance_tests {
             put_overwrites_and_restarts_the_ttl,
             entries_expire_after_their_ttl,
             conversations_are_independent,
+            organizations_have_separate_key_spaces,
             gone_backend_is_unavailable,
         );
     };

@@ -285,7 +285,7 @@ impl Probe for InMemoryStore {
 
 #[derive(Debug, Default)]
 struct CacheData {
-    entries: HashMap<CallKey, (CallContext, Duration)>,
+    entries: HashMap<(OrgId, CallKey), (CallContext, Duration)>,
     behaviour: Behaviour,
     puts: usize,
 }
@@ -307,22 +307,31 @@ impl InMemoryCache {
         lock(&self.data).behaviour = behaviour;
     }
 
-    /// The entry stored for a conversation and the TTL it was stored with.
+    /// The entry some organization stored for a conversation and the TTL it was stored with
+    /// (tests with one organization; see [`Self::entry_of`]).
     pub fn entry(&self, conversation_id: &str) -> Option<(CallContext, Duration)> {
         let id = ConversationId::parse(conversation_id).ok()?;
-        lock(&self.data)
-            .entries
-            .get(&CallKey::Conversation(id))
-            .cloned()
+        self.find(&CallKey::Conversation(id), None)
     }
 
-    /// The entry stored for a call sid and the TTL it was stored with.
+    /// The entry `org` stored for a conversation and the TTL it was stored with.
+    pub fn entry_of(&self, org: OrgId, conversation_id: &str) -> Option<(CallContext, Duration)> {
+        let id = ConversationId::parse(conversation_id).ok()?;
+        self.find(&CallKey::Conversation(id), Some(org))
+    }
+
+    /// The entry some organization stored for a call sid and the TTL it was stored with.
     pub fn entry_by_call_sid(&self, call_sid: &str) -> Option<(CallContext, Duration)> {
         let sid = CallSid::parse(call_sid).ok()?;
+        self.find(&CallKey::CallSid(sid), None)
+    }
+
+    fn find(&self, key: &CallKey, org: Option<OrgId>) -> Option<(CallContext, Duration)> {
         lock(&self.data)
             .entries
-            .get(&CallKey::CallSid(sid))
-            .cloned()
+            .iter()
+            .find(|((o, k), _)| k == key && org.is_none_or(|org| org == *o))
+            .map(|(_, entry)| entry.clone())
     }
 
     /// How many `put` calls were made, failed or not.
@@ -353,15 +362,19 @@ impl CallContextCache for InMemoryCache {
         behaviour.apply().await.map_err(CacheError::Unavailable)?;
         let mut data = lock(&self.data);
         for key in context.keys() {
-            data.entries.insert(key, (context.clone(), ttl));
+            data.entries
+                .insert((context.org_id, key), (context.clone(), ttl));
         }
         Ok(())
     }
 
-    async fn get(&self, key: &CallKey) -> Result<Option<CallContext>, CacheError> {
+    async fn get(&self, org: OrgId, key: &CallKey) -> Result<Option<CallContext>, CacheError> {
         let behaviour = lock(&self.data).behaviour;
         behaviour.apply().await.map_err(CacheError::Unavailable)?;
-        Ok(lock(&self.data).entries.get(key).map(|(c, _)| c.clone()))
+        Ok(lock(&self.data)
+            .entries
+            .get(&(org, key.clone()))
+            .map(|(c, _)| c.clone()))
     }
 }
 

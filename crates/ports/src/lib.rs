@@ -92,24 +92,32 @@ pub trait ContactDirectory: Send + Sync {
 }
 
 /// Keeps the context of a call between the personalization webhook and the post-call webhook.
+///
+/// Every organization has its own key space: conversation ids and call sids come from the
+/// caller of the webhook, so one organization naming another's conversation must neither read
+/// nor replace that organization's context.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait CallContextCache: Send + Sync {
     /// Stores `context` for `ttl` under each of its keys ([`CallContext::keys`]: the
-    /// conversation id, the call sid, or both). A context without keys is not stored.
+    /// conversation id, the call sid, or both), in the key space of `context.org_id`. A context
+    /// without keys is not stored.
     ///
-    /// - MUST overwrite an earlier entry under the same key, and restart its `ttl`
-    ///   (a repeated request is idempotent).
+    /// - MUST overwrite an earlier entry of the same organization under the same key, and
+    ///   restart its `ttl` (a repeated request is idempotent).
+    /// - MUST NOT touch another organization's entry under the same key.
     /// - MUST return `Err(CacheError::Unavailable)` when the cache cannot be reached; an entry
     ///   may then be missing, never half-written.
     async fn put(&self, context: &CallContext, ttl: Duration) -> Result<(), CacheError>;
 
-    /// The context stored under `key`.
+    /// The context `org` stored under `key`.
     ///
+    /// - MUST only return a context of `org` (`org_id == org`), never another organization's
+    ///   stored under the same key.
     /// - MUST return `Ok(None)` when there is none or it expired.
     /// - MUST return `Err(CacheError::Corrupt)` when the stored entry cannot be read.
     /// - MUST return `Err(CacheError::Unavailable)` when the cache cannot be reached.
-    async fn get(&self, key: &CallKey) -> Result<Option<CallContext>, CacheError>;
+    async fn get(&self, org: OrgId, key: &CallKey) -> Result<Option<CallContext>, CacheError>;
 }
 
 /// Connection-pool gauges of a backing service, read when metrics are scraped.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use moka::Expiry;
 use moka::future::Cache;
-use relay_domain::{CallContext, CallKey};
+use relay_domain::{CallContext, CallKey, OrgId};
 use relay_ports::{BoxError, CacheError, CallContextCache, PoolStats, Probe};
 
 /// Entries kept at most by default; the least recently used go first beyond it.
@@ -29,14 +29,17 @@ struct Entry {
 
 struct PerEntryTtl;
 
-impl Expiry<CallKey, Entry> for PerEntryTtl {
-    fn expire_after_create(&self, _: &CallKey, entry: &Entry, _: Instant) -> Option<Duration> {
+/// Each organization's entries live under its own keys.
+type ScopedKey = (OrgId, CallKey);
+
+impl Expiry<ScopedKey, Entry> for PerEntryTtl {
+    fn expire_after_create(&self, _: &ScopedKey, entry: &Entry, _: Instant) -> Option<Duration> {
         Some(entry.ttl)
     }
 
     fn expire_after_update(
         &self,
-        _: &CallKey,
+        _: &ScopedKey,
         entry: &Entry,
         _: Instant,
         _: Option<Duration>,
@@ -49,7 +52,7 @@ impl Expiry<CallKey, Entry> for PerEntryTtl {
 /// The call-context cache in this process's memory.
 #[derive(Clone)]
 pub struct MemoryCache {
-    entries: Cache<CallKey, Entry>,
+    entries: Cache<ScopedKey, Entry>,
 }
 
 impl std::fmt::Debug for MemoryCache {
@@ -86,13 +89,17 @@ impl CallContextCache for MemoryCache {
                 context: context.clone(),
                 ttl,
             };
-            self.entries.insert(key, entry).await;
+            self.entries.insert((context.org_id, key), entry).await;
         }
         Ok(())
     }
 
-    async fn get(&self, key: &CallKey) -> Result<Option<CallContext>, CacheError> {
-        Ok(self.entries.get(key).await.map(|e| e.context))
+    async fn get(&self, org: OrgId, key: &CallKey) -> Result<Option<CallContext>, CacheError> {
+        Ok(self
+            .entries
+            .get(&(org, key.clone()))
+            .await
+            .map(|e| e.context))
     }
 }
 

@@ -1,18 +1,22 @@
 //! Redis adapter: the call-context cache, one JSON string per key with a TTL, and the post-call
 //! delivery outbox, one stream.
 //!
-//! Keys: `{prefix}call:{conversation_id}` and `{prefix}call-sid:{call_sid}` (prefix default
-//! `relay:`; a context with both ids is written under both), and the stream
-//! `{prefix}post-call-outbox`. Each operation is a single-key command (`SET .. EX`, `GET`,
-//! `XADD`, `XRANGE`, `XDEL`), so the keys shard cleanly on a Redis Cluster: [`RedisCache::new`]
-//! talks to one server, [`RedisCache::cluster`] to a cluster (commands follow `MOVED`/`ASK`).
+//! Keys: `{prefix}org:{org_id}:call:{conversation_id}` and
+//! `{prefix}org:{org_id}:call-sid:{call_sid}` (prefix default `relay:`; a context with both ids is
+//! written under both), so each organization has its own key space: the ids come from whoever
+//! calls the webhook, and one organization must not reach another's context by naming its
+//! conversation. The streams `{prefix}post-call-outbox` and `{prefix}post-call-dead-letter` hold
+//! post-call deliveries. Each operation is a single-key command or script (`SET .. EX`, `GET`,
+//! `XRANGE`, `XDEL`, bounded `XADD`), so the keys shard cleanly on a Redis Cluster:
+//! [`RedisCache::new`] talks to one server, [`RedisCache::cluster`] to a cluster (commands follow
+//! `MOVED`/`ASK`).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_redis::redis::{self, FromRedisValue};
 use deadpool_redis::{PoolConfig, Runtime, Timeouts, cluster};
-use relay_domain::{CallContext, CallKey};
+use relay_domain::{CallContext, CallKey, OrgId};
 use relay_ports::{
     BoxError, CacheError, CallContextCache, DeliveryOutbox, OutboxEntry, PoolStats, Probe,
 };
@@ -167,12 +171,31 @@ impl RedisCache {
         matches!(self.backend, Backend::Cluster(_))
     }
 
-    /// The key a context is stored under.
-    pub fn key(&self, key: &CallKey) -> String {
+    /// The key `org`'s context is stored under.
+    pub fn key(&self, org: OrgId, key: &CallKey) -> String {
+        match key {
+            CallKey::Conversation(id) => {
+                format!("{}org:{org}:call:{}", self.prefix, id.as_str())
+            }
+            CallKey::CallSid(sid) => format!("{}org:{org}:call-sid:{}", self.prefix, sid.as_str()),
+        }
+    }
+
+    /// Where versions before organization-scoped keys stored a context. Read (never written)
+    /// when the scoped key has nothing, and only for the organization the entry names, so calls
+    /// that connected before an upgrade keep their context for its 24 hours.
+    // TODO(2027-01): remove with the first release after every pre-scoping entry has expired.
+    pub fn legacy_key(&self, key: &CallKey) -> String {
         match key {
             CallKey::Conversation(id) => format!("{}call:{}", self.prefix, id.as_str()),
             CallKey::CallSid(sid) => format!("{}call-sid:{}", self.prefix, sid.as_str()),
         }
+    }
+
+    async fn get_json(&self, key: String) -> Result<Option<CallContext>, CacheError> {
+        let raw: Option<String> = self.query(redis::cmd("GET").arg(key)).await?;
+        raw.map(|json| serde_json::from_str(&json).map_err(|e| CacheError::Corrupt(Box::new(e))))
+            .transpose()
     }
 
     /// The stream post-call deliveries wait in while the store is down.
@@ -236,7 +259,7 @@ impl CallContextCache for RedisCache {
         // failure in between is an error, and the caller's retry writes both again.
         for key in context.keys() {
             let mut cmd = redis::cmd("SET");
-            cmd.arg(self.key(&key))
+            cmd.arg(self.key(context.org_id, &key))
                 .arg(&json)
                 .arg("EX")
                 .arg(ttl.as_secs().max(1));
@@ -245,10 +268,14 @@ impl CallContextCache for RedisCache {
         Ok(())
     }
 
-    async fn get(&self, key: &CallKey) -> Result<Option<CallContext>, CacheError> {
-        let raw: Option<String> = self.query(redis::cmd("GET").arg(self.key(key))).await?;
-        raw.map(|json| serde_json::from_str(&json).map_err(|e| CacheError::Corrupt(Box::new(e))))
-            .transpose()
+    async fn get(&self, org: OrgId, key: &CallKey) -> Result<Option<CallContext>, CacheError> {
+        if let Some(context) = self.get_json(self.key(org, key)).await? {
+            return Ok(Some(context));
+        }
+        Ok(self
+            .get_json(self.legacy_key(key))
+            .await?
+            .filter(|context| context.org_id == org))
     }
 }
 

@@ -77,7 +77,10 @@ async fn put_stores_json_under_the_prefixed_key_with_the_ttl(redis: TestRedis) {
         .await
         .unwrap();
 
-    let key = format!("{}call:conv_1", redis.prefix());
+    let key = format!(
+        "{}org:00000000-0000-0000-0000-000000000001:call:conv_1",
+        redis.prefix()
+    );
     let json: String = cache.query(redis::cmd("GET").arg(&key)).await.unwrap();
     let stored: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(stored["conversation_id"], "conv_1");
@@ -96,7 +99,10 @@ async fn a_context_with_a_call_sid_is_also_stored_under_the_sid_key(redis: TestR
     let mut ctx = context("conv_2", None);
     ctx.call_sid = Some(CallSid::parse("CA42").unwrap());
     cache.put(&ctx, CallContext::TTL).await.unwrap();
-    let key = format!("{}call-sid:CA42", redis.prefix());
+    let key = format!(
+        "{}org:00000000-0000-0000-0000-000000000001:call-sid:CA42",
+        redis.prefix()
+    );
     let json: String = cache.query(redis::cmd("GET").arg(&key)).await.unwrap();
     let stored: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(stored["call_sid"], "CA42");
@@ -157,21 +163,55 @@ async fn the_outbox_keeps_entries_in_order_until_removed(redis: TestRedis) {
 
 async fn an_unreadable_entry_is_corrupt(redis: TestRedis) {
     let cache = redis.cache();
+    let org = OrgId::from_uuid(uuid::Uuid::from_u128(1));
+    let key = CallKey::Conversation(ConversationId::parse("conv_5").unwrap());
+    cache
+        .query::<()>(redis::cmd("SET").arg(cache.key(org, &key)).arg("not json"))
+        .await
+        .unwrap();
+    let err = cache.get(org, &key).await.unwrap_err();
+    assert!(matches!(err, CacheError::Corrupt(_)), "{err:?}");
+}
+
+/// Entries written before keys were scoped by organization (`{prefix}call:{id}`) are still
+/// found for the 24 hours they live, by their own organization only, and never written again.
+async fn entries_of_the_unscoped_layout_are_read_for_their_organization_only(redis: TestRedis) {
+    let cache = redis.cache();
+    let old = context("conv_legacy", Some(7));
+    let key = CallKey::Conversation(ConversationId::parse("conv_legacy").unwrap());
+    let legacy = format!("{}call:conv_legacy", redis.prefix());
+    assert_eq!(cache.legacy_key(&key), legacy);
     cache
         .query::<()>(
             redis::cmd("SET")
-                .arg(format!("{}call:conv_5", redis.prefix()))
-                .arg("not json"),
+                .arg(&legacy)
+                .arg(serde_json::to_string(&old).unwrap())
+                .arg("EX")
+                .arg(3_600),
         )
         .await
         .unwrap();
-    let err = cache
-        .get(&CallKey::Conversation(
-            ConversationId::parse("conv_5").unwrap(),
-        ))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, CacheError::Corrupt(_)), "{err:?}");
+    assert_eq!(
+        cache.get(old.org_id, &key).await.unwrap(),
+        Some(old.clone())
+    );
+    let other = OrgId::from_uuid(uuid::Uuid::from_u128(2));
+    assert_eq!(
+        cache.get(other, &key).await.unwrap(),
+        None,
+        "another organization naming the same conversation does not get it"
+    );
+
+    // A new context of the same organization goes to the scoped key and wins from then on.
+    let new = context("conv_legacy", Some(8));
+    cache.put(&new, CallContext::TTL).await.unwrap();
+    assert_eq!(cache.get(old.org_id, &key).await.unwrap(), Some(new));
+    let untouched: String = cache.query(redis::cmd("GET").arg(&legacy)).await.unwrap();
+    assert_eq!(
+        serde_json::from_str::<CallContext>(&untouched).unwrap(),
+        old,
+        "the old layout is never written"
+    );
 }
 
 async fn ping_answers_and_the_pool_gauges_are_reported(redis: TestRedis) {
@@ -195,6 +235,14 @@ mod single {
     #[tokio::test]
     async fn an_unreadable_entry_is_corrupt() {
         super::an_unreadable_entry_is_corrupt(TestRedis::create().await).await;
+    }
+
+    #[tokio::test]
+    async fn entries_of_the_unscoped_layout_are_read_for_their_organization_only() {
+        super::entries_of_the_unscoped_layout_are_read_for_their_organization_only(
+            TestRedis::create().await,
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -274,6 +322,14 @@ mod cluster {
     }
 
     #[tokio::test]
+    async fn entries_of_the_unscoped_layout_are_read_for_their_organization_only() {
+        super::entries_of_the_unscoped_layout_are_read_for_their_organization_only(
+            TestRedis::create_cluster().await,
+        )
+        .await;
+    }
+
+    #[tokio::test]
     async fn a_context_with_a_call_sid_is_also_stored_under_the_sid_key() {
         super::a_context_with_a_call_sid_is_also_stored_under_the_sid_key(
             TestRedis::create_cluster().await,
@@ -313,7 +369,10 @@ mod cluster {
         );
         for id in &ids {
             let got = cache
-                .get(&CallKey::Conversation(ConversationId::parse(id).unwrap()))
+                .get(
+                    OrgId::from_uuid(uuid::Uuid::from_u128(1)),
+                    &CallKey::Conversation(ConversationId::parse(id).unwrap()),
+                )
                 .await
                 .unwrap()
                 .expect("read back through the cluster");

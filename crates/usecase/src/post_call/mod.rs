@@ -587,10 +587,10 @@ impl RecordCall {
             .into_iter()
             .chain(event.call_sid.clone().map(CallKey::CallSid));
         for key in keys {
-            match self.cache.get(&key).await {
-                // Another organization's context is not this call's (tenant isolation). A context
-                // without a contact (unknown caller, or the store failed at call start) falls
-                // through to the number.
+            match self.cache.get(org.id, &key).await {
+                // Only this organization's context: the port promises it, and checking again
+                // costs nothing. A context without a contact (unknown caller, or the store
+                // failed at call start) falls through to the number.
                 Ok(Some(context)) if context.org_id == org.id => {
                     if context.contact_id.is_some() {
                         return Ok(context.contact_id);
