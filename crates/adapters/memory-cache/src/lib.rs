@@ -8,7 +8,7 @@
 
 mod organizations;
 
-pub use organizations::{CachedOrganizations, DEFAULT_MAX_ORGANIZATIONS};
+pub use organizations::{CachedOrganizations, DEFAULT_MAX_ORGANIZATIONS, MAX_UNKNOWN_TOKENS};
 
 use std::time::{Duration, Instant};
 

@@ -3,8 +3,13 @@
 //! Every webhook call authenticates by its token; the organization behind a token almost never
 //! changes, so looking it up in Postgres on every call costs a round trip for nothing. Found
 //! organizations are kept for a short TTL, which is therefore also how long a revoked secret (or
-//! an old organization name) keeps working. Misses are not kept: a new secret works at once, and a
-//! wrong token always reaches the store. Store errors pass through and are not kept either.
+//! an old organization name) keeps working.
+//!
+//! Misses are kept too, for the same TTL and in a separate, larger set, so a client repeating a
+//! wrong (or just revoked) token costs one store query per TTL instead of one per request, and a
+//! flood of wrong tokens never evicts the organizations genuine callers need. A token is 256
+//! random bits, so no genuine caller presents one before it exists: keeping a miss never delays a
+//! new secret. Store errors pass through and are not kept.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +22,14 @@ use relay_ports::{OrganizationDirectory, RepositoryError};
 /// Organizations kept at most; beyond it the least recently used go first.
 pub const DEFAULT_MAX_ORGANIZATIONS: u64 = 10_000;
 
+/// Unknown tokens kept at most (32 bytes each).
+pub const MAX_UNKNOWN_TOKENS: u64 = 100_000;
+
 /// [`OrganizationDirectory`] with the organizations it found kept for a TTL.
 pub struct CachedOrganizations {
     inner: Arc<dyn OrganizationDirectory>,
     found: Cache<TokenDigest, Organization>,
+    unknown: Cache<TokenDigest, ()>,
     ttl: Duration,
 }
 
@@ -29,6 +38,7 @@ impl std::fmt::Debug for CachedOrganizations {
         f.debug_struct("CachedOrganizations")
             .field("ttl", &self.ttl)
             .field("entries", &self.found.entry_count())
+            .field("unknown", &self.unknown.entry_count())
             .finish_non_exhaustive()
     }
 }
@@ -40,6 +50,10 @@ impl CachedOrganizations {
             inner,
             found: Cache::builder()
                 .max_capacity(max_entries)
+                .time_to_live(ttl)
+                .build(),
+            unknown: Cache::builder()
+                .max_capacity(MAX_UNKNOWN_TOKENS)
                 .time_to_live(ttl)
                 .build(),
             ttl,
@@ -61,9 +75,13 @@ impl OrganizationDirectory for CachedOrganizations {
         if let Some(org) = self.found.get(digest).await {
             return Ok(Some(org));
         }
+        if self.unknown.contains_key(digest) {
+            return Ok(None);
+        }
         let found = self.inner.find_by_secret_digest(digest).await?;
-        if let Some(org) = &found {
-            self.found.insert(*digest, org.clone()).await;
+        match &found {
+            Some(org) => self.found.insert(*digest, org.clone()).await,
+            None => self.unknown.insert(*digest, ()).await,
         }
         Ok(found)
     }
@@ -144,22 +162,62 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unknown_token_is_not_kept_so_a_new_secret_works_at_once() {
+    async fn an_unknown_token_is_kept_for_the_ttl_so_repeating_it_costs_one_query() {
         let answer = Arc::new(Mutex::new(None));
         let lookups = Arc::new(Mutex::new(0));
         let cached = CachedOrganizations::new(
             store(Arc::clone(&answer), Arc::clone(&lookups)),
-            Duration::from_secs(60),
+            Duration::from_millis(300),
             100,
         );
-        let token = digest("rlk_new");
-        assert_eq!(cached.find_by_secret_digest(&token).await.unwrap(), None);
+        let wrong = digest("rlk_wrong");
+        for _ in 0..50 {
+            assert_eq!(cached.find_by_secret_digest(&wrong).await.unwrap(), None);
+        }
+        assert_eq!(*lookups.lock().unwrap(), 1, "one query for fifty attempts");
+
+        // Other tokens are looked up on their own, and after the TTL the store is asked again.
         *answer.lock().unwrap() = Some(acme());
         assert_eq!(
-            cached.find_by_secret_digest(&token).await.unwrap(),
+            cached
+                .find_by_secret_digest(&digest("rlk_live"))
+                .await
+                .unwrap(),
             Some(acme())
         );
-        assert_eq!(*lookups.lock().unwrap(), 2);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            cached.find_by_secret_digest(&wrong).await.unwrap(),
+            Some(acme())
+        );
+        assert_eq!(*lookups.lock().unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_wrong_tokens_never_evicts_a_genuine_organization() {
+        let answer = Arc::new(Mutex::new(Some(acme())));
+        let lookups = Arc::new(Mutex::new(0));
+        let cached = CachedOrganizations::new(
+            store(Arc::clone(&answer), Arc::clone(&lookups)),
+            Duration::from_secs(60),
+            2,
+        );
+        let genuine = digest("rlk_live");
+        cached.find_by_secret_digest(&genuine).await.unwrap();
+        *answer.lock().unwrap() = None;
+        for n in 0..500 {
+            cached
+                .find_by_secret_digest(&digest(&format!("rlk_wrong_{n}")))
+                .await
+                .unwrap();
+        }
+        cached.found.run_pending_tasks().await;
+        assert_eq!(
+            cached.find_by_secret_digest(&genuine).await.unwrap(),
+            Some(acme()),
+            "still served from memory"
+        );
+        assert_eq!(*lookups.lock().unwrap(), 501);
     }
 
     #[tokio::test]
