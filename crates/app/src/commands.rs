@@ -17,10 +17,10 @@ use relay_ports::{
 };
 use relay_postgres::PgStore;
 use relay_redis::RedisCache;
-use relay_usecase::post_call::{OutboxStats, RecordCall};
+use relay_usecase::post_call::{OutboxStats, PostCallPorts, PostCallSettings, RecordCall};
 use relay_usecase::{
-    Admin, BackgroundWriteStats, ContactImporter, PersonalizeCall, RawContact, Readiness,
-    Rejection, RetryPolicy, WebhookSecret,
+    Admin, BackgroundWriteStats, ContactImporter, KnownCredentials, MAX_KNOWN_CREDENTIALS,
+    PersonalizeCall, RawContact, Readiness, Rejection, RetryPolicy, WebhookSecret,
 };
 
 use crate::cli::{CallsCommand, Command, ContactsCommand, OrgCommand, SecretCommand};
@@ -137,12 +137,17 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
         Arc::clone(&observed_contacts),
         Arc::clone(&observed_cache),
     );
+    let known = Arc::new(KnownCredentials::new(
+        config.known_credentials_max_age,
+        MAX_KNOWN_CREDENTIALS,
+    ));
     let personalize = Arc::new(PersonalizeCall::new(
         observed_orgs,
         observed_contacts,
         observed_cache,
         config.lookup_timeout,
         RetryPolicy::default(),
+        Arc::clone(&known),
     ));
     register_background_counters(&metrics, &personalize.background_stats());
     let outbox = cache
@@ -150,13 +155,20 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
         .clone()
         .map(|redis| Arc::new(redis) as Arc<dyn DeliveryOutbox>);
     let record_call = Arc::new(RecordCall::new(
-        Arc::clone(&personalize_orgs),
-        Arc::clone(&personalize_contacts),
-        Arc::clone(&store) as Arc<dyn CallLog>,
-        Arc::clone(&personalize_cache),
-        outbox,
+        PostCallPorts {
+            orgs: Arc::clone(&personalize_orgs),
+            contacts: Arc::clone(&personalize_contacts),
+            calls: Arc::clone(&store) as Arc<dyn CallLog>,
+            cache: Arc::clone(&personalize_cache),
+            outbox,
+        },
+        PostCallSettings {
+            budget: POST_CALL_BUDGET,
+            outbox: config.outbox_limits,
+            dead_letters: config.outbox_limits,
+        },
         config.webhook_sealer.clone(),
-        POST_CALL_BUDGET,
+        known,
     ));
     register_outbox_counters(&metrics, &record_call.stats());
     let replayer = tokio::spawn(replay_post_calls(
@@ -175,7 +187,11 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
     let addr = listener.local_addr().context("listener address")?;
     let server = relay_http::server(
         listener,
-        relay_http::Webhooks::new(Arc::clone(&personalize), Arc::clone(&record_call)),
+        relay_http::Webhooks::new(
+            Arc::clone(&personalize),
+            Arc::clone(&record_call),
+            relay_http::Access::new(config.trusted_proxies.clone(), config.auth_throttle),
+        ),
         relay_http::Operations {
             metrics,
             readiness: Arc::clone(&readiness),
@@ -203,6 +219,12 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
         org_cache_ttl_s = config.org_cache_ttl.as_secs(),
         post_call_signatures = config.webhook_sealer.is_some(),
         post_call_outbox = record_call.has_outbox(),
+        post_call_outbox_max_entries = config.outbox_limits.max_entries,
+        post_call_outbox_max_bytes = config.outbox_limits.max_bytes,
+        known_credentials_max_age_s = config.known_credentials_max_age.as_secs(),
+        trusted_proxies = !config.trusted_proxies.is_empty(),
+        auth_failures_per_minute = config.auth_throttle.failures_per_minute,
+        auth_failure_burst = config.auth_throttle.burst,
         shutdown_drain_s = config.shutdown_drain.as_secs(),
         shutdown_timeout_s = config.shutdown_timeout.as_secs(),
         database_max_connections = config.store.max_connections,
@@ -310,7 +332,7 @@ fn register_background_counters(metrics: &Metrics, stats: &Arc<BackgroundWriteSt
 }
 
 fn register_outbox_counters(metrics: &Metrics, stats: &Arc<OutboxStats>) {
-    let counters: [ScrapedCounter<OutboxStats>; 3] = [
+    let counters: [ScrapedCounter<OutboxStats>; 5] = [
         (
             "relay_post_call_queued",
             "Post-call deliveries appended to the Redis outbox because the store was down",
@@ -327,18 +349,41 @@ fn register_outbox_counters(metrics: &Metrics, stats: &Arc<OutboxStats>) {
              credentials, invalid, unreadable, refused by the store)",
             OutboxStats::rejected,
         ),
+        (
+            "relay_post_call_outbox_full",
+            "Post-call deliveries refused (503) because the outbox was at \
+             POST_CALL_OUTBOX_MAX_ENTRIES or POST_CALL_OUTBOX_MAX_MB",
+            OutboxStats::full,
+        ),
+        (
+            "relay_post_call_dead_letters_dropped",
+            "Oldest dead letters dropped to keep the dead-letter stream within \
+             POST_CALL_OUTBOX_MAX_ENTRIES and POST_CALL_OUTBOX_MAX_MB",
+            OutboxStats::dead_letters_dropped,
+        ),
     ];
     for (name, help, read) in counters {
         let stats = Arc::clone(stats);
         metrics.register_counter_fn(name, help, move || read(&stats));
     }
-    let stats = Arc::clone(stats);
-    metrics.register_gauge_fn(
-        "relay_post_call_outbox_backlog",
-        "Post-call deliveries waiting in the Redis outbox, as of this replica's last replay round \
-         (shared by every replica)",
-        move || stats.backlog(),
-    );
+    let gauges: [ScrapedCounter<OutboxStats>; 2] = [
+        (
+            "relay_post_call_outbox_backlog",
+            "Post-call deliveries waiting in the Redis outbox, as of this replica's last replay \
+             round (shared by every replica)",
+            OutboxStats::backlog,
+        ),
+        (
+            "relay_post_call_outbox_bytes",
+            "Bytes the waiting post-call deliveries take in Redis, as the outbox's byte bound \
+             counts them, as of this replica's last replay round",
+            OutboxStats::backlog_bytes,
+        ),
+    ];
+    for (name, help, read) in gauges {
+        let stats = Arc::clone(stats);
+        metrics.register_gauge_fn(name, help, move || read(&stats));
+    }
 }
 
 /// How long one post-call delivery may wait for Postgres and Redis before it is queued instead.

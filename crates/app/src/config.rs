@@ -7,6 +7,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use relay_http::{ThrottleSettings, TrustedProxies};
+use relay_ports::OutboxLimits;
 use relay_usecase::post_call::SecretSealer;
 use secrecy::{ExposeSecret as _, SecretString};
 
@@ -282,6 +284,18 @@ pub(crate) struct ServeConfig {
     /// `POST_CALL_REPLAY_INTERVAL_SECONDS` (default 5): how often queued post-call deliveries
     /// are retried against the store.
     pub(crate) post_call_replay_interval: Duration,
+    /// `POST_CALL_OUTBOX_MAX_ENTRIES` (default 10,000) and `POST_CALL_OUTBOX_MAX_MB` (default
+    /// 64): the bounds of the post-call outbox, and of its dead letters.
+    pub(crate) outbox_limits: OutboxLimits,
+    /// `TRUSTED_PROXIES` (default none): the proxies whose `X-Forwarded-For` names the client.
+    pub(crate) trusted_proxies: TrustedProxies,
+    /// `AUTH_FAILURES_PER_MINUTE` (default 60, 0 turns throttling off) and `AUTH_FAILURE_BURST`
+    /// (default 30): failed authentications allowed per client address.
+    pub(crate) auth_throttle: ThrottleSettings,
+    /// `KNOWN_CREDENTIALS_MAX_AGE_SECONDS` (default 86,400): how long credentials the store
+    /// confirmed still verify a post-call delivery while the store is down (and let a throttled
+    /// client address through).
+    pub(crate) known_credentials_max_age: Duration,
 }
 
 /// `WEBHOOK_SECRET_KEY`, the base64 of 32 random bytes, as a sealer; `None` when unset.
@@ -347,6 +361,28 @@ impl ServeConfig {
                 5,
                 1..=3_600,
             )?,
+            outbox_limits: OutboxLimits {
+                max_entries: env.number_in(
+                    "POST_CALL_OUTBOX_MAX_ENTRIES",
+                    10_000,
+                    1..=10_000_000,
+                )?,
+                max_bytes: env.number_in("POST_CALL_OUTBOX_MAX_MB", 64, 1..=65_536)? * 1024 * 1024,
+            },
+            trusted_proxies: env.parsed("TRUSTED_PROXIES", TrustedProxies::none())?,
+            auth_throttle: ThrottleSettings {
+                failures_per_minute: env.number_in(
+                    "AUTH_FAILURES_PER_MINUTE",
+                    60,
+                    0..=1_000_000,
+                )?,
+                burst: env.number_in("AUTH_FAILURE_BURST", 30, 1..=1_000_000)?,
+            },
+            known_credentials_max_age: env.seconds_in(
+                "KNOWN_CREDENTIALS_MAX_AGE_SECONDS",
+                86_400,
+                0..=604_800,
+            )?,
         })
     }
 }
@@ -387,6 +423,19 @@ mod tests {
         assert_eq!(config.org_cache_ttl, Duration::from_secs(10));
         assert!(config.webhook_sealer.is_none());
         assert_eq!(config.post_call_replay_interval, Duration::from_secs(5));
+        assert_eq!(
+            config.outbox_limits,
+            OutboxLimits {
+                max_entries: 10_000,
+                max_bytes: 64 * 1024 * 1024
+            }
+        );
+        assert!(config.trusted_proxies.is_empty());
+        assert_eq!(config.auth_throttle, ThrottleSettings::default());
+        assert_eq!(
+            config.known_credentials_max_age,
+            Duration::from_secs(86_400)
+        );
         assert_eq!(
             config.store.database_url.expose_secret(),
             "postgres://u:pw@h/db"
@@ -440,6 +489,12 @@ mod tests {
             ("READINESS_TIMEOUT_MS", "fast"),
             ("WEBHOOK_SECRET_KEY", "c2hvcnQ="),
             ("POST_CALL_REPLAY_INTERVAL_SECONDS", "0"),
+            ("POST_CALL_OUTBOX_MAX_ENTRIES", "0"),
+            ("POST_CALL_OUTBOX_MAX_MB", "lots"),
+            ("TRUSTED_PROXIES", "10.0.0.0/8,ingress"),
+            ("AUTH_FAILURES_PER_MINUTE", "-1"),
+            ("AUTH_FAILURE_BURST", "0"),
+            ("KNOWN_CREDENTIALS_MAX_AGE_SECONDS", "604801"),
         ] {
             let mut pairs = BASE.to_vec();
             pairs.push((name, value));

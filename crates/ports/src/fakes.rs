@@ -15,8 +15,9 @@ use relay_domain::{
 };
 
 use crate::{
-    AdminError, BoxError, CacheError, CallContextCache, CallLog, ContactDirectory, DeliveryOutbox,
-    OrganizationDirectory, OutboxEntry, PoolStats, Probe, Recorded, RepositoryError, WebhookSigner,
+    AdminError, Appended, BoxError, CacheError, CallContextCache, CallLog, ContactDirectory,
+    DeliveryOutbox, OrganizationDirectory, OutboxBound, OutboxEntry, OutboxLimits, OutboxUsage,
+    PoolStats, Probe, Recorded, RepositoryError, WebhookSigner,
 };
 
 /// How a fake behaves on each call.
@@ -427,19 +428,30 @@ impl InMemoryOutbox {
     }
 }
 
+/// Bytes the fake counts for a set of entries: their payloads.
+fn payload_bytes<'a>(entries: impl Iterator<Item = &'a OutboxEntry>) -> u64 {
+    entries.map(|e| e.payload.len() as u64).sum()
+}
+
 #[async_trait]
 impl DeliveryOutbox for InMemoryOutbox {
-    async fn append(&self, payload: &[u8]) -> Result<(), CacheError> {
+    async fn append(&self, payload: &[u8], limits: OutboxLimits) -> Result<Appended, CacheError> {
         let behaviour = lock(&self.data).behaviour;
         behaviour.apply().await.map_err(CacheError::Unavailable)?;
         let mut data = lock(&self.data);
+        if data.entries.len() as u64 >= limits.max_entries {
+            return Ok(Appended::Full(OutboxBound::Entries));
+        }
+        if payload_bytes(data.entries.iter()) + payload.len() as u64 > limits.max_bytes {
+            return Ok(Appended::Full(OutboxBound::Bytes));
+        }
         data.next += 1;
         let id = format!("{}-0", data.next);
         data.entries.push(OutboxEntry {
             id,
             payload: payload.to_vec(),
         });
-        Ok(())
+        Ok(Appended::Stored)
     }
 
     async fn pending(&self, max: usize) -> Result<Vec<OutboxEntry>, CacheError> {
@@ -455,18 +467,35 @@ impl DeliveryOutbox for InMemoryOutbox {
         Ok(())
     }
 
-    async fn dead_letter(&self, entry: &OutboxEntry, reason: &str) -> Result<(), CacheError> {
+    async fn dead_letter(
+        &self,
+        entry: &OutboxEntry,
+        reason: &str,
+        limits: OutboxLimits,
+    ) -> Result<u64, CacheError> {
         let behaviour = lock(&self.data).behaviour;
         behaviour.apply().await.map_err(CacheError::Unavailable)?;
         let mut data = lock(&self.data);
         data.entries.retain(|e| e.id != entry.id);
         data.dead.push((entry.clone(), reason.to_owned()));
-        Ok(())
+        let mut dropped = 0;
+        while data.dead.len() > 1
+            && (data.dead.len() as u64 > limits.max_entries
+                || payload_bytes(data.dead.iter().map(|(e, _)| e)) > limits.max_bytes)
+        {
+            data.dead.remove(0);
+            dropped += 1;
+        }
+        Ok(dropped)
     }
 
-    async fn count(&self) -> Result<u64, CacheError> {
+    async fn usage(&self) -> Result<OutboxUsage, CacheError> {
         let behaviour = lock(&self.data).behaviour;
         behaviour.apply().await.map_err(CacheError::Unavailable)?;
-        Ok(lock(&self.data).entries.len() as u64)
+        let data = lock(&self.data);
+        Ok(OutboxUsage {
+            entries: data.entries.len() as u64,
+            bytes: payload_bytes(data.entries.iter()),
+        })
     }
 }

@@ -221,15 +221,70 @@ pub struct OutboxEntry {
     pub payload: Vec<u8>,
 }
 
+/// How much an outbox stream (the pending deliveries, or the dead letters) may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxLimits {
+    /// Most entries.
+    pub max_entries: u64,
+    /// Most bytes, as the backend counts the stream's memory (entries and their overhead).
+    pub max_bytes: u64,
+}
+
+/// Which of the [`OutboxLimits`] was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxBound {
+    /// `max_entries`.
+    Entries,
+    /// `max_bytes`.
+    Bytes,
+}
+
+impl OutboxBound {
+    /// `entries` or `bytes`, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Entries => "entries",
+            Self::Bytes => "bytes",
+        }
+    }
+}
+
+/// What [`DeliveryOutbox::append`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored.
+    Stored,
+    /// Not stored: the outbox is at this bound.
+    Full(OutboxBound),
+}
+
+/// What the pending stream holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxUsage {
+    /// Entries waiting.
+    pub entries: u64,
+    /// Bytes they take, as [`OutboxLimits::max_bytes`] counts them.
+    pub bytes: u64,
+}
+
 /// Where post-call deliveries wait, durably, while the store is down; replayed when it is back.
+///
+/// Both its streams are bounded, so whatever reaches them cannot exhaust the backend (and evict
+/// the call contexts that share it): a full outbox refuses new deliveries rather than dropping
+/// queued ones, and the dead letters drop their oldest to make room.
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait DeliveryOutbox: Send + Sync {
-    /// Appends a delivery.
+    /// Appends a delivery unless the outbox is at one of `limits`.
     ///
-    /// - MUST return only once the entry is stored (as durable as the backend is configured).
+    /// - MUST return `Ok(Appended::Full(OutboxBound::Entries))`, storing nothing, when it holds
+    ///   `max_entries` entries, and `Ok(Appended::Full(OutboxBound::Bytes))` when its bytes plus
+    ///   `payload` would exceed `max_bytes`. The check and the append are one atomic step, so
+    ///   concurrent appends cannot overshoot.
+    /// - MUST return `Ok(Appended::Stored)` only once the entry is stored (as durable as the
+    ///   backend is configured).
     /// - MUST return `Err(CacheError::Unavailable)` when the backend cannot be reached.
-    async fn append(&self, payload: &[u8]) -> Result<(), CacheError>;
+    async fn append(&self, payload: &[u8], limits: OutboxLimits) -> Result<Appended, CacheError>;
 
     /// Up to `max` entries, oldest first. Entries stay until removed. An entry whose payload
     /// cannot be read back is returned with an empty payload (so it can be dead-lettered, never
@@ -245,17 +300,24 @@ pub trait DeliveryOutbox: Send + Sync {
 
     /// Moves an entry that can never be recorded (refused credentials, invalid, unreadable, or a
     /// store that refuses it) out of the way, with the reason, where an operator can inspect
-    /// and re-queue it; it no longer counts as pending.
+    /// and re-queue it; it no longer counts as pending. The dead letters then hold at most
+    /// `limits`: the oldest are dropped to make room (never the one just moved). Returns how
+    /// many were dropped.
     ///
     /// - MUST keep the payload and the reason.
     /// - MUST return `Err(CacheError::Unavailable)` when the backend cannot be reached; the entry
     ///   then stays pending.
-    async fn dead_letter(&self, entry: &OutboxEntry, reason: &str) -> Result<(), CacheError>;
+    async fn dead_letter(
+        &self,
+        entry: &OutboxEntry,
+        reason: &str,
+        limits: OutboxLimits,
+    ) -> Result<u64, CacheError>;
 
-    /// How many entries wait.
+    /// What waits now.
     ///
     /// - MUST return `Err(CacheError::Unavailable)` when the backend cannot be reached.
-    async fn count(&self) -> Result<u64, CacheError>;
+    async fn usage(&self) -> Result<OutboxUsage, CacheError>;
 }
 
 /// A call-context cache the service can also probe (what the app wires from `REDIS_URL`, or in

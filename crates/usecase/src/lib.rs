@@ -11,6 +11,7 @@
 
 mod admin;
 mod background;
+mod credentials;
 mod import;
 mod personalize;
 pub mod post_call;
@@ -18,6 +19,7 @@ mod readiness;
 
 pub use admin::{Admin, IssuedSecret, MAX_WEBHOOK_SECRET_BYTES, WebhookSecret, WebhookSecretError};
 pub use background::{BackgroundWriteStats, RetryPolicy};
+pub use credentials::{KnownCredentials, MAX_KNOWN_CREDENTIALS};
 pub use import::{ContactImporter, ImportReport, RawContact, Rejection};
 pub use personalize::{
     Answer, DependencyFailure, MatchResult, PersonalizationRequest, PersonalizeCall, Unauthorized,

@@ -10,15 +10,32 @@ use relay_domain::{
 };
 use relay_ports::{CallContextCache, ContactDirectory, OrganizationDirectory};
 use tokio::time::{Instant, timeout_at};
+use tracing::Instrument as _;
 
+use crate::KnownCredentials;
 use crate::background::{BackgroundWriteStats, BackgroundWriter, RetryPolicy};
 
-/// A validated personalization request: what ElevenLabs sent, parsed at the edge. The contract's
-/// route always has a conversation id; ElevenLabs' own initiation route has a call sid instead.
-#[derive(Debug, Clone)]
+/// A request whose token was checked, before its body is read: the organization (or why the
+/// store could not say), the deadline the rest of the request shares, and its trace span.
+#[derive(Debug)]
+pub struct Authenticated {
+    org: Result<Organization, DependencyFailure>,
+    deadline: Instant,
+    span: tracing::Span,
+}
+
+impl Authenticated {
+    /// The organization, when the store could check the token.
+    pub fn org(&self) -> Option<&Organization> {
+        self.org.as_ref().ok()
+    }
+}
+
+/// A validated personalization request: what ElevenLabs sent in the body, parsed at the edge.
+/// The contract's route always has a conversation id; ElevenLabs' own initiation route has a
+/// call sid instead.
+#[derive(Debug, Clone, Default)]
 pub struct PersonalizationRequest {
-    /// The Bearer token presented.
-    pub token: ToolToken,
     /// The conversation, a key of the cached context.
     pub conversation_id: Option<ConversationId>,
     /// The telephony provider's call id, a key of the cached context.
@@ -136,6 +153,7 @@ pub struct PersonalizeCall {
     cache: Arc<dyn CallContextCache>,
     budget: Duration,
     background: BackgroundWriter,
+    known: Arc<KnownCredentials>,
 }
 
 impl std::fmt::Debug for PersonalizeCall {
@@ -148,12 +166,15 @@ impl std::fmt::Debug for PersonalizeCall {
 
 impl PersonalizeCall {
     /// Wires the use case to its ports. `budget` bounds the time spent on dependencies per call.
+    /// Every token the store confirms is remembered in `known` (shared with the post-call
+    /// webhook and the failed-authentication throttle).
     pub fn new(
         orgs: Arc<dyn OrganizationDirectory>,
         contacts: Arc<dyn ContactDirectory>,
         cache: Arc<dyn CallContextCache>,
         budget: Duration,
         retry: RetryPolicy,
+        known: Arc<KnownCredentials>,
     ) -> Self {
         Self {
             orgs,
@@ -161,7 +182,13 @@ impl PersonalizeCall {
             cache,
             budget,
             background: BackgroundWriter::new(retry),
+            known,
         }
+    }
+
+    /// Whether the store confirmed this token recently ([`KnownCredentials`]).
+    pub fn knows_token(&self, digest: &relay_domain::TokenDigest) -> bool {
+        self.known.knows_token(digest)
     }
 
     /// The dependency budget of one call.
@@ -180,46 +207,101 @@ impl PersonalizeCall {
         self.background.drain(limit).await
     }
 
-    /// Answers one personalization request.
+    /// Answers one personalization request: [`Self::authenticate`], then [`Self::answer`].
+    ///
+    /// # Errors
+    /// [`Unauthorized`] when the token belongs to no organization (unknown or revoked).
+    pub async fn personalize(
+        &self,
+        token: &ToolToken,
+        request: PersonalizationRequest,
+    ) -> Result<Answer, Unauthorized> {
+        let authenticated = self.authenticate(token).await?;
+        Ok(self.answer(authenticated, request).await)
+    }
+
+    /// Checks the token, before the request's body is read: an unknown sender gets its refusal
+    /// without the service reading (or buffering) anything it sent. The dependency budget
+    /// starts here and covers the rest of the request.
     ///
     /// # Errors
     /// [`Unauthorized`] when the token belongs to no organization (unknown or revoked). A store
     /// that cannot check the token is not an authorization failure: the answer is then `{}`.
-    #[tracing::instrument(
-        name = "personalize_call",
-        skip_all,
-        fields(
-            conversation_id = request.conversation_id.as_ref().map(ConversationId::as_str),
-            call_sid = request.call_sid.as_ref().map(CallSid::as_str),
-        )
-    )]
-    pub async fn personalize(
-        &self,
-        request: PersonalizationRequest,
-    ) -> Result<Answer, Unauthorized> {
+    pub async fn authenticate(&self, token: &ToolToken) -> Result<Authenticated, Unauthorized> {
         let deadline = Instant::now() + self.budget;
-
-        let org = match timeout_at(
-            deadline,
-            self.orgs.find_by_secret_digest(&request.token.digest()),
-        )
-        .await
-        {
-            Ok(Ok(Some(org))) => org,
-            Ok(Ok(None)) => return Err(Unauthorized),
+        let span = tracing::info_span!(
+            "personalize_call",
+            conversation_id = tracing::field::Empty,
+            call_sid = tracing::field::Empty,
+        );
+        let digest = token.digest();
+        let found = timeout_at(deadline, self.orgs.find_by_secret_digest(&digest))
+            .instrument(span.clone())
+            .await;
+        let org = match found {
+            Ok(Ok(Some(org))) => {
+                self.known.token_confirmed(&digest, &org);
+                Ok(org)
+            }
+            Ok(Ok(None)) => {
+                self.known.token_refused(&digest);
+                return Err(Unauthorized);
+            }
             Ok(Err(error)) => {
-                tracing::warn!(error = %error, source = ?std::error::Error::source(&error), "organization lookup failed");
-                return Ok(Answer::degraded_store(DependencyFailure::Error));
+                span.in_scope(|| tracing::warn!(error = %error, source = ?std::error::Error::source(&error), "organization lookup failed"));
+                Err(DependencyFailure::Error)
             }
             Err(_) => {
-                tracing::warn!(
-                    budget_ms = self.budget.as_millis(),
-                    "organization lookup timed out"
-                );
-                return Ok(Answer::degraded_store(DependencyFailure::Timeout));
+                span.in_scope(|| {
+                    tracing::warn!(
+                        budget_ms = self.budget.as_millis(),
+                        "organization lookup timed out"
+                    );
+                });
+                Err(DependencyFailure::Timeout)
             }
         };
+        Ok(Authenticated {
+            org,
+            deadline,
+            span,
+        })
+    }
 
+    /// Answers a request whose token [`Self::authenticate`] checked, within what is left of its
+    /// budget. Never fails: a dependency that fails or runs out of time degrades the answer.
+    pub async fn answer(
+        &self,
+        authenticated: Authenticated,
+        request: PersonalizationRequest,
+    ) -> Answer {
+        let Authenticated {
+            org,
+            deadline,
+            span,
+        } = authenticated;
+        if let Some(id) = &request.conversation_id {
+            span.record("conversation_id", id.as_str());
+        }
+        if let Some(sid) = &request.call_sid {
+            span.record("call_sid", sid.as_str());
+        }
+        match org {
+            Ok(org) => {
+                self.answer_for(org, request, deadline)
+                    .instrument(span)
+                    .await
+            }
+            Err(failure) => Answer::degraded_store(failure),
+        }
+    }
+
+    async fn answer_for(
+        &self,
+        org: Organization,
+        request: PersonalizationRequest,
+        deadline: Instant,
+    ) -> Answer {
         let caller =
             CallerNumber::from_caller_id(request.caller_id.as_deref(), &org.default_region);
         let (variables, matched, store_failure) = self.match_caller(&org, &caller, deadline).await;
@@ -239,14 +321,14 @@ impl PersonalizeCall {
         };
         let cache_failure = self.store_context(context, deadline).await;
 
-        Ok(Answer {
+        Answer {
             variables,
             caller_number: caller.number().cloned(),
             org: Some(org),
             matched,
             store_failure,
             cache_failure,
-        })
+        }
     }
 
     async fn match_caller(

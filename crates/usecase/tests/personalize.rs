@@ -17,8 +17,8 @@ use relay_ports::{
     MockOrganizationDirectory, OrganizationDirectory, RepositoryError,
 };
 use relay_usecase::{
-    DependencyFailure, MatchResult, PersonalizationRequest, PersonalizeCall, RetryPolicy,
-    Unauthorized,
+    DependencyFailure, KnownCredentials, MatchResult, PersonalizationRequest, PersonalizeCall,
+    RetryPolicy, Unauthorized,
 };
 use tokio::time::Instant;
 
@@ -50,7 +50,6 @@ fn token() -> ToolToken {
 
 fn request(caller_id: Option<&str>) -> PersonalizationRequest {
     PersonalizationRequest {
-        token: token(),
         conversation_id: Some(ConversationId::parse("conv_1").unwrap()),
         call_sid: None,
         caller_id: caller_id.map(str::to_owned),
@@ -100,6 +99,7 @@ fn service(
             attempt_timeout: Duration::from_millis(500),
             max_pending: 2,
         },
+        Arc::new(KnownCredentials::new(Duration::from_secs(60), 100)),
     )
 }
 
@@ -112,7 +112,8 @@ async fn unknown_or_revoked_token_is_unauthorized_and_touches_nothing_else() {
     let svc = service(orgs_finding(None), contacts, cache);
 
     assert_eq!(
-        svc.personalize(request(Some("+14165550100"))).await,
+        svc.personalize(&token(), request(Some("+14165550100")))
+            .await,
         Err(Unauthorized)
     );
 }
@@ -135,7 +136,7 @@ async fn matched_caller_gets_variables_and_context_is_cached_for_a_day() {
     let svc = service(orgs_finding(Some(org.clone())), contacts, cache);
 
     let answer = svc
-        .personalize(request(Some("(416) 555-0100")))
+        .personalize(&token(), request(Some("(416) 555-0100")))
         .await
         .unwrap();
 
@@ -170,7 +171,7 @@ async fn missing_caller_id_answers_empty_but_still_caches_the_context() {
     let (cache, written) = recording_cache();
     let svc = service(orgs_finding(Some(org())), contacts, cache);
 
-    let answer = svc.personalize(request(None)).await.unwrap();
+    let answer = svc.personalize(&token(), request(None)).await.unwrap();
 
     assert!(answer.variables.is_empty());
     assert_eq!(
@@ -195,7 +196,7 @@ async fn withheld_and_invalid_caller_ids_never_reach_the_store() {
         contacts.expect_find_by_phone().never();
         let (cache, _) = recording_cache();
         let svc = service(orgs_finding(Some(org())), contacts, cache);
-        let answer = svc.personalize(request(Some(raw))).await.unwrap();
+        let answer = svc.personalize(&token(), request(Some(raw))).await.unwrap();
         assert!(answer.variables.is_empty(), "{raw}");
         assert_eq!(answer.matched, MatchResult::NoCallerNumber(reason), "{raw}");
     }
@@ -212,7 +213,7 @@ async fn unknown_caller_answers_empty_and_caches_the_number() {
     let svc = service(orgs_finding(Some(org())), contacts, cache);
 
     let answer = svc
-        .personalize(request(Some("+1 416 555 0199")))
+        .personalize(&token(), request(Some("+1 416 555 0199")))
         .await
         .unwrap();
 
@@ -238,9 +239,8 @@ async fn several_contacts_with_one_number_answer_the_most_recently_updated() {
     store.add_contact(org.id, Some("New"), Some("Entry"), "+14165550100");
     let svc = service(store.clone(), store, InMemoryCache::new());
 
-    let mut req = request(Some("4165550100"));
-    req.token = token;
-    let answer = svc.personalize(req).await.unwrap();
+    let req = request(Some("4165550100"));
+    let answer = svc.personalize(&token, req).await.unwrap();
     assert_eq!(answer.variables.caller_name.as_deref(), Some("New Entry"));
 }
 
@@ -253,9 +253,8 @@ async fn a_token_never_reveals_another_organizations_contact() {
     let cache = InMemoryCache::new();
     let svc = service(store.clone(), store, cache.clone());
 
-    let mut req = request(Some("+14165550100"));
-    req.token = acme_token;
-    let answer = svc.personalize(req).await.unwrap();
+    let req = request(Some("+14165550100"));
+    let answer = svc.personalize(&acme_token, req).await.unwrap();
 
     assert!(answer.variables.is_empty());
     assert_eq!(answer.matched, MatchResult::UnknownCaller);
@@ -276,7 +275,7 @@ async fn store_error_on_token_check_answers_empty_without_caching() {
     let svc = service(orgs, contacts, cache);
 
     let answer = svc
-        .personalize(request(Some("+14165550100")))
+        .personalize(&token(), request(Some("+14165550100")))
         .await
         .unwrap();
 
@@ -296,7 +295,7 @@ async fn store_error_on_contact_lookup_answers_empty_and_caches_what_is_known() 
     let svc = service(orgs_finding(Some(org())), contacts, cache);
 
     let answer = svc
-        .personalize(request(Some("+14165550100")))
+        .personalize(&token(), request(Some("+14165550100")))
         .await
         .unwrap();
 
@@ -318,9 +317,8 @@ async fn hung_store_answers_empty_when_the_budget_runs_out() {
     let svc = service(store.clone(), store, cache.clone());
 
     let started = Instant::now();
-    let mut req = request(Some("+14165550100"));
-    req.token = token;
-    let answer = svc.personalize(req).await.unwrap();
+    let req = request(Some("+14165550100"));
+    let answer = svc.personalize(&token, req).await.unwrap();
 
     assert_eq!(started.elapsed(), BUDGET);
     assert!(answer.variables.is_empty());
@@ -342,9 +340,8 @@ async fn slow_contact_lookup_shares_the_budget_with_the_token_check() {
     let svc = service(store.clone(), store, InMemoryCache::new());
 
     let started = Instant::now();
-    let mut req = request(Some("+14165550100"));
-    req.token = token;
-    let answer = svc.personalize(req).await.unwrap();
+    let req = request(Some("+14165550100"));
+    let answer = svc.personalize(&token, req).await.unwrap();
 
     assert_eq!(started.elapsed(), BUDGET);
     assert_eq!(answer.store_failure, Some(DependencyFailure::Timeout));
@@ -360,9 +357,8 @@ async fn cache_error_still_answers_the_variables_and_retries_in_the_background()
     cache.set_behaviour(Behaviour::Down);
     let svc = service(store.clone(), store, cache.clone());
 
-    let mut req = request(Some("+14165550100"));
-    req.token = token;
-    let answer = svc.personalize(req).await.unwrap();
+    let req = request(Some("+14165550100"));
+    let answer = svc.personalize(&token, req).await.unwrap();
 
     assert_eq!(answer.variables.caller_name.as_deref(), Some("Alex Morgan"));
     assert_eq!(answer.cache_failure, Some(DependencyFailure::Error));
@@ -392,9 +388,8 @@ async fn hung_cache_answers_within_the_budget_and_gives_up_after_bounded_retries
     let svc = service(store.clone(), store, cache.clone());
 
     let started = Instant::now();
-    let mut req = request(Some("+14165550100"));
-    req.token = token;
-    let answer = svc.personalize(req).await.unwrap();
+    let req = request(Some("+14165550100"));
+    let answer = svc.personalize(&token, req).await.unwrap();
     assert_eq!(started.elapsed(), BUDGET);
     assert_eq!(answer.variables.caller_name.as_deref(), Some("Alex"));
     assert_eq!(answer.cache_failure, Some(DependencyFailure::Timeout));
@@ -427,7 +422,7 @@ async fn pending_retries_are_bounded_and_the_excess_is_counted_as_dropped() {
     let svc = service(orgs, MockContactDirectory::new(), cache);
 
     for _ in 0..3 {
-        svc.personalize(request(None)).await.unwrap();
+        svc.personalize(&token(), request(None)).await.unwrap();
     }
     // max_pending is 2: the third write is dropped at once.
     let stats = svc.background_stats();

@@ -1,6 +1,8 @@
 //! Reading a JSON webhook body: content type, size limit, object check, typed parse, validation.
 //! Shared by every webhook route, each with its own body type and size limit.
 
+use std::time::Duration;
+
 use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::{HttpMessage as _, HttpRequest, web};
 use futures_util::StreamExt as _;
@@ -33,35 +35,106 @@ pub(crate) fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
-/// The whole body, refused with 413 as soon as it is known to exceed `limit` bytes (from
-/// `Content-Length`, or while streaming when there is none).
-pub(crate) async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<web::BytesMut, ApiError> {
-    let declared = req
-        .headers()
+/// How long any body may take before it must keep up with [`MIN_BODY_BYTES_PER_SEC`].
+pub(crate) const BODY_GRACE: Duration = Duration::from_secs(5);
+
+/// The slowest a body may arrive once [`BODY_GRACE`] is over, on average: 128 KiB/s (1 Mbit/s).
+/// ElevenLabs uploads from a datacenter, and an ingress that buffers bodies forwards them at
+/// LAN speed; a client slower than this is holding a connection (and memory) hostage.
+pub(crate) const MIN_BODY_BYTES_PER_SEC: u64 = 128 * 1024;
+
+/// The declared `Content-Length`, if any.
+pub(crate) fn declared_length(req: &HttpRequest) -> Option<usize> {
+    req.headers()
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::PayloadTooLarge);
-    }
-    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ApiError::InvalidJson(FieldIssue {
-                field: None,
-                message: format!("the body could not be read: {e}"),
-            })
-        })?;
-        if body.len() + chunk.len() > limit {
+        .and_then(|v| v.parse::<usize>().ok())
+}
+
+/// Reads a request body under a size limit and a deadline that grows with what arrived: every
+/// byte buys `1 / MIN_BODY_BYTES_PER_SEC` seconds on top of [`BODY_GRACE`], so a body sent at
+/// one byte a second is cut off after the grace, while a large body at a normal speed is not.
+pub(crate) struct BodyReader {
+    payload: web::Payload,
+    limit: usize,
+    started: tokio::time::Instant,
+    body: web::BytesMut,
+}
+
+impl BodyReader {
+    /// Starts reading; refused with 413 at once when `Content-Length` exceeds `limit`.
+    pub(crate) fn new(
+        req: &HttpRequest,
+        payload: web::Payload,
+        limit: usize,
+    ) -> Result<Self, ApiError> {
+        let declared = declared_length(req);
+        if declared.is_some_and(|n| n > limit) {
             return Err(ApiError::PayloadTooLarge);
         }
-        body.extend_from_slice(&chunk);
+        Ok(Self {
+            payload,
+            limit,
+            started: tokio::time::Instant::now(),
+            body: web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit)),
+        })
     }
-    Ok(body)
+
+    /// Bytes read so far.
+    pub(crate) fn len(&self) -> usize {
+        self.body.len()
+    }
+
+    /// Reads until the body ends or holds more than `until` bytes. Returns whether it ended.
+    pub(crate) async fn read_until(&mut self, until: usize) -> Result<bool, ApiError> {
+        while self.body.len() <= until {
+            let allowed = BODY_GRACE
+                + Duration::from_secs_f64(self.body.len() as f64 / MIN_BODY_BYTES_PER_SEC as f64);
+            let next = tokio::time::timeout_at(self.started + allowed, self.payload.next())
+                .await
+                .map_err(|_| ApiError::RequestTimeout)?;
+            let Some(chunk) = next else {
+                return Ok(true);
+            };
+            let chunk = chunk.map_err(|e| {
+                ApiError::InvalidJson(FieldIssue {
+                    field: None,
+                    message: format!("the body could not be read: {e}"),
+                })
+            })?;
+            if self.body.len() + chunk.len() > self.limit {
+                return Err(ApiError::PayloadTooLarge);
+            }
+            self.body.extend_from_slice(&chunk);
+        }
+        Ok(false)
+    }
+
+    /// Time spent waiting on the server's side (for a memory slot) does not count against the
+    /// client's deadline.
+    pub(crate) fn pause(&mut self, waited: Duration) {
+        self.started += waited;
+    }
+
+    /// The whole body.
+    pub(crate) async fn read_to_end(mut self) -> Result<web::BytesMut, ApiError> {
+        self.read_until(usize::MAX).await?;
+        Ok(self.body)
+    }
+
+    /// What was read.
+    pub(crate) fn into_body(self) -> web::BytesMut {
+        self.body
+    }
+}
+
+/// The whole body, under `limit` bytes (413) and the [`BodyReader`] deadline (408).
+pub(crate) async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
+    BodyReader::new(req, payload, limit)?.read_to_end().await
 }
 
 /// Parses a JSON object into `T` and validates it; every failure is a 400 naming the field.
@@ -83,7 +156,7 @@ pub(crate) fn parse<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, A
         );
     }
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-    let body: T = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+    let body: T = serde_path_to_error::deserialize(&mut *deserializer).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let issue = FieldIssue {
@@ -95,6 +168,13 @@ pub(crate) fn parse<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, A
         } else {
             ApiError::InvalidJson(issue)
         }
+    })?;
+    // One JSON value and nothing after it but whitespace: `{...}garbage` is not a request.
+    deserializer.end().map_err(|e| {
+        ApiError::InvalidJson(FieldIssue {
+            field: None,
+            message: e.to_string(),
+        })
     })?;
     body.validate().map_err(|errors| {
         let mut issues: Vec<FieldIssue> = errors
@@ -111,4 +191,94 @@ pub(crate) fn parse<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, A
         ApiError::InvalidRequest(issues)
     })?;
     Ok(body)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::pin::Pin;
+
+    use actix_web::FromRequest as _;
+    use actix_web::test::TestRequest;
+    use futures_util::Stream;
+
+    use super::*;
+
+    /// A request whose body arrives as `chunks`, each after `gap`.
+    pub(crate) async fn slow_request(
+        chunks: Vec<&'static [u8]>,
+        gap: Duration,
+        declared: Option<usize>,
+    ) -> (HttpRequest, web::Payload) {
+        let stream = futures_util::stream::unfold(chunks.into_iter(), move |mut rest| async move {
+            let chunk = rest.next()?;
+            tokio::time::sleep(gap).await;
+            Some((
+                Ok::<_, actix_web::error::PayloadError>(web::Bytes::from_static(chunk)),
+                rest,
+            ))
+        });
+        let boxed: Pin<Box<dyn Stream<Item = _>>> = Box::pin(stream);
+        let mut req = TestRequest::post();
+        if let Some(n) = declared {
+            req = req.insert_header((CONTENT_LENGTH, n.to_string()));
+        }
+        let (req, _) = req.to_http_parts();
+        let mut payload = actix_web::dev::Payload::from(boxed);
+        let payload = web::Payload::from_request(&req, &mut payload)
+            .await
+            .unwrap();
+        (req, payload)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_trickling_in_is_cut_off_after_the_grace_with_408() {
+        let chunks = vec![&b"{"[..]; 64];
+        let (req, payload) = slow_request(chunks, Duration::from_secs(1), None).await;
+        let started = tokio::time::Instant::now();
+        assert_eq!(
+            read_body(&req, payload, 64 * 1024).await.unwrap_err(),
+            ApiError::RequestTimeout
+        );
+        let took = started.elapsed();
+        assert!(
+            (BODY_GRACE..BODY_GRACE + Duration::from_secs(1)).contains(&took),
+            "cut after {took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_at_a_normal_rate_is_read_however_large() {
+        // 2 MiB in 64 KiB chunks, one every 100 ms: 640 KiB/s, five times the minimum rate.
+        static CHUNK: [u8; 64 * 1024] = [b' '; 64 * 1024];
+        let chunks = vec![&CHUNK[..]; 32];
+        let (req, payload) = slow_request(chunks, Duration::from_millis(100), None).await;
+        let body = read_body(&req, payload, 4 * 1024 * 1024).await.unwrap();
+        assert_eq!(body.len(), 2 * 1024 * 1024);
+    }
+
+    #[tokio::test]
+    async fn a_declared_length_over_the_limit_is_refused_before_reading() {
+        let (req, payload) = slow_request(vec![], Duration::ZERO, Some(70_000)).await;
+        assert_eq!(
+            read_body(&req, payload, 64 * 1024).await.unwrap_err(),
+            ApiError::PayloadTooLarge
+        );
+    }
+
+    #[test]
+    fn trailing_data_after_the_object_is_invalid_json() {
+        #[derive(Debug, serde::Deserialize, Validate)]
+        struct Body {
+            #[allow(dead_code, reason = "only parsed")]
+            a: Option<u8>,
+        }
+        assert!(parse::<Body>(br#"{"a":1}  "#).is_ok());
+        for bad in [&br#"{"a":1}x"#[..], br#"{"a":1}{"a":2}"#, br#"{"a":1} ]"#] {
+            assert!(
+                matches!(parse::<Body>(bad), Err(ApiError::InvalidJson(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 }

@@ -2,7 +2,7 @@
 //! chosen for failures.
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{ALLOW, WWW_AUTHENTICATE};
+use actix_web::http::header::{ALLOW, RETRY_AFTER, WWW_AUTHENTICATE};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
@@ -33,8 +33,18 @@ pub enum ApiError {
     /// 405: the route exists for other methods.
     MethodNotAllowed,
     /// 503: nothing could take the request durably (the post-call webhook when both the
-    /// store and the outbox are down).
+    /// store and the outbox are down, or the outbox is full).
     ServiceUnavailable,
+    /// 503: the store is down and the credentials cannot be verified without it, so nothing
+    /// was read or kept (the post-call webhook).
+    Unverifiable,
+    /// 408: the body did not arrive in time (slower than the minimum rate).
+    RequestTimeout,
+    /// 429: this client failed authentication too often; `Retry-After` says when to try again.
+    TooManyRequests {
+        /// Seconds until the next attempt is allowed.
+        retry_after: u64,
+    },
 }
 
 #[derive(Serialize)]
@@ -58,6 +68,26 @@ impl ApiError {
             Self::NotFound => Some("not_found"),
             Self::MethodNotAllowed => Some("method_not_allowed"),
             Self::ServiceUnavailable => Some("unavailable"),
+            Self::Unverifiable => Some("unverifiable"),
+            Self::RequestTimeout => Some("request_timeout"),
+            Self::TooManyRequests { .. } => Some("too_many_requests"),
+        }
+    }
+
+    /// The request metrics' and logs' `outcome` of a refusal.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::TooManyRequests { .. } => "throttled",
+            Self::ServiceUnavailable => "unavailable",
+            Self::Unverifiable => "unverifiable",
+            Self::RequestTimeout => "timeout",
+            Self::InvalidJson(_)
+            | Self::InvalidRequest(_)
+            | Self::PayloadTooLarge
+            | Self::UnsupportedMediaType
+            | Self::NotFound
+            | Self::MethodNotAllowed => "invalid",
         }
     }
 
@@ -69,7 +99,9 @@ impl ApiError {
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::NotFound => "Not found",
             Self::MethodNotAllowed => "Method not allowed",
-            Self::ServiceUnavailable => "Service unavailable",
+            Self::ServiceUnavailable | Self::Unverifiable => "Service unavailable",
+            Self::RequestTimeout => "Request timeout",
+            Self::TooManyRequests { .. } => "Too many requests",
         }
     }
 }
@@ -89,7 +121,9 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ServiceUnavailable | Self::Unverifiable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -107,6 +141,9 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed => {
                 response.insert_header((ALLOW, "POST"));
             }
+            Self::TooManyRequests { retry_after } => {
+                response.insert_header((RETRY_AFTER, retry_after.to_string()));
+            }
             _ => {}
         }
         response.json(Envelope {
@@ -115,6 +152,27 @@ impl ResponseError for ApiError {
             details,
         })
     }
+}
+
+/// The answer to a refused request. When the request came with a body, the connection is closed
+/// after the answer: credentials are checked before the body is read, and a refused client must
+/// not keep the server draining what it still sends.
+pub(crate) fn refusal_response(error: &ApiError, req: &actix_web::HttpRequest) -> HttpResponse {
+    let mut response = error.error_response();
+    if has_body(req) {
+        response
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+    }
+    response
+}
+
+fn has_body(req: &actix_web::HttpRequest) -> bool {
+    let headers = req.headers();
+    headers.contains_key(actix_web::http::header::TRANSFER_ENCODING)
+        || headers
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
 }
 
 pub(crate) async fn not_found() -> ApiError {

@@ -5,13 +5,17 @@
 //! parsing and validation, and the one mapping from use-case outcomes to statuses and the
 //! contract's error envelope. It knows the use case and domain types, never a database or cache.
 
+mod access;
 mod auth;
 mod body;
+mod client;
 mod error;
+mod memory;
 mod ops;
 mod personalization;
 mod post_call;
 mod root_span;
+mod throttle;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -25,9 +29,12 @@ use relay_usecase::post_call::RecordCall;
 use relay_usecase::{PersonalizeCall, Readiness};
 use tracing_actix_web::TracingLogger;
 
+pub use access::Access;
+pub use client::{InvalidProxy, TrustedProxies};
 pub use error::ApiError;
 pub use personalization::{INITIATION_PATH, MAX_BODY_BYTES, PERSONALIZATION_PATH};
 pub use post_call::{MAX_POST_CALL_BODY_BYTES, POST_CALL_PATH, SIGNATURE_HEADER};
+pub use throttle::ThrottleSettings;
 
 /// The use cases behind the webhook routes.
 #[derive(Debug, Clone)]
@@ -36,16 +43,23 @@ pub struct Webhooks {
     pub personalize: Arc<PersonalizeCall>,
     /// The post-call webhook.
     pub record_call: Arc<RecordCall>,
-    large_bodies: web::Data<post_call::LargeBodies>,
+    /// Client addresses and the failed-authentication throttle, shared by the routes.
+    pub access: Arc<Access>,
+    memory: web::Data<memory::BodyMemory>,
 }
 
 impl Webhooks {
-    /// The routes' use cases.
-    pub fn new(personalize: Arc<PersonalizeCall>, record_call: Arc<RecordCall>) -> Self {
+    /// The routes' use cases, and how they tell clients apart and throttle their failures.
+    pub fn new(
+        personalize: Arc<PersonalizeCall>,
+        record_call: Arc<RecordCall>,
+        access: Access,
+    ) -> Self {
         Self {
             personalize,
             record_call,
-            large_bodies: web::Data::new(post_call::LargeBodies::default()),
+            access: Arc::new(access),
+            memory: web::Data::new(memory::BodyMemory::default()),
         }
     }
 }
@@ -77,7 +91,8 @@ pub fn configure(
     move |cfg| {
         cfg.app_data(web::Data::from(webhooks.personalize))
             .app_data(web::Data::from(webhooks.record_call))
-            .app_data(webhooks.large_bodies)
+            .app_data(webhooks.memory)
+            .app_data(web::Data::from(webhooks.access))
             .app_data(web::Data::from(operations.metrics))
             .app_data(web::Data::from(operations.readiness))
             .service(

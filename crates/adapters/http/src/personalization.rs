@@ -7,9 +7,11 @@
 //!   `{"type":"conversation_initiation_client_data","dynamic_variables":{...}}` with the full
 //!   variable set every time.
 //!
-//! Checks run cheapest first and each answers with its own status: credentials present (401),
-//! content type (415), size (413), JSON (400), fields (400). Only then does the use case run, which
-//! checks the token against the store (401) and answers 200 whatever its dependencies do.
+//! Checks run cheapest first, and nothing a stranger sends is read before its token is checked:
+//! credentials present (401), the client's failed-authentication budget (429), content type
+//! (415), the token against the store (401, or 429 once the budget is spent); only then the body:
+//! size (413), arrival rate (408), JSON (400), fields (400). The use case answers 200 whatever its
+//! dependencies do.
 
 use std::time::Instant;
 
@@ -20,6 +22,7 @@ use relay_usecase::{Answer, DependencyFailure, PersonalizationRequest, Personali
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
+use crate::access::Access;
 use crate::auth::bearer_token;
 use crate::body::{no_whitespace_or_control, parse, read_body, require_json};
 use crate::error::{ApiError, FieldIssue};
@@ -174,18 +177,20 @@ pub(crate) async fn contract(
     req: HttpRequest,
     payload: web::Payload,
     personalize: web::Data<PersonalizeCall>,
+    access: web::Data<Access>,
     metrics: web::Data<Metrics>,
 ) -> HttpResponse {
-    serve(&CONTRACT, req, payload, &personalize, &metrics).await
+    serve(&CONTRACT, req, payload, &personalize, &access, &metrics).await
 }
 
 pub(crate) async fn initiation(
     req: HttpRequest,
     payload: web::Payload,
     personalize: web::Data<PersonalizeCall>,
+    access: web::Data<Access>,
     metrics: web::Data<Metrics>,
 ) -> HttpResponse {
-    serve(&INITIATION, req, payload, &personalize, &metrics).await
+    serve(&INITIATION, req, payload, &personalize, &access, &metrics).await
 }
 
 async fn serve(
@@ -193,20 +198,15 @@ async fn serve(
     req: HttpRequest,
     payload: web::Payload,
     personalize: &PersonalizeCall,
+    access: &Access,
     metrics: &Metrics,
 ) -> HttpResponse {
     let started = Instant::now();
-    let result = respond(route, &req, payload, personalize).await;
+    let client = access.client(&req);
+    let result = respond(route, &req, payload, personalize, access, client).await;
     let (response, outcome) = match &result {
         Ok((_, answer)) => ((route.render)(answer), answer.outcome()),
-        Err(error) => (
-            actix_web::ResponseError::error_response(error),
-            if *error == ApiError::Unauthorized {
-                "unauthorized"
-            } else {
-                "invalid"
-            },
-        ),
+        Err(error) => (crate::error::refusal_response(error, &req), error.outcome()),
     };
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
@@ -223,9 +223,10 @@ async fn serve(
                 target: "relay::request",
                 route = route.path,
                 outcome,
-                status = actix_web::ResponseError::status_code(&error).as_u16(),
+                status,
                 code = error.code(),
                 fields = ?invalid_fields(&error),
+                client_ip = %client,
                 latency_ms,
                 "personalization request refused"
             );
@@ -287,9 +288,19 @@ async fn respond(
     req: &HttpRequest,
     payload: web::Payload,
     personalize: &PersonalizeCall,
+    access: &Access,
+    client: std::net::IpAddr,
 ) -> Result<(LoggedRequest, Answer), ApiError> {
-    let token = bearer_token(req).ok_or(ApiError::Unauthorized)?;
+    let Some(token) = bearer_token(req) else {
+        access.admit(client, false)?;
+        return Err(access.refuse(client));
+    };
+    access.admit(client, personalize.knows_token(&token.digest()))?;
     require_json(req)?;
+    let authenticated = personalize
+        .authenticate(&token)
+        .await
+        .map_err(|_| access.refuse(client))?;
     let bytes = read_body(req, payload, MAX_BODY_BYTES).await?;
     let fields = (route.read)(&bytes)?;
 
@@ -299,16 +310,12 @@ async fn respond(
         caller: fields.caller_id.as_deref().map(mask_phone),
     };
     let request = PersonalizationRequest {
-        token,
         conversation_id: fields.conversation_id,
         call_sid: fields.call_sid,
         caller_id: fields.caller_id,
         called_number: fields.called_number,
         agent_id: fields.agent_id,
     };
-    let answer = personalize
-        .personalize(request)
-        .await
-        .map_err(|_| ApiError::Unauthorized)?;
+    let answer = personalize.answer(authenticated, request).await;
     Ok((logged, answer))
 }

@@ -1,18 +1,21 @@
 //! `POST /api/webhook/elevenlabs`: ElevenLabs' post-call webhook.
 //!
 //! Credentials first: `Authorization: Bearer <tool secret>`, or `ElevenLabs-Signature` with the
-//! organization named in the URL (`?org=<uuid>`); neither is 401 before the body is read. Then the
-//! content type (415) and the body, bounded by [`MAX_POST_CALL_BODY_BYTES`] (413): recordings
-//! (`post_call_audio`) are large base64 and are held in memory while verified. The use case verifies and records; the answer is
+//! organization named in the URL (`?org=<uuid>`); neither is 401 (429 once the client failed too
+//! often) before the body is read. Then the content type (415), the credentials against the store
+//! (401, or 503 `unverifiable` when the store is down and this replica has not seen them
+//! confirmed recently), and only then the body: bounded by [`MAX_POST_CALL_BODY_BYTES`] (413), a
+//! minimum arrival rate (408) and a memory budget shared per organization (503 when it stays
+//! full). Recordings (`post_call_audio`) are large base64 and are held in memory while their
+//! signature is verified. The use case verifies and records; the answer is
 //!
 //! - 200 `{"received":true,"call_id":"..."}` once the record is committed (the same id for a
 //!   duplicate delivery);
 //! - 200 `{"received":true}` for an event that is not stored (a recording, an unknown type);
 //! - 202 `{"received":true,"queued":true}` when the store is down and the delivery waits in the
 //!   durable outbox for replay;
-//! - 401 / 400 / 503 in the error envelope otherwise.
+//! - 401 / 429 / 400 / 408 / 413 / 415 / 503 in the error envelope otherwise.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::header::HeaderName;
@@ -22,9 +25,11 @@ use relay_observability::Metrics;
 use relay_usecase::post_call::{Credentials, Delivered, Delivery, RecordCall, Refused};
 use serde::Serialize;
 
+use crate::access::Access;
 use crate::auth::bearer_token;
-use crate::body::{read_body, require_json};
+use crate::body::{BodyReader, declared_length, require_json};
 use crate::error::{ApiError, FieldIssue};
+use crate::memory::BodyMemory;
 
 /// The route.
 pub const POST_CALL_PATH: &str = "/api/webhook/elevenlabs";
@@ -51,21 +56,16 @@ pub(crate) async fn handle(
     req: HttpRequest,
     payload: web::Payload,
     record: web::Data<RecordCall>,
-    large_bodies: web::Data<LargeBodies>,
+    memory: web::Data<BodyMemory>,
+    access: web::Data<Access>,
     metrics: web::Data<Metrics>,
 ) -> HttpResponse {
     let started = Instant::now();
-    let result = respond(&req, payload, &record, &large_bodies).await;
+    let client = access.client(&req);
+    let result = respond(&req, payload, &record, &memory, &access, client).await;
     let (response, outcome) = match &result {
         Ok(delivered) => (render(delivered), delivered.outcome()),
-        Err(error) => (
-            actix_web::ResponseError::error_response(error),
-            match error {
-                ApiError::Unauthorized => "unauthorized",
-                ApiError::ServiceUnavailable => "unavailable",
-                _ => "invalid",
-            },
-        ),
+        Err(error) => (crate::error::refusal_response(error, &req), error.outcome()),
     };
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
@@ -112,6 +112,7 @@ pub(crate) async fn handle(
             outcome,
             status,
             code = error.code(),
+            client_ip = %client,
             latency_ms,
             "post-call webhook refused"
         ),
@@ -139,52 +140,54 @@ fn render(delivered: &Delivered) -> HttpResponse {
     }
 }
 
-/// The organization named in the query string (`?org=<uuid>`), for signed deliveries.
-fn org_in_query(req: &HttpRequest) -> Option<OrgId> {
-    req.query_string()
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(name, _)| *name == "org")
-        .and_then(|(_, value)| value.parse().ok())
+/// The organization named in the query string (`?org=<uuid>`, for signed deliveries): at most
+/// once, and a UUID in its hyphenated form. Other parameters are ignored.
+fn org_in_query(req: &HttpRequest) -> Result<Option<OrgId>, ApiError> {
+    let invalid = |message: &str| {
+        ApiError::InvalidRequest(vec![FieldIssue {
+            field: Some("org".into()),
+            message: message.into(),
+        }])
+    };
+    let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+        .map_err(|_| invalid("the query string is not form-encoded"))?;
+    let mut values = pairs.iter().filter(|(name, _)| name == "org");
+    let Some((_, value)) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(invalid("must be given once"));
+    }
+    let hyphenated = value.len() == 36 && value.bytes().filter(|b| *b == b'-').count() == 4;
+    match value.parse::<OrgId>() {
+        Ok(org) if hyphenated => Ok(Some(org)),
+        _ => Err(invalid("must be an organization id (a UUID)")),
+    }
 }
 
-fn credentials(req: &HttpRequest) -> Result<Credentials, ApiError> {
+fn credentials(req: &HttpRequest, org: Option<OrgId>) -> Option<Credentials> {
     if let Some(token) = bearer_token(req) {
-        return Ok(Credentials::Bearer {
+        return Some(Credentials::Bearer {
             digest: token.digest(),
         });
     }
-    let header = req
-        .headers()
-        .get(SIGNATURE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or(ApiError::Unauthorized)?;
-    let org = org_in_query(req).ok_or(ApiError::Unauthorized)?;
-    Ok(Credentials::Signature {
-        org,
+    let header = req.headers().get(SIGNATURE_HEADER)?.to_str().ok()?;
+    Some(Credentials::Signature {
+        org: org?,
         header: header.to_owned(),
     })
 }
 
-/// Bodies above this size (or of unknown size) are read under [`LargeBodies`].
-const LARGE_BODY_BYTES: usize = 1024 * 1024;
+/// At most this many bytes of post-call bodies are held at once per server, while they are
+/// read and verified: four of the largest (recordings).
+const BODY_MEMORY: usize = 4 * MAX_POST_CALL_BODY_BYTES;
 
-/// How many large post-call bodies one process holds at once (each up to
-/// [`MAX_POST_CALL_BODY_BYTES`]), so recordings cannot exhaust the memory limit.
-const MAX_LARGE_BODIES: usize = 4;
+/// At most this much of [`BODY_MEMORY`] for the deliveries of one organization.
+const BODY_MEMORY_PER_ORG: usize = 2 * MAX_POST_CALL_BODY_BYTES;
 
-/// How long a large body waits for its turn before the answer is 503.
-const LARGE_BODY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The permits of [`MAX_LARGE_BODIES`], one set per server, shared by its workers.
-#[derive(Debug)]
-pub(crate) struct LargeBodies(std::sync::Arc<tokio::sync::Semaphore>);
-
-impl Default for LargeBodies {
+impl Default for BodyMemory {
     fn default() -> Self {
-        Self(std::sync::Arc::new(tokio::sync::Semaphore::new(
-            MAX_LARGE_BODIES,
-        )))
+        Self::new(BODY_MEMORY, BODY_MEMORY_PER_ORG)
     }
 }
 
@@ -192,46 +195,45 @@ async fn respond(
     req: &HttpRequest,
     payload: web::Payload,
     record: &RecordCall,
-    large_bodies: &LargeBodies,
+    memory: &BodyMemory,
+    access: &Access,
+    client: std::net::IpAddr,
 ) -> Result<Delivered, ApiError> {
     let received_at = chrono::Utc::now();
-    let credentials = credentials(req)?;
+    let org = org_in_query(req)?;
+    let Some(credentials) = credentials(req, org) else {
+        access.admit(client, false)?;
+        return Err(access.refuse(client));
+    };
+    access.admit(client, record.knows(&credentials))?;
     require_json(req)?;
     // Before the body is read: an unauthenticated sender must not make us buffer it.
     let prechecked = record
         .precheck(&credentials, received_at)
         .await
-        .map_err(refusal)?;
-    let declared = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let _permit = if declared.is_none_or(|n| n > LARGE_BODY_BYTES) {
-        Some(
-            tokio::time::timeout(LARGE_BODY_WAIT, Arc::clone(&large_bodies.0).acquire_owned())
-                .await
-                .map_err(|_| ApiError::ServiceUnavailable)?
-                .map_err(|_| ApiError::ServiceUnavailable)?,
-        )
-    } else {
-        None
-    };
-    let body = read_body(req, payload, MAX_POST_CALL_BODY_BYTES).await?;
+        .map_err(|refused| refusal(refused, access, client))?;
+    let reader = BodyReader::new(req, payload, MAX_POST_CALL_BODY_BYTES)?;
+    let (body, _room) = memory
+        .read(prechecked.org_id(), reader, declared_length(req))
+        .await?;
     let delivery = Delivery {
         credentials,
         body: body.into(),
         received_at,
     };
-    record.deliver(delivery, prechecked).await.map_err(refusal)
+    record
+        .deliver(delivery, prechecked)
+        .await
+        .map_err(|refused| refusal(refused, access, client))
 }
 
-fn refusal(refused: Refused) -> ApiError {
+fn refusal(refused: Refused, access: &Access, client: std::net::IpAddr) -> ApiError {
     match refused {
         Refused::Unauthorized(reason) => {
-            tracing::info!(reason, "post-call credentials refused");
-            ApiError::Unauthorized
+            tracing::info!(reason = %reason, client_ip = %client, "post-call credentials refused");
+            access.refuse(client)
         }
+        Refused::Unverifiable => ApiError::Unverifiable,
         Refused::Invalid(e) => ApiError::InvalidRequest(vec![FieldIssue {
             field: None,
             message: e.0,

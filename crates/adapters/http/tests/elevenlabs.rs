@@ -368,9 +368,17 @@ async fn an_oversized_body_is_413_and_a_signed_non_event_is_400() {
     assert_eq!(answer["code"], "invalid_request");
 }
 
+/// A delivery while the store is up, so this replica has seen it confirm the organization's
+/// webhook secret (a recording: acknowledged, nothing stored).
+async fn seen_recently(w: &World) {
+    let (status, _) = send(w, signed(w, AUDIO.as_bytes(), WEBHOOK_SECRET, now())).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
 #[actix_web::test]
 async fn with_the_store_down_a_delivery_is_queued_and_replayed_later() {
     let w = world();
+    seen_recently(&w).await;
     w.store.set_behaviour(Behaviour::Down);
     let (status, answer) = send(
         &w,
@@ -397,6 +405,7 @@ async fn with_the_store_down_a_delivery_is_queued_and_replayed_later() {
 #[actix_web::test]
 async fn a_hung_store_is_treated_as_down_within_the_budget() {
     let w = world();
+    seen_recently(&w).await;
     w.store
         .set_behaviour(Behaviour::Slow(std::time::Duration::from_secs(60)));
     let started = std::time::Instant::now();
@@ -417,6 +426,7 @@ async fn a_hung_store_is_treated_as_down_within_the_budget() {
 #[actix_web::test]
 async fn with_the_store_and_the_outbox_down_the_delivery_is_refused_with_503() {
     let w = world();
+    seen_recently(&w).await;
     w.store.set_behaviour(Behaviour::Down);
     w.outbox.set_behaviour(Behaviour::Down);
     let (status, answer) = send(
@@ -426,6 +436,7 @@ async fn with_the_store_and_the_outbox_down_the_delivery_is_refused_with_503() {
     .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer["code"], "unavailable");
+    assert!(w.outbox.entries().is_empty());
 }
 
 #[actix_web::test]
@@ -465,14 +476,18 @@ async fn credentials_are_checked_before_a_large_body_is_read() {
 }
 
 #[actix_web::test]
-async fn while_the_store_is_down_only_plausible_deliveries_are_queued() {
+async fn while_the_store_is_down_only_verified_deliveries_are_queued() {
     let w = world();
+    seen_recently(&w).await;
     w.store.set_behaviour(Behaviour::Down);
     let body = TRANSCRIPTION.as_bytes();
     let stale = signed(&w, body, WEBHOOK_SECRET, now() - 31 * 60);
     assert_eq!(send(&w, stale).await.0, StatusCode::UNAUTHORIZED);
     let malformed = signed_with(&w, body, "t=1,v0=xyz");
     assert_eq!(send(&w, malformed).await.0, StatusCode::UNAUTHORIZED);
+    // The replica remembers the sealed secret, so a forged signature is caught now, not queued.
+    let forged = signed(&w, body, "wsec_forged", now());
+    assert_eq!(send(&w, forged).await.0, StatusCode::UNAUTHORIZED);
     let not_an_event = signed(&w, b"{\"hello\":1}", WEBHOOK_SECRET, now());
     assert_eq!(send(&w, not_an_event).await.0, StatusCode::BAD_REQUEST);
     let (status, answer) = send(&w, signed(&w, AUDIO.as_bytes(), WEBHOOK_SECRET, now())).await;
@@ -482,16 +497,49 @@ async fn while_the_store_is_down_only_plausible_deliveries_are_queued() {
     );
     assert!(w.outbox.entries().is_empty(), "none of these was queued");
 
-    // A forged signature cannot be told apart without the secret: queued, then dead-lettered
-    // by the replay once the store answers, never recorded.
-    let forged = signed(&w, body, "wsec_forged", now());
-    assert_eq!(send(&w, forged).await.0, StatusCode::ACCEPTED);
-    w.store.set_behaviour(Behaviour::Healthy);
-    let report = w.record_call.replay_queued(10).await.unwrap();
-    assert_eq!((report.replayed, report.rejected), (0, 1));
-    assert!(w.outbox.entries().is_empty());
-    let dead = w.outbox.dead_letters();
-    assert_eq!(dead.len(), 1);
-    assert!(dead[0].1.contains("signature mismatch"), "{}", dead[0].1);
-    assert!(w.store.records().is_empty());
+    let (status, _) = send(&w, signed(&w, body, WEBHOOK_SECRET, now())).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "the genuine one is");
+    assert_eq!(w.outbox.entries().len(), 1);
+}
+
+#[actix_web::test]
+async fn while_the_store_is_down_credentials_never_confirmed_are_refused_unread() {
+    let w = world();
+    w.store.set_behaviour(Behaviour::Down);
+    // Never seen by this replica: neither the organization's secret nor this token.
+    let (status, answer) = send(
+        &w,
+        signed(&w, TRANSCRIPTION.as_bytes(), WEBHOOK_SECRET, now()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer["code"], "unverifiable");
+    let random_token = TestRequest::post()
+        .uri(POST_CALL_PATH)
+        .insert_header(("Authorization", "Bearer rlk_random_guess"))
+        .insert_header(("Content-Type", "application/json"))
+        .set_payload(TRANSCRIPTION);
+    let (status, answer) = send(&w, random_token).await;
+    assert_eq!(
+        (status, &answer["code"]),
+        (StatusCode::SERVICE_UNAVAILABLE, &json!("unverifiable"))
+    );
+    let random_org = TestRequest::post()
+        .uri(&format!(
+            "{POST_CALL_PATH}?org=0190a1b2-0000-7000-8000-00000000dead"
+        ))
+        .insert_header(("Content-Type", "application/json"))
+        .insert_header((
+            "ElevenLabs-Signature",
+            sign(TRANSCRIPTION.as_bytes(), b"guess", now()),
+        ))
+        .set_payload(TRANSCRIPTION);
+    assert_eq!(
+        send(&w, random_org).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert!(
+        w.outbox.entries().is_empty(),
+        "nothing unverified is queued"
+    );
 }

@@ -18,7 +18,8 @@ use deadpool_redis::redis::{self, FromRedisValue};
 use deadpool_redis::{PoolConfig, Runtime, Timeouts, cluster};
 use relay_domain::{CallContext, CallKey, OrgId};
 use relay_ports::{
-    BoxError, CacheError, CallContextCache, DeliveryOutbox, OutboxEntry, PoolStats, Probe,
+    Appended, BoxError, CacheError, CallContextCache, DeliveryOutbox, OutboxBound, OutboxEntry,
+    OutboxLimits, OutboxUsage, PoolStats, Probe,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -282,18 +283,59 @@ impl CallContextCache for RedisCache {
 /// The stream entry's one field.
 const PAYLOAD_FIELD: &str = "payload";
 
+/// Appends to the outbox stream unless it is at a bound, as one atomic step: concurrent appends
+/// (every replica's) cannot overshoot. `MEMORY USAGE .. SAMPLES 0` walks the whole stream, which
+/// is bounded by the limit it enforces. Answers the new length, `-1` (entries) or `-2` (bytes).
+const APPEND_BOUNDED: &str = r"
+local len = redis.call('XLEN', KEYS[1])
+if len >= tonumber(ARGV[2]) then return -1 end
+local used = redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', 0) or 0
+if used + string.len(ARGV[1]) > tonumber(ARGV[3]) then return -2 end
+redis.call('XADD', KEYS[1], '*', 'payload', ARGV[1])
+return len + 1
+";
+
+/// Adds a dead letter, then drops the oldest until the stream is within its bounds (never the
+/// one just added). Answers how many were dropped.
+const DEAD_LETTER_BOUNDED: &str = r"
+redis.call('XADD', KEYS[1], '*', 'payload', ARGV[1], 'reason', ARGV[2], 'outbox_id', ARGV[3])
+local dropped = 0
+local len = redis.call('XLEN', KEYS[1])
+local max_entries = tonumber(ARGV[4])
+if len > max_entries then
+  dropped = dropped + redis.call('XTRIM', KEYS[1], 'MAXLEN', math.max(max_entries, 1))
+  len = redis.call('XLEN', KEYS[1])
+end
+local max_bytes = tonumber(ARGV[5])
+local used = redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', 0) or 0
+while len > 1 and used > max_bytes do
+  local drop = math.min(len - 1, math.max(1, math.ceil((used - max_bytes) * len / used)))
+  dropped = dropped + redis.call('XTRIM', KEYS[1], 'MAXLEN', len - drop)
+  len = redis.call('XLEN', KEYS[1])
+  used = redis.call('MEMORY', 'USAGE', KEYS[1], 'SAMPLES', 0) or 0
+end
+return dropped
+";
+
 #[async_trait]
 impl DeliveryOutbox for RedisCache {
-    async fn append(&self, payload: &[u8]) -> Result<(), CacheError> {
-        self.query::<String>(
-            redis::cmd("XADD")
-                .arg(self.outbox_key())
-                .arg("*")
-                .arg(PAYLOAD_FIELD)
-                .arg(payload),
-        )
-        .await?;
-        Ok(())
+    async fn append(&self, payload: &[u8], limits: OutboxLimits) -> Result<Appended, CacheError> {
+        let answer: i64 = self
+            .query(
+                redis::cmd("EVAL")
+                    .arg(APPEND_BOUNDED)
+                    .arg(1)
+                    .arg(self.outbox_key())
+                    .arg(payload)
+                    .arg(limits.max_entries)
+                    .arg(limits.max_bytes),
+            )
+            .await?;
+        Ok(match answer {
+            -1 => Appended::Full(OutboxBound::Entries),
+            -2 => Appended::Full(OutboxBound::Bytes),
+            _ => Appended::Stored,
+        })
     }
 
     async fn pending(&self, max: usize) -> Result<Vec<OutboxEntry>, CacheError> {
@@ -323,21 +365,29 @@ impl DeliveryOutbox for RedisCache {
             .collect())
     }
 
-    async fn dead_letter(&self, entry: &OutboxEntry, reason: &str) -> Result<(), CacheError> {
+    async fn dead_letter(
+        &self,
+        entry: &OutboxEntry,
+        reason: &str,
+        limits: OutboxLimits,
+    ) -> Result<u64, CacheError> {
         // Copied first, then removed: a failure in between leaves a copy in each, never none.
-        self.query::<String>(
-            redis::cmd("XADD")
-                .arg(self.dead_letter_key())
-                .arg("*")
-                .arg(PAYLOAD_FIELD)
-                .arg(entry.payload.as_slice())
-                .arg("reason")
-                .arg(reason)
-                .arg("outbox_id")
-                .arg(&entry.id),
-        )
-        .await?;
-        self.remove(&entry.id).await
+        // (The two streams may live on different cluster nodes, so this cannot be one script.)
+        let dropped: u64 = self
+            .query(
+                redis::cmd("EVAL")
+                    .arg(DEAD_LETTER_BOUNDED)
+                    .arg(1)
+                    .arg(self.dead_letter_key())
+                    .arg(entry.payload.as_slice())
+                    .arg(reason)
+                    .arg(&entry.id)
+                    .arg(limits.max_entries)
+                    .arg(limits.max_bytes),
+            )
+            .await?;
+        self.remove(&entry.id).await?;
+        Ok(dropped)
     }
 
     async fn remove(&self, id: &str) -> Result<(), CacheError> {
@@ -346,8 +396,22 @@ impl DeliveryOutbox for RedisCache {
         Ok(())
     }
 
-    async fn count(&self) -> Result<u64, CacheError> {
-        self.query(redis::cmd("XLEN").arg(self.outbox_key())).await
+    async fn usage(&self) -> Result<OutboxUsage, CacheError> {
+        let key = self.outbox_key();
+        let entries: u64 = self.query(redis::cmd("XLEN").arg(&key)).await?;
+        let bytes: Option<u64> = self
+            .query(
+                redis::cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(&key)
+                    .arg("SAMPLES")
+                    .arg(0),
+            )
+            .await?;
+        Ok(OutboxUsage {
+            entries,
+            bytes: bytes.unwrap_or(0),
+        })
     }
 }
 

@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use relay_domain::{Organization, ToolToken};
-use relay_http::{Operations, Webhooks};
+use relay_http::{Access, Operations, Webhooks};
 use relay_observability::Metrics;
+use relay_ports::OutboxLimits;
 use relay_ports::Probe;
 use relay_ports::fakes::{InMemoryCache, InMemoryOutbox, InMemoryStore};
-use relay_usecase::post_call::{RecordCall, SecretSealer};
-use relay_usecase::{PersonalizeCall, Readiness, RetryPolicy};
+use relay_usecase::post_call::{PostCallPorts, PostCallSettings, RecordCall, SecretSealer};
+use relay_usecase::{KnownCredentials, PersonalizeCall, Readiness, RetryPolicy};
 use secrecy::SecretString;
 
 /// The organization's post-call webhook secret (as ElevenLabs would show it).
@@ -29,13 +30,24 @@ pub struct World {
     pub token: ToolToken,
     pub personalize: Arc<PersonalizeCall>,
     pub record_call: Arc<RecordCall>,
+    pub known: Arc<KnownCredentials>,
     pub operations: Operations,
 }
+
+/// Roomy outbox bounds for tests that are not about them.
+pub const OUTBOX_LIMITS: OutboxLimits = OutboxLimits {
+    max_entries: 1_000,
+    max_bytes: 64 * 1024 * 1024,
+};
 
 impl World {
     /// The use cases, as the routes get them.
     pub fn webhooks(&self) -> Webhooks {
-        Webhooks::new(Arc::clone(&self.personalize), Arc::clone(&self.record_call))
+        Webhooks::new(
+            Arc::clone(&self.personalize),
+            Arc::clone(&self.record_call),
+            Access::default(),
+        )
     }
 }
 
@@ -55,14 +67,22 @@ pub fn world() -> World {
         org.id,
         sealer.seal(org.id, &SecretString::from(WEBHOOK_SECRET)),
     );
+    let known = Arc::new(KnownCredentials::new(Duration::from_secs(3_600), 100));
     let record_call = Arc::new(RecordCall::new(
-        Arc::new(store.clone()),
-        Arc::new(store.clone()),
-        Arc::new(store.clone()),
-        Arc::new(cache.clone()),
-        Some(Arc::new(outbox.clone())),
+        PostCallPorts {
+            orgs: Arc::new(store.clone()),
+            contacts: Arc::new(store.clone()),
+            calls: Arc::new(store.clone()),
+            cache: Arc::new(cache.clone()),
+            outbox: Some(Arc::new(outbox.clone())),
+        },
+        PostCallSettings {
+            budget: Duration::from_millis(300),
+            outbox: OUTBOX_LIMITS,
+            dead_letters: OUTBOX_LIMITS,
+        },
         Some(sealer),
-        Duration::from_millis(300),
+        Arc::clone(&known),
     ));
     let personalize = Arc::new(PersonalizeCall::new(
         Arc::new(store.clone()),
@@ -70,6 +90,7 @@ pub fn world() -> World {
         Arc::new(cache.clone()),
         Duration::from_millis(800),
         RetryPolicy::default(),
+        Arc::clone(&known),
     ));
     let readiness = Readiness::new(
         vec![
@@ -86,6 +107,7 @@ pub fn world() -> World {
         token,
         personalize,
         record_call,
+        known,
         operations: Operations {
             metrics: Arc::new(Metrics::new("0.0.0-test", "postgres", "redis")),
             readiness: Arc::new(readiness),
