@@ -171,12 +171,31 @@ pub(crate) enum ContactsCommand {
     ///
     /// Columns first_name, last_name and phone, in any order; other columns are ignored.
     /// Re-importing is idempotent: contacts are keyed on their normalized number.
+    /// Bad rows are skipped and reported (the first 20 by line). Exits 1 when nothing was
+    /// imported or more than --max-rejected percent of the rows were rejected (the other rows
+    /// stay imported).
     Import {
         /// The organization.
         org_id: OrgId,
-        /// The CSV file.
-        file: PathBuf,
+        #[command(flatten)]
+        file: ImportFile,
     },
+}
+
+/// The CSV file of `contacts import` and how much of it may be rejected.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ImportFile {
+    /// The CSV file.
+    #[arg(value_name = "FILE")]
+    pub(crate) path: PathBuf,
+    /// Exit 1 when more than this percentage of the rows is rejected (0-100).
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u8).range(0..=100)
+    )]
+    pub(crate) max_rejected: u8,
 }
 
 impl Cli {

@@ -23,11 +23,11 @@ use relay_usecase::{
     Rejection, RetryPolicy, WebhookSecret,
 };
 
-use crate::cli::{CallsCommand, Command, ContactsCommand, OrgCommand, SecretCommand};
+use crate::cli::{CallsCommand, Command, ContactsCommand, ImportFile, OrgCommand, SecretCommand};
 use crate::config::{
     ConfigError, Env, RedisTarget, ServeConfig, StoreConfig, redacted_url, webhook_sealer_from_env,
 };
-use crate::stores;
+use crate::{import_outcome, stores};
 
 /// Rows per upsert round trip during an import.
 const IMPORT_BATCH: usize = 2_000;
@@ -641,10 +641,10 @@ async fn secret(cmd: SecretCommand, config: &StoreConfig) -> Result<(), Failure>
     clippy::print_stderr,
     reason = "stdout is the summary; rejections go to stderr"
 )]
-async fn import(org_id: OrgId, file: &Path, config: &StoreConfig) -> Result<(), Failure> {
+async fn import(org_id: OrgId, file: &ImportFile, config: &StoreConfig) -> Result<(), Failure> {
     let store = admin_store(config).await?;
     let org = Admin::new(store.clone()).organization(org_id).await?;
-    let rows = read_csv(file)?;
+    let rows = read_csv(&file.path)?;
 
     let progress = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new_spinner();
@@ -663,18 +663,12 @@ async fn import(org_id: OrgId, file: &Path, config: &StoreConfig) -> Result<(), 
         .await?;
     progress.finish_and_clear();
 
-    for r in &report.rejected {
-        eprintln!("line {}: {}", r.line, r.reason);
+    for line in import_outcome::rejection_lines(&report) {
+        eprintln!("{line}");
     }
-    let s = report.summary;
     eprintln!("imported in {:.1} s", started.elapsed().as_secs_f64());
-    println!(
-        "inserted={} updated={} unchanged={} rejected={}",
-        s.inserted,
-        s.updated,
-        s.unchanged,
-        report.rejected.len()
-    );
+    println!("{}", import_outcome::summary(&report));
+    import_outcome::verdict(&report, file.max_rejected)?;
     Ok(())
 }
 

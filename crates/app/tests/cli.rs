@@ -3,10 +3,31 @@
 mod support;
 
 use std::io::Write as _;
-use std::process::Command;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 use support::{RELAY, TestStore, relay, relay_ok};
+
+/// What a garbage file may cost on stderr, however big it is.
+const STDERR_BUDGET: usize = 4 * 1024;
+
+/// How long a garbage file may take to be refused (a debug build on a loaded 2-core machine).
+const GARBAGE_DEADLINE: Duration = Duration::from_secs(60);
+
+fn csv_file(content: &[u8]) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    file.write_all(content).unwrap();
+    file
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
 
 #[test]
 fn every_command_has_help() {
@@ -122,6 +143,8 @@ on_both_stores!(
     organizations_and_secrets_round_trip_through_the_cli,
     import_reports_rejected_lines_and_is_idempotent,
     unreadable_csv_rows_are_reported_and_the_rest_imported,
+    import_exits_1_when_nothing_or_too_much_is_rejected,
+    a_file_of_garbage_rows_ends_quickly_with_capped_messages,
 );
 
 async fn organizations_and_secrets_round_trip_through_the_cli(db: TestStore) {
@@ -187,8 +210,9 @@ async fn import_reports_rejected_lines_and_is_idempotent(db: TestStore) {
     .unwrap();
     let path = csv.path().to_str().unwrap();
 
-    let out = relay(&url, &["contacts", "import", &org, path]);
-    assert!(out.status.success());
+    let import = ["contacts", "import", &org, path, "--max-rejected", "50"];
+    let out = relay(&url, &import);
+    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "inserted=3 updated=0 unchanged=0 rejected=3"
@@ -205,7 +229,7 @@ async fn import_reports_rejected_lines_and_is_idempotent(db: TestStore) {
     assert!(stderr.contains("line 7: no phone number"), "{stderr}");
 
     assert_eq!(
-        relay_ok(&url, &["contacts", "import", &org, path]),
+        relay_ok(&url, &import),
         "inserted=0 updated=0 unchanged=3 rejected=3"
     );
     let stored = db.contacts().await;
@@ -241,14 +265,137 @@ async fn unreadable_csv_rows_are_reported_and_the_rest_imported(db: TestStore) {
         .unwrap();
     let out = relay(
         &url,
-        &["contacts", "import", &org, csv.path().to_str().unwrap()],
+        &[
+            "contacts",
+            "import",
+            &org,
+            csv.path().to_str().unwrap(),
+            "--max-rejected",
+            "50",
+        ],
     );
-    assert!(out.status.success());
+    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "inserted=1 updated=0 unchanged=0 rejected=1"
     );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("line 2: unreadable row: not valid UTF-8")
+    );
+}
+
+async fn import_exits_1_when_nothing_or_too_much_is_rejected(db: TestStore) {
+    let url = db.url();
+    let org = relay_ok(&url, &["org", "create", "--name", "Acme", "--region", "CA"]);
+    let import = |csv: &str, options: &[&str]| {
+        let file = csv_file(csv.as_bytes());
+        let mut args = vec!["contacts", "import", &org, file.path().to_str().unwrap()];
+        args.extend(options);
+        relay(&url, &args)
+    };
+
+    let out = import("first_name,phone\n", &[]);
+    assert_eq!(out.status.code(), Some(1), "a header and no rows");
+    assert_eq!(stdout(&out), "inserted=0 updated=0 unchanged=0 rejected=0");
+    assert!(
+        stderr(&out).ends_with("error: no data rows after the header: nothing imported\n"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = import(
+        "first_name,phone\nA,12\nB,not a phone\nC,\n",
+        &["--max-rejected", "100"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "every row rejected fails whatever the threshold"
+    );
+    assert_eq!(stdout(&out), "inserted=0 updated=0 unchanged=0 rejected=3");
+    assert!(
+        stderr(&out).ends_with("error: 3 of 3 rows rejected: nothing imported\n"),
+        "{}",
+        stderr(&out)
+    );
+
+    let mut csv = "first_name,phone\n".to_owned();
+    for i in 0..8 {
+        csv.push_str(&format!("P{i},416555010{i}\n"));
+    }
+    csv.push_str("Bad,12\nWorse,34\n");
+    let out = import(&csv, &[]);
+    assert_eq!(out.status.code(), Some(1), "20% rejected, 10% allowed");
+    assert_eq!(stdout(&out), "inserted=8 updated=0 unchanged=0 rejected=2");
+    assert!(
+        stderr(&out).ends_with(
+            "error: 2 of 10 rows rejected (20.0%), more than --max-rejected 10%; the other rows \
+             were imported\n"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        db.contacts().await.len(),
+        8,
+        "the accepted rows stay imported"
+    );
+
+    let out = import(&csv, &["--max-rejected", "20"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "inserted=0 updated=0 unchanged=8 rejected=2");
+
+    for bad in ["101", "-1", "ten"] {
+        let out = import(&csv, &["--max-rejected", bad]);
+        assert_eq!(out.status.code(), Some(2), "--max-rejected {bad}");
+    }
+}
+
+async fn a_file_of_garbage_rows_ends_quickly_with_capped_messages(db: TestStore) {
+    let url = db.url();
+    let org = relay_ok(&url, &["org", "create", "--name", "Acme", "--region", "CA"]);
+    let mut content = b"first_name,last_name,phone\n".to_vec();
+    for i in 0..200_000 {
+        writeln!(content, "lorem {i},ipsum,dolor sit amet").unwrap();
+    }
+    let file = csv_file(&content);
+    let started = Instant::now();
+    let out = relay(
+        &url,
+        &["contacts", "import", &org, file.path().to_str().unwrap()],
+    );
+    assert!(
+        started.elapsed() < GARBAGE_DEADLINE,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stdout(&out),
+        "inserted=0 updated=0 unchanged=0 rejected=200000"
+    );
+    let stderr = stderr(&out);
+    assert!(
+        stderr.len() < STDERR_BUDGET,
+        "{} bytes of stderr",
+        stderr.len()
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        23,
+        "20 rows, the rest counted, timing, error: {stderr}"
+    );
+    for (i, line) in lines[..20].iter().enumerate() {
+        assert_eq!(
+            *line,
+            format!("line {}: phone is not a valid number (region CA)", i + 2)
+        );
+    }
+    assert_eq!(lines[20], "... and 199,980 more rejected rows");
+    assert!(lines[21].starts_with("imported in "), "{}", lines[21]);
+    assert_eq!(
+        lines[22],
+        "error: 200,000 of 200,000 rows rejected: nothing imported"
     );
 }

@@ -18,7 +18,7 @@ mod readiness;
 
 pub use admin::{Admin, IssuedSecret, MAX_WEBHOOK_SECRET_BYTES, WebhookSecret, WebhookSecretError};
 pub use background::{BackgroundWriteStats, RetryPolicy};
-pub use import::{ContactImporter, ImportReport, RawContact, Rejection};
+pub use import::{ContactImporter, ImportReport, MAX_REPORTED_REJECTIONS, RawContact, Rejection};
 pub use personalize::{
     Answer, DependencyFailure, MatchResult, PersonalizationRequest, PersonalizeCall, Unauthorized,
 };
