@@ -169,11 +169,11 @@ pub(crate) enum SecretCommand {
 pub(crate) enum ContactsCommand {
     /// Import contacts from a CSV file with a header row.
     ///
-    /// Columns first_name, last_name and phone, in any order; other columns are ignored.
-    /// Re-importing is idempotent: contacts are keyed on their normalized number.
+    /// Columns first_name, last_name and phone, in any order, each at most once; other columns
+    /// are ignored. Re-importing is idempotent: contacts are keyed on their normalized number.
     /// Bad rows are skipped and reported (the first 20 by line). Exits 1 when nothing was
     /// imported or more than --max-rejected percent of the rows were rejected (the other rows
-    /// stay imported).
+    /// stay imported), and at a line longer than 64 KiB (not a contacts CSV).
     Import {
         /// The organization.
         org_id: OrgId,

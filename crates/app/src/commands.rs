@@ -2,7 +2,6 @@
 
 use std::io::IsTerminal as _;
 use std::net::TcpListener;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,14 +19,14 @@ use relay_redis::RedisCache;
 use relay_usecase::post_call::{OutboxStats, RecordCall};
 use relay_usecase::{
     Admin, BackgroundWriteStats, ContactImporter, PersonalizeCall, RawContact, Readiness,
-    Rejection, RetryPolicy, WebhookSecret,
+    RetryPolicy, WebhookSecret,
 };
 
 use crate::cli::{CallsCommand, Command, ContactsCommand, ImportFile, OrgCommand, SecretCommand};
 use crate::config::{
     ConfigError, Env, RedisTarget, ServeConfig, StoreConfig, redacted_url, webhook_sealer_from_env,
 };
-use crate::{import_outcome, stores};
+use crate::{csv_source, import_outcome, stores};
 
 /// Rows per upsert round trip during an import.
 const IMPORT_BATCH: usize = 2_000;
@@ -644,7 +643,7 @@ async fn secret(cmd: SecretCommand, config: &StoreConfig) -> Result<(), Failure>
 async fn import(org_id: OrgId, file: &ImportFile, config: &StoreConfig) -> Result<(), Failure> {
     let store = admin_store(config).await?;
     let org = Admin::new(store.clone()).organization(org_id).await?;
-    let rows = read_csv(&file.path)?;
+    let (rows, stopped) = csv_source::open(&file.path)?;
 
     let progress = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new_spinner();
@@ -668,58 +667,9 @@ async fn import(org_id: OrgId, file: &ImportFile, config: &StoreConfig) -> Resul
     }
     eprintln!("imported in {:.1} s", started.elapsed().as_secs_f64());
     println!("{}", import_outcome::summary(&report));
+    if let Some(error) = stopped.take() {
+        return Err(import_outcome::stopped(&file.path, &error, &report).into());
+    }
     import_outcome::verdict(&report, file.max_rejected)?;
     Ok(())
-}
-
-/// Opens the CSV and checks its header; rows are read lazily by the importer.
-fn read_csv(
-    file: &Path,
-) -> Result<impl Iterator<Item = Result<RawContact, Rejection>> + Send + 'static, Failure> {
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_path(file)
-        .with_context(|| format!("cannot open {}", file.display()))?;
-    let headers = reader
-        .headers()
-        .with_context(|| format!("cannot read the header row of {}", file.display()))?
-        .clone();
-    let column = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h.trim().eq_ignore_ascii_case(name))
-    };
-    let phone = column("phone").ok_or_else(|| {
-        anyhow::anyhow!(
-            "{}: the header row has no `phone` column (found: {})",
-            file.display(),
-            headers.iter().collect::<Vec<_>>().join(", ")
-        )
-    })?;
-    let first = column("first_name");
-    let last = column("last_name");
-    Ok(reader.into_records().map(move |record| {
-        let record = record.map_err(|e| Rejection {
-            line: e.position().map_or(0, csv::Position::line),
-            reason: format!("unreadable row: {}", describe(&e)),
-        })?;
-        let field = |i: Option<usize>| i.and_then(|i| record.get(i)).map(str::to_owned);
-        Ok(RawContact {
-            line: record.position().map_or(0, csv::Position::line),
-            first_name: field(first),
-            last_name: field(last),
-            phone: field(Some(phone)),
-        })
-    }))
-}
-
-/// What went wrong with a CSV row, without echoing its content.
-fn describe(error: &csv::Error) -> &'static str {
-    match error.kind() {
-        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8",
-        csv::ErrorKind::UnequalLengths { .. } => "wrong number of fields",
-        csv::ErrorKind::Io(_) => "read error",
-        _ => "malformed CSV",
-    }
 }

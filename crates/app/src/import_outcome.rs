@@ -1,7 +1,11 @@
 //! How `relay contacts import` ends: the per-row messages, capped, and the rule that makes the
 //! command fail when too little of the file was imported.
 
+use std::path::Path;
+
 use relay_usecase::ImportReport;
+
+use crate::csv_source::CsvError;
 
 /// stderr's lines about rejected rows: `line N: reason` for each one the report kept, then how
 /// many more there were.
@@ -51,6 +55,17 @@ pub(crate) fn verdict(report: &ImportReport, max_rejected: u8) -> anyhow::Result
         );
     }
     Ok(())
+}
+
+/// The reader stopped at `error`: what the command says, including that the rows before it
+/// were imported (their batches are committed).
+pub(crate) fn stopped(file: &Path, error: &CsvError, report: &ImportReport) -> anyhow::Error {
+    let imported = match report.accepted() {
+        0 => String::new(),
+        1 => "; the row before it was imported".to_owned(),
+        n => format!("; the {} rows before it were imported", grouped(n)),
+    };
+    anyhow::anyhow!("{}: {error}{imported}", file.display())
 }
 
 /// `rejected / rows` as a percentage with one decimal, rounded up so that a share just over the

@@ -144,6 +144,8 @@ on_both_stores!(
     import_reports_rejected_lines_and_is_idempotent,
     unreadable_csv_rows_are_reported_and_the_rest_imported,
     import_exits_1_when_nothing_or_too_much_is_rejected,
+    a_header_naming_a_column_twice_is_refused_before_any_row,
+    a_file_without_line_breaks_is_refused_at_once_with_one_line_of_stderr,
     a_file_of_garbage_rows_ends_quickly_with_capped_messages,
 );
 
@@ -349,6 +351,61 @@ async fn import_exits_1_when_nothing_or_too_much_is_rejected(db: TestStore) {
         let out = import(&csv, &["--max-rejected", bad]);
         assert_eq!(out.status.code(), Some(2), "--max-rejected {bad}");
     }
+}
+
+async fn a_header_naming_a_column_twice_is_refused_before_any_row(db: TestStore) {
+    let url = db.url();
+    let org = relay_ok(&url, &["org", "create", "--name", "Acme", "--region", "CA"]);
+    for (header, message) in [
+        (
+            "first_name,last_name,phone,id,PHONE",
+            "the header row has two `phone` columns (columns 3 and 5)",
+        ),
+        (
+            "First_Name,phone, first_name ,last_name",
+            "the header row has two `first_name` columns (columns 1 and 3)",
+        ),
+    ] {
+        let file = csv_file(format!("{header}\nAlex,Morgan,4165550100,1,4165550199\n").as_bytes());
+        let path = file.path().to_str().unwrap();
+        let out = relay(&url, &["contacts", "import", &org, path]);
+        assert_eq!(out.status.code(), Some(1), "{header}");
+        assert_eq!(stderr(&out), format!("error: {path}: {message}\n"));
+        assert!(out.stdout.is_empty(), "refused before any row");
+    }
+    assert!(db.contacts().await.is_empty());
+}
+
+async fn a_file_without_line_breaks_is_refused_at_once_with_one_line_of_stderr(db: TestStore) {
+    let url = db.url();
+    let org = relay_ok(&url, &["org", "create", "--name", "Acme", "--region", "CA"]);
+    let garbage = vec![b'x'; 20 * 1024 * 1024];
+    let after_a_header = [b"first_name,phone\n".as_slice(), &garbage].concat();
+    for (content, line) in [(garbage, 1), (after_a_header, 2)] {
+        let file = csv_file(&content);
+        let path = file.path().to_str().unwrap();
+        let started = Instant::now();
+        let out = relay(&url, &["contacts", "import", &org, path]);
+        assert!(
+            started.elapsed() < GARBAGE_DEADLINE,
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(out.status.code(), Some(1));
+        let stderr = stderr(&out);
+        assert!(
+            stderr.len() < STDERR_BUDGET,
+            "{} bytes of stderr",
+            stderr.len()
+        );
+        assert!(
+            stderr.ends_with(&format!(
+                "error: {path}: line {line} is longer than 65536 bytes: not a contacts CSV\n"
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(db.contacts().await.is_empty());
 }
 
 async fn a_file_of_garbage_rows_ends_quickly_with_capped_messages(db: TestStore) {
