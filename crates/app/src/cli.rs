@@ -68,6 +68,9 @@ pub(crate) enum OrgCommand {
     },
     /// Store the post-call webhook's HMAC secret (as ElevenLabs shows it), read from stdin and
     /// encrypted with WEBHOOK_SECRET_KEY. Replaces the earlier one.
+    ///
+    /// All of stdin is read (at most 4 KiB) and trimmed; a secret still holding a line break,
+    /// a space or another control or invisible character is refused and nothing is stored.
     SetWebhookSecret {
         /// The organization.
         org_id: OrgId,

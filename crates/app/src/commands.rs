@@ -19,7 +19,7 @@ use relay_redis::RedisCache;
 use relay_usecase::post_call::{OutboxStats, RecordCall};
 use relay_usecase::{
     Admin, BackgroundWriteStats, ContactImporter, PersonalizeCall, RawContact, Readiness,
-    RetryPolicy, WebhookSecret,
+    RetryPolicy, WebhookSecret, WebhookSecretError,
 };
 
 use crate::cli::{CallsCommand, Command, ContactsCommand, ImportFile, OrgCommand, SecretCommand};
@@ -534,24 +534,46 @@ async fn org<F: Fn(&str) -> Option<String>>(cmd: OrgCommand, env: &Env<F>) -> Re
 }
 
 /// `relay org set-webhook-secret`: the key is checked before connecting (a missing key is a
-/// configuration error, not a store error), the secret read from stdin.
-#[allow(clippy::print_stdout, reason = "stdout is the command's result")]
+/// configuration error, not a store error), the secret read from all of stdin.
+#[allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "stdout is the command's result; the prompt goes to stderr"
+)]
 async fn set_webhook_secret<F: Fn(&str) -> Option<String>>(
     org_id: OrgId,
     env: &Env<F>,
 ) -> Result<(), Failure> {
+    use secrecy::ExposeSecret as _;
+    use std::io::Read as _;
+    /// A secret is well under 1 KiB; more on stdin is the wrong file piped in.
+    const MAX_STDIN_BYTES: u64 = 4 * 1024;
     let sealer = webhook_sealer_from_env(env)?.ok_or(ConfigError::Invalid {
         name: "WEBHOOK_SECRET_KEY",
         reason: "must be set to store a webhook secret (openssl rand -base64 32)".into(),
     })?;
-    let mut line = String::new();
+    if std::io::stdin().is_terminal() {
+        eprintln!("paste the webhook secret, then Enter and Ctrl-D");
+    }
+    // All of stdin, not its first line: a second line would otherwise be dropped without a word.
+    let mut input = Vec::new();
     std::io::stdin()
-        .read_line(&mut line)
+        .take(MAX_STDIN_BYTES + 1)
+        .read_to_end(&mut input)
         .context("cannot read the webhook secret from stdin")?;
-    let secret = WebhookSecret::parse(&secrecy::SecretString::from(line)).map_err(|e| {
-        anyhow::anyhow!(
-            "{e}: pipe it on stdin, e.g. `relay org set-webhook-secret {org_id} < secret.txt`"
-        )
+    let input = secrecy::SecretBox::new(Box::new(input));
+    let refused = |why: &str| anyhow::anyhow!("{why}; nothing stored");
+    if input.expose_secret().len() as u64 > MAX_STDIN_BYTES {
+        return Err(refused("stdin holds more than 4096 bytes, not one webhook secret").into());
+    }
+    let text = std::str::from_utf8(input.expose_secret())
+        .map_err(|_| refused("the webhook secret on stdin is not valid UTF-8"))?;
+    let secret = WebhookSecret::parse(&secrecy::SecretString::from(text)).map_err(|e| match e {
+        WebhookSecretError::Empty => anyhow::anyhow!(
+            "{e}: pipe it on stdin, e.g. `relay org set-webhook-secret {org_id} < secret.txt`; \
+             nothing stored"
+        ),
+        _ => refused(&e.to_string()),
     })?;
     Admin::new(admin_store(&StoreConfig::from_env(env)?).await?)
         .set_webhook_secret(org_id, &secret, &sealer)

@@ -7,7 +7,10 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
-use support::{RELAY, TestStore, relay, relay_ok};
+use support::{RELAY, TestStore, relay, relay_ok, relay_with};
+
+/// A `WEBHOOK_SECRET_KEY` (32 bytes, base64).
+const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 /// What a garbage file may cost on stderr, however big it is.
 const STDERR_BUDGET: usize = 4 * 1024;
@@ -147,6 +150,7 @@ on_both_stores!(
     a_header_naming_a_column_twice_is_refused_before_any_row,
     a_file_without_line_breaks_is_refused_at_once_with_one_line_of_stderr,
     a_file_of_garbage_rows_ends_quickly_with_capped_messages,
+    set_webhook_secret_reads_all_of_stdin_and_refuses_a_second_line,
 );
 
 async fn organizations_and_secrets_round_trip_through_the_cli(db: TestStore) {
@@ -455,4 +459,47 @@ async fn a_file_of_garbage_rows_ends_quickly_with_capped_messages(db: TestStore)
         lines[22],
         "error: 200,000 of 200,000 rows rejected: nothing imported"
     );
+}
+
+async fn set_webhook_secret_reads_all_of_stdin_and_refuses_a_second_line(db: TestStore) {
+    let url = db.url();
+    let org = relay_ok(&url, &["org", "create", "--name", "Acme", "--region", "CA"]);
+    let set = |stdin: &[u8]| {
+        relay_with(
+            &url,
+            &[("WEBHOOK_SECRET_KEY", KEY)],
+            &["org", "set-webhook-secret", &org],
+            stdin,
+        )
+    };
+    for (stdin, reason) in [
+        (b"wsec_first\nwsec_second\n".to_vec(), "holds a line break"),
+        (
+            b"wsec_first\r\n\r\nwsec_second".to_vec(),
+            "holds a line break",
+        ),
+        (b"wsec_one two\n".to_vec(), "a space"),
+        (vec![b'w'; 5_000], "stdin holds more than 4096 bytes"),
+        (b"wsec_\xff\n".to_vec(), "not valid UTF-8"),
+    ] {
+        let out = set(&stdin);
+        assert_eq!(out.status.code(), Some(1), "{stdin:?}");
+        let stderr = stderr(&out);
+        assert!(stderr.contains(reason), "{stderr}");
+        assert!(stderr.trim_end().ends_with("nothing stored"), "{stderr}");
+        assert!(
+            !stderr.contains("wsec_") && !stderr.contains("www"),
+            "never echoed: {stderr}"
+        );
+        assert!(out.stdout.is_empty());
+        assert!(!db.organizations().await[0].2, "nothing stored");
+    }
+
+    let out = set(b"  wsec_3f9a1c7e5b2d4068\r\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("{org}\twebhook secret stored (encrypted)")
+    );
+    assert!(db.organizations().await[0].2);
 }

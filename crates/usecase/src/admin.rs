@@ -14,7 +14,8 @@ use crate::post_call::SecretSealer;
 pub const MAX_WEBHOOK_SECRET_BYTES: usize = 1_024;
 
 /// A post-call webhook secret as an operator gave it: trimmed, 1 to
-/// [`MAX_WEBHOOK_SECRET_BYTES`] bytes. `Debug` is redacted.
+/// [`MAX_WEBHOOK_SECRET_BYTES`] bytes, one word (no whitespace, control or invisible character
+/// inside). `Debug` is redacted.
 #[derive(Debug)]
 pub struct WebhookSecret(SecretString);
 
@@ -31,8 +32,22 @@ impl WebhookSecret {
         if trimmed.len() > MAX_WEBHOOK_SECRET_BYTES {
             return Err(WebhookSecretError::TooLong);
         }
+        // Two lines pasted, or a byte-order mark from an editor, would be stored as part of the
+        // secret and every signature would then fail to verify, long after this command said OK.
+        if trimmed
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || is_invisible(c))
+        {
+            return Err(WebhookSecretError::InnerWhitespace);
+        }
         Ok(Self(SecretString::from(trimmed.to_owned())))
     }
+}
+
+/// Characters that print as nothing (zero-width, bidi controls, byte-order mark) but are neither
+/// whitespace nor `char::is_control`.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
 }
 
 /// A webhook secret was refused before it reached the store.
@@ -44,6 +59,12 @@ pub enum WebhookSecretError {
     /// Longer than [`MAX_WEBHOOK_SECRET_BYTES`].
     #[error("the webhook secret is longer than 1024 bytes")]
     TooLong,
+    /// Holds a line break, a space, a control or an invisible character after trimming.
+    #[error(
+        "the webhook secret holds a line break, a space, a control or an invisible character \
+         (give the secret alone, on one line)"
+    )]
+    InnerWhitespace,
 }
 
 /// A new tool secret: its bookkeeping and the token, which exists in clear only here.
@@ -201,6 +222,50 @@ mod tests {
             vec![a.token.digest(), b.token.digest()]
         );
         assert_eq!(a.info.org_id, org);
+    }
+
+    fn secret(raw: &str) -> Result<WebhookSecret, WebhookSecretError> {
+        WebhookSecret::parse(&SecretString::from(raw.to_owned()))
+    }
+
+    #[test]
+    fn webhook_secret_is_trimmed_and_a_trailing_newline_is_normal() {
+        let parsed = secret("  wsec_abc123\r\n").unwrap();
+        assert_eq!(parsed.0.expose_secret(), "wsec_abc123");
+    }
+
+    #[test]
+    fn webhook_secret_with_a_line_break_or_whitespace_inside_is_refused() {
+        for raw in [
+            "wsec_abc\nwsec_def\n",
+            "wsec_abc\r\nsecond line",
+            "wsec abc",
+            "wsec\tabc",
+            "wsec_\u{a0}abc",
+            "wsec_\u{7}abc",
+            "\u{feff}wsec_abc",
+            "wsec_\u{200b}abc",
+        ] {
+            assert_eq!(
+                secret(raw).unwrap_err(),
+                WebhookSecretError::InnerWhitespace,
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn webhook_secret_errors_never_echo_the_secret() {
+        for raw in ["", "wsec_abc\nwsec_def", &"x".repeat(1_025)] {
+            let message = secret(raw).unwrap_err().to_string();
+            assert!(!message.contains("wsec"), "{message}");
+            assert!(!message.contains("xxxx"), "{message}");
+        }
+        assert_eq!(secret(" \n ").unwrap_err(), WebhookSecretError::Empty);
+        assert_eq!(
+            secret(&"x".repeat(1_025)).unwrap_err(),
+            WebhookSecretError::TooLong
+        );
     }
 
     #[tokio::test]
