@@ -48,7 +48,8 @@ pub(crate) enum Command {
 pub(crate) enum OrgCommand {
     /// Create an organization; prints its id.
     Create {
-        /// Display name, said by the agent as `org_name`.
+        /// Display name, said by the agent as `org_name`, so exactly as it should hear it: one
+        /// line, at most 64 characters, single spaces, none of { } [ ] < > " ` | \ $.
         #[arg(long)]
         name: String,
         /// ISO 3166-1 alpha-2 region in which national numbers are read (CA, US, GB, ...).
@@ -62,7 +63,8 @@ pub(crate) enum OrgCommand {
     SetFallback {
         /// The organization.
         org_id: OrgId,
-        /// The word or name, one line, at most 64 characters.
+        /// The word or name exactly as the agent should get it: one line, at most 64
+        /// characters, single spaces, none of { } [ ] < > " ` | \ $ (refused otherwise).
         #[arg(long)]
         caller_name: String,
     },

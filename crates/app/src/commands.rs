@@ -18,8 +18,8 @@ use relay_postgres::PgStore;
 use relay_redis::RedisCache;
 use relay_usecase::post_call::{OutboxStats, RecordCall};
 use relay_usecase::{
-    Admin, BackgroundWriteStats, ContactImporter, PersonalizeCall, RawContact, Readiness,
-    RetryPolicy, WebhookSecret, WebhookSecretError,
+    Admin, BackgroundWriteStats, ContactImporter, FallbackNameError, PersonalizeCall, RawContact,
+    Readiness, RetryPolicy, WebhookSecret, WebhookSecretError, check_prompt_text,
 };
 
 use crate::cli::{CallsCommand, Command, ContactsCommand, ImportFile, OrgCommand, SecretCommand};
@@ -511,6 +511,10 @@ async fn org<F: Fn(&str) -> Option<String>>(cmd: OrgCommand, env: &Env<F>) -> Re
     let admin = Admin::new(admin_store(&StoreConfig::from_env(env)?).await?);
     match cmd {
         OrgCommand::Create { name, region } => {
+            // `org_name` reaches the agent's prompt: refuse what it would not get as typed
+            // rather than store one name and have the agent say another.
+            check_prompt_text(&name)
+                .map_err(|e| anyhow::anyhow!("--name refused, nothing stored: {e}"))?;
             let name = OrgName::parse(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
             let region = Region::parse(&region).map_err(|e| anyhow::anyhow!("--region: {e}"))?;
             let org = admin.create_organization(&name, region).await?;
@@ -525,7 +529,15 @@ async fn org<F: Fn(&str) -> Option<String>>(cmd: OrgCommand, env: &Env<F>) -> Re
             org_id,
             caller_name,
         } => {
-            let org = admin.set_unknown_caller_name(org_id, &caller_name).await?;
+            let org = admin
+                .set_unknown_caller_name(org_id, &caller_name)
+                .await
+                .map_err(|e| match e {
+                    FallbackNameError::Refused(reason) => Failure::Other(anyhow::anyhow!(
+                        "--caller-name refused, nothing stored: {reason}"
+                    )),
+                    FallbackNameError::Admin(e) => e.into(),
+                })?;
             println!("{}\t{:?}", org.id, org.unknown_caller_name);
         }
         OrgCommand::SetWebhookSecret { .. } => unreachable!("handled above"),

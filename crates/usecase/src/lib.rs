@@ -16,7 +16,10 @@ mod personalize;
 pub mod post_call;
 mod readiness;
 
-pub use admin::{Admin, IssuedSecret, MAX_WEBHOOK_SECRET_BYTES, WebhookSecret, WebhookSecretError};
+pub use admin::{
+    Admin, FallbackNameError, IssuedSecret, MAX_WEBHOOK_SECRET_BYTES, PromptTextError,
+    WebhookSecret, WebhookSecretError, check_prompt_text,
+};
 pub use background::{BackgroundWriteStats, RetryPolicy};
 pub use import::{ContactImporter, ImportReport, MAX_REPORTED_REJECTIONS, RawContact, Rejection};
 pub use personalize::{
