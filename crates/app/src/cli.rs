@@ -48,7 +48,8 @@ pub(crate) enum Command {
 pub(crate) enum OrgCommand {
     /// Create an organization; prints its id.
     Create {
-        /// Display name, said by the agent as `org_name`.
+        /// Display name, said by the agent as `org_name`, so exactly as it should hear it: one
+        /// line, at most 64 characters, single spaces, none of { } [ ] < > " ` | \ $.
         #[arg(long)]
         name: String,
         /// ISO 3166-1 alpha-2 region in which national numbers are read (CA, US, GB, ...).
@@ -62,12 +63,16 @@ pub(crate) enum OrgCommand {
     SetFallback {
         /// The organization.
         org_id: OrgId,
-        /// The word or name, one line, at most 64 characters.
+        /// The word or name exactly as the agent should get it: one line, at most 64
+        /// characters, single spaces, none of { } [ ] < > " ` | \ $ (refused otherwise).
         #[arg(long)]
         caller_name: String,
     },
     /// Store the post-call webhook's HMAC secret (as ElevenLabs shows it), read from stdin and
     /// encrypted with WEBHOOK_SECRET_KEY. Replaces the earlier one.
+    ///
+    /// All of stdin is read (at most 4 KiB) and trimmed; a secret still holding a line break,
+    /// a space or another control or invisible character is refused and nothing is stored.
     SetWebhookSecret {
         /// The organization.
         org_id: OrgId,
@@ -169,14 +174,33 @@ pub(crate) enum SecretCommand {
 pub(crate) enum ContactsCommand {
     /// Import contacts from a CSV file with a header row.
     ///
-    /// Columns first_name, last_name and phone, in any order; other columns are ignored.
-    /// Re-importing is idempotent: contacts are keyed on their normalized number.
+    /// Columns first_name, last_name and phone, in any order, each at most once; other columns
+    /// are ignored. Re-importing is idempotent: contacts are keyed on their normalized number.
+    /// Bad rows are skipped and reported (the first 20 by line). Exits 1 when nothing was
+    /// imported or more than --max-rejected percent of the rows were rejected (the other rows
+    /// stay imported), and at a line longer than 64 KiB (not a contacts CSV).
     Import {
         /// The organization.
         org_id: OrgId,
-        /// The CSV file.
-        file: PathBuf,
+        #[command(flatten)]
+        file: ImportFile,
     },
+}
+
+/// The CSV file of `contacts import` and how much of it may be rejected.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct ImportFile {
+    /// The CSV file.
+    #[arg(value_name = "FILE")]
+    pub(crate) path: PathBuf,
+    /// Exit 1 when more than this percentage of the rows is rejected (0-100).
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u8).range(0..=100)
+    )]
+    pub(crate) max_rejected: u8,
 }
 
 impl Cli {

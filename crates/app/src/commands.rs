@@ -2,7 +2,6 @@
 
 use std::io::IsTerminal as _;
 use std::net::TcpListener;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,15 +18,16 @@ use relay_postgres::PgStore;
 use relay_redis::RedisCache;
 use relay_usecase::post_call::{OutboxStats, PostCallPorts, PostCallSettings, RecordCall};
 use relay_usecase::{
-    Admin, BackgroundWriteStats, ContactImporter, KnownCredentials, MAX_KNOWN_CREDENTIALS,
-    PersonalizeCall, RawContact, Readiness, Rejection, RetryPolicy, WebhookSecret,
+    Admin, BackgroundWriteStats, ContactImporter, FallbackNameError, KnownCredentials,
+    MAX_KNOWN_CREDENTIALS, PersonalizeCall, RawContact, Readiness, RetryPolicy, WebhookSecret,
+    WebhookSecretError, check_prompt_text,
 };
 
-use crate::cli::{CallsCommand, Command, ContactsCommand, OrgCommand, SecretCommand};
+use crate::cli::{CallsCommand, Command, ContactsCommand, ImportFile, OrgCommand, SecretCommand};
 use crate::config::{
     ConfigError, Env, RedisTarget, ServeConfig, StoreConfig, redacted_url, webhook_sealer_from_env,
 };
-use crate::stores;
+use crate::{csv_source, import_outcome, stores};
 
 /// Rows per upsert round trip during an import.
 const IMPORT_BATCH: usize = 2_000;
@@ -557,6 +557,10 @@ async fn org<F: Fn(&str) -> Option<String>>(cmd: OrgCommand, env: &Env<F>) -> Re
     let admin = Admin::new(admin_store(&StoreConfig::from_env(env)?).await?);
     match cmd {
         OrgCommand::Create { name, region } => {
+            // `org_name` reaches the agent's prompt: refuse what it would not get as typed
+            // rather than store one name and have the agent say another.
+            check_prompt_text(&name)
+                .map_err(|e| anyhow::anyhow!("--name refused, nothing stored: {e}"))?;
             let name = OrgName::parse(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
             let region = Region::parse(&region).map_err(|e| anyhow::anyhow!("--region: {e}"))?;
             let org = admin.create_organization(&name, region).await?;
@@ -571,7 +575,15 @@ async fn org<F: Fn(&str) -> Option<String>>(cmd: OrgCommand, env: &Env<F>) -> Re
             org_id,
             caller_name,
         } => {
-            let org = admin.set_unknown_caller_name(org_id, &caller_name).await?;
+            let org = admin
+                .set_unknown_caller_name(org_id, &caller_name)
+                .await
+                .map_err(|e| match e {
+                    FallbackNameError::Refused(reason) => Failure::Other(anyhow::anyhow!(
+                        "--caller-name refused, nothing stored: {reason}"
+                    )),
+                    FallbackNameError::Admin(e) => e.into(),
+                })?;
             println!("{}\t{:?}", org.id, org.unknown_caller_name);
         }
         OrgCommand::SetWebhookSecret { .. } => unreachable!("handled above"),
@@ -580,24 +592,46 @@ async fn org<F: Fn(&str) -> Option<String>>(cmd: OrgCommand, env: &Env<F>) -> Re
 }
 
 /// `relay org set-webhook-secret`: the key is checked before connecting (a missing key is a
-/// configuration error, not a store error), the secret read from stdin.
-#[allow(clippy::print_stdout, reason = "stdout is the command's result")]
+/// configuration error, not a store error), the secret read from all of stdin.
+#[allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "stdout is the command's result; the prompt goes to stderr"
+)]
 async fn set_webhook_secret<F: Fn(&str) -> Option<String>>(
     org_id: OrgId,
     env: &Env<F>,
 ) -> Result<(), Failure> {
+    use secrecy::ExposeSecret as _;
+    use std::io::Read as _;
+    /// A secret is well under 1 KiB; more on stdin is the wrong file piped in.
+    const MAX_STDIN_BYTES: u64 = 4 * 1024;
     let sealer = webhook_sealer_from_env(env)?.ok_or(ConfigError::Invalid {
         name: "WEBHOOK_SECRET_KEY",
         reason: "must be set to store a webhook secret (openssl rand -base64 32)".into(),
     })?;
-    let mut line = String::new();
+    if std::io::stdin().is_terminal() {
+        eprintln!("paste the webhook secret, then Enter and Ctrl-D");
+    }
+    // All of stdin, not its first line: a second line would otherwise be dropped without a word.
+    let mut input = Vec::new();
     std::io::stdin()
-        .read_line(&mut line)
+        .take(MAX_STDIN_BYTES + 1)
+        .read_to_end(&mut input)
         .context("cannot read the webhook secret from stdin")?;
-    let secret = WebhookSecret::parse(&secrecy::SecretString::from(line)).map_err(|e| {
-        anyhow::anyhow!(
-            "{e}: pipe it on stdin, e.g. `relay org set-webhook-secret {org_id} < secret.txt`"
-        )
+    let input = secrecy::SecretBox::new(Box::new(input));
+    let refused = |why: &str| anyhow::anyhow!("{why}; nothing stored");
+    if input.expose_secret().len() as u64 > MAX_STDIN_BYTES {
+        return Err(refused("stdin holds more than 4096 bytes, not one webhook secret").into());
+    }
+    let text = std::str::from_utf8(input.expose_secret())
+        .map_err(|_| refused("the webhook secret on stdin is not valid UTF-8"))?;
+    let secret = WebhookSecret::parse(&secrecy::SecretString::from(text)).map_err(|e| match e {
+        WebhookSecretError::Empty => anyhow::anyhow!(
+            "{e}: pipe it on stdin, e.g. `relay org set-webhook-secret {org_id} < secret.txt`; \
+             nothing stored"
+        ),
+        _ => refused(&e.to_string()),
     })?;
     Admin::new(admin_store(&StoreConfig::from_env(env)?).await?)
         .set_webhook_secret(org_id, &secret, &sealer)
@@ -686,10 +720,10 @@ async fn secret(cmd: SecretCommand, config: &StoreConfig) -> Result<(), Failure>
     clippy::print_stderr,
     reason = "stdout is the summary; rejections go to stderr"
 )]
-async fn import(org_id: OrgId, file: &Path, config: &StoreConfig) -> Result<(), Failure> {
+async fn import(org_id: OrgId, file: &ImportFile, config: &StoreConfig) -> Result<(), Failure> {
     let store = admin_store(config).await?;
     let org = Admin::new(store.clone()).organization(org_id).await?;
-    let rows = read_csv(file)?;
+    let (rows, stopped) = csv_source::open(&file.path)?;
 
     let progress = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new_spinner();
@@ -708,69 +742,14 @@ async fn import(org_id: OrgId, file: &Path, config: &StoreConfig) -> Result<(), 
         .await?;
     progress.finish_and_clear();
 
-    for r in &report.rejected {
-        eprintln!("line {}: {}", r.line, r.reason);
+    for line in import_outcome::rejection_lines(&report) {
+        eprintln!("{line}");
     }
-    let s = report.summary;
     eprintln!("imported in {:.1} s", started.elapsed().as_secs_f64());
-    println!(
-        "inserted={} updated={} unchanged={} rejected={}",
-        s.inserted,
-        s.updated,
-        s.unchanged,
-        report.rejected.len()
-    );
-    Ok(())
-}
-
-/// Opens the CSV and checks its header; rows are read lazily by the importer.
-fn read_csv(
-    file: &Path,
-) -> Result<impl Iterator<Item = Result<RawContact, Rejection>> + Send + 'static, Failure> {
-    let mut reader = csv::ReaderBuilder::new()
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_path(file)
-        .with_context(|| format!("cannot open {}", file.display()))?;
-    let headers = reader
-        .headers()
-        .with_context(|| format!("cannot read the header row of {}", file.display()))?
-        .clone();
-    let column = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h.trim().eq_ignore_ascii_case(name))
-    };
-    let phone = column("phone").ok_or_else(|| {
-        anyhow::anyhow!(
-            "{}: the header row has no `phone` column (found: {})",
-            file.display(),
-            headers.iter().collect::<Vec<_>>().join(", ")
-        )
-    })?;
-    let first = column("first_name");
-    let last = column("last_name");
-    Ok(reader.into_records().map(move |record| {
-        let record = record.map_err(|e| Rejection {
-            line: e.position().map_or(0, csv::Position::line),
-            reason: format!("unreadable row: {}", describe(&e)),
-        })?;
-        let field = |i: Option<usize>| i.and_then(|i| record.get(i)).map(str::to_owned);
-        Ok(RawContact {
-            line: record.position().map_or(0, csv::Position::line),
-            first_name: field(first),
-            last_name: field(last),
-            phone: field(Some(phone)),
-        })
-    }))
-}
-
-/// What went wrong with a CSV row, without echoing its content.
-fn describe(error: &csv::Error) -> &'static str {
-    match error.kind() {
-        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8",
-        csv::ErrorKind::UnequalLengths { .. } => "wrong number of fields",
-        csv::ErrorKind::Io(_) => "read error",
-        _ => "malformed CSV",
+    println!("{}", import_outcome::summary(&report));
+    if let Some(error) = stopped.take() {
+        return Err(import_outcome::stopped(&file.path, &error, &report).into());
     }
+    import_outcome::verdict(&report, file.max_rejected)?;
+    Ok(())
 }

@@ -7,6 +7,8 @@
 mod cli;
 mod commands;
 mod config;
+mod csv_source;
+mod import_outcome;
 mod stores;
 mod telemetry;
 

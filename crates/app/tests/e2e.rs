@@ -68,12 +68,15 @@ impl Setup {
     }
 
     fn import(&self, org: &str, csv: &str) -> String {
+        self.import_with(org, csv, &[])
+    }
+
+    fn import_with(&self, org: &str, csv: &str, options: &[&str]) -> String {
         let mut file = tempfile::NamedTempFile::new().unwrap();
         file.write_all(csv.as_bytes()).unwrap();
-        relay_ok(
-            &self.db.url(),
-            &["contacts", "import", org, file.path().to_str().unwrap()],
-        )
+        let mut args = vec!["contacts", "import", org, file.path().to_str().unwrap()];
+        args.extend(options);
+        relay_ok(&self.db.url(), &args)
     }
 
     fn serve(&self, extra: &[(&str, &str)]) -> Service {
@@ -140,9 +143,10 @@ on_both_adapters!(
 async fn a_known_caller_is_greeted_by_name_and_the_context_is_cached_for_a_day(s: Setup) {
     let org = s.org("Acme Corp", "CA");
     let token = s.secret(&org);
-    let summary = s.import(
+    let summary = s.import_with(
         &org,
         "first_name,last_name,phone\nAlex,Morgan,(416) 555-0100\nBad,Row,12\n",
+        &["--max-rejected", "50"],
     );
     assert_eq!(summary, "inserted=1 updated=0 unchanged=0 rejected=1");
     let service = s.serve(&[]);

@@ -48,7 +48,7 @@ fn acme(db: &TestStore) -> Acme {
     assert_eq!(
         relay_ok(
             &url,
-            &["org", "set-fallback", &org, "--caller-name", " there "]
+            &["org", "set-fallback", &org, "--caller-name", "there"]
         ),
         format!("{org}\t\"there\"")
     );

@@ -148,7 +148,7 @@ pub(crate) async fn seed(
         {
             let report: relay_usecase::ImportReport = done??;
             inserted += report.summary.inserted;
-            rejected += report.rejected.len() as u64;
+            rejected += report.rejected_total;
         }
         let (importer, rows) = (importer.clone(), rows(bench.first_row, bench.rows));
         imports.spawn(async move { importer.import(&org, rows, |_| {}).await });
@@ -156,7 +156,7 @@ pub(crate) async fn seed(
     while let Some(done) = imports.join_next().await {
         let report = done??;
         inserted += report.summary.inserted;
-        rejected += report.rejected.len() as u64;
+        rejected += report.rejected_total;
     }
     let report = SeedReport {
         orgs_and_secrets,

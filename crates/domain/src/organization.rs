@@ -13,7 +13,9 @@ pub struct Organization {
     pub default_region: Region,
     /// What ElevenLabs' initiation route answers as `caller_name` (and `caller_first_name`)
     /// when the caller is not recognized: `""` by default, or a word such as `there` ("Hi
-    /// there"). Sanitized when it is set and again when it is answered ([`crate::sanitize_name`]).
+    /// there"). Refused when it is set unless it reaches the prompt as typed
+    /// ([`crate::is_prompt_safe`]); sanitized again when it is answered
+    /// ([`crate::sanitize_name`]), for values stored before that rule.
     pub unknown_caller_name: String,
 }
 

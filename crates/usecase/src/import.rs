@@ -17,6 +17,10 @@ use tokio::sync::mpsc;
 /// Longest first or last name we store, in characters.
 const MAX_STORED_NAME_CHARS: usize = 200;
 
+/// Most rejections an [`ImportReport`] keeps, the first ones in source order; later ones are
+/// only counted, so a file of garbage costs no memory per bad row.
+pub const MAX_REPORTED_REJECTIONS: usize = 20;
+
 /// One row of an import source, before normalization.
 #[derive(Clone, Default)]
 pub struct RawContact {
@@ -52,8 +56,26 @@ pub struct Rejection {
 pub struct ImportReport {
     /// Inserted, updated and unchanged contacts.
     pub summary: UpsertSummary,
-    /// Rows skipped, in source order.
+    /// The first [`MAX_REPORTED_REJECTIONS`] rows skipped, in source order.
     pub rejected: Vec<Rejection>,
+    /// Every row skipped, the reported ones included.
+    pub rejected_total: u64,
+    /// Every row the source yielded, written or skipped.
+    pub rows: u64,
+}
+
+impl ImportReport {
+    /// Rows that were written (inserted, updated or unchanged).
+    pub fn accepted(&self) -> u64 {
+        self.rows - self.rejected_total
+    }
+
+    fn reject(&mut self, rejection: Rejection) {
+        self.rejected_total += 1;
+        if self.rejected.len() < MAX_REPORTED_REJECTIONS {
+            self.rejected.push(rejection);
+        }
+    }
 }
 
 /// Imports contacts over the import port.
@@ -154,10 +176,11 @@ impl ContactImporter {
         while let Some(chunk) = done_rx.recv().await {
             for row in chunk {
                 rows_in_batch += 1;
+                report.rows += 1;
                 let contact = match row {
                     Ok(contact) => contact,
                     Err(rejection) => {
-                        report.rejected.push(rejection);
+                        report.reject(rejection);
                         continue;
                     }
                 };
@@ -310,6 +333,8 @@ mod tests {
             .unwrap();
 
         assert_eq!(report.summary.inserted, 3);
+        assert_eq!((report.rows, report.rejected_total), (7, 4));
+        assert_eq!(report.accepted(), 3);
         assert_eq!(
             report.rejected.iter().map(|r| r.line).collect::<Vec<_>>(),
             vec![3, 5, 7, 8]
@@ -375,6 +400,35 @@ mod tests {
         let rows = vec![row(2, "A", "4165550100"), row(3, "B", "4165550101")];
         let err = importer.import(&org(), rows, |_| {}).await.unwrap_err();
         assert!(matches!(err, AdminError::NotFound("organization")));
+    }
+
+    #[tokio::test]
+    async fn a_file_of_bad_rows_keeps_only_the_first_rejections_and_counts_the_rest() {
+        let mut store = MockContactImport::new();
+        store.expect_upsert_contacts().returning(|_, batch| {
+            Ok(UpsertSummary {
+                inserted: batch.len() as u64,
+                ..UpsertSummary::default()
+            })
+        });
+        let importer = ContactImporter::new(Arc::new(store), 7);
+        let bad = MAX_REPORTED_REJECTIONS as u64 + 30;
+        let rows = (0..bad)
+            .map(|i| row(i + 2, "Bad", "not a number"))
+            .chain([row(bad + 2, "Alex", "4165550100")])
+            .collect::<Vec<_>>();
+        let report = importer.import(&org(), rows, |_| {}).await.unwrap();
+
+        assert_eq!(report.rejected.len(), MAX_REPORTED_REJECTIONS);
+        assert_eq!(
+            report.rejected.iter().map(|r| r.line).collect::<Vec<_>>(),
+            (2..2 + MAX_REPORTED_REJECTIONS as u64).collect::<Vec<_>>(),
+            "the first ones, in source order"
+        );
+        assert_eq!(report.rejected_total, bad);
+        assert_eq!(report.rows, bad + 1);
+        assert_eq!(report.accepted(), 1);
+        assert_eq!(report.summary.inserted, 1);
     }
 
     #[test]

@@ -17,10 +17,13 @@ mod personalize;
 pub mod post_call;
 mod readiness;
 
-pub use admin::{Admin, IssuedSecret, MAX_WEBHOOK_SECRET_BYTES, WebhookSecret, WebhookSecretError};
+pub use admin::{
+    Admin, FallbackNameError, IssuedSecret, MAX_WEBHOOK_SECRET_BYTES, PromptTextError,
+    WebhookSecret, WebhookSecretError, check_prompt_text,
+};
 pub use background::{BackgroundWriteStats, RetryPolicy};
 pub use credentials::{KnownCredentials, MAX_KNOWN_CREDENTIALS};
-pub use import::{ContactImporter, ImportReport, RawContact, Rejection};
+pub use import::{ContactImporter, ImportReport, MAX_REPORTED_REJECTIONS, RawContact, Rejection};
 pub use personalize::{
     Answer, DependencyFailure, MatchResult, PersonalizationRequest, PersonalizeCall, Unauthorized,
 };

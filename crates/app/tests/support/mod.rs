@@ -399,6 +399,22 @@ impl TestStore {
     }
 }
 
+impl TestStore {
+    /// Every organization as (name, unknown-caller fallback, has a webhook secret), oldest
+    /// first: what the `org` commands really stored.
+    pub async fn organizations(&self) -> Vec<(String, String, bool)> {
+        const SQL: &str = "SELECT name, unknown_caller_name, webhook_secret_sealed IS NOT NULL \
+                           FROM organizations ORDER BY created_at";
+        match self {
+            Self::Postgres(db) => sqlx::query_as(SQL).fetch_all(db.pool()).await.unwrap(),
+            Self::Sqlite(_) => {
+                let (store, _) = SqliteStore::open(&self.url(), false).await.unwrap();
+                sqlx::query_as(SQL).fetch_all(store.pool()).await.unwrap()
+            }
+        }
+    }
+}
+
 /// Runs an async test body once per store: `mod $name { postgres, sqlite }`.
 #[macro_export]
 macro_rules! on_both_stores {
