@@ -171,6 +171,12 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
         known,
     ));
     register_outbox_counters(&metrics, &record_call.stats());
+    metrics.register_counter_fn(
+        "relay_http_malformed_requests",
+        "Requests the HTTP server refused before any route saw them (malformed request line or \
+         header, too many or too large headers: 400/431 with an empty body)",
+        crate::telemetry::malformed_requests,
+    );
     let replayer = tokio::spawn(replay_post_calls(
         Arc::clone(&record_call),
         config.post_call_replay_interval,

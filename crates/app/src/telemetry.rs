@@ -12,6 +12,7 @@
 //! `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`, `OTEL_BSP_*`).
 
 use std::io::IsTerminal as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig as _};
@@ -29,6 +30,48 @@ use crate::config::{ConfigError, Env};
 /// `relay_usecase`, `relay_observability`, ...) and the request log (`relay::request`), all
 /// prefixed `relay`. Nothing else, in particular not the exporter's own HTTP client.
 const TRACED_TARGET: &str = "relay";
+
+/// actix-http's target for a request it refuses itself (a malformed request line or header, too
+/// many or too large headers: 400 or 431 with an empty body; the framework gives no way to
+/// answer these with the JSON envelope). It logs them at ERROR, but a client's garbage is not
+/// the service failing: they are counted instead ([`malformed_requests`]) and kept out of the
+/// log unless `RUST_LOG` names `actix_http`.
+const ACTIX_DISPATCHER: &str = "actix_http::h1::dispatcher";
+
+static MALFORMED_REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+/// Requests the HTTP server refused before any route saw them (see [`ACTIX_DISPATCHER`]).
+pub(crate) fn malformed_requests() -> u64 {
+    MALFORMED_REQUESTS.load(Ordering::Relaxed)
+}
+
+/// Counts actix-http's error events.
+struct CountMalformed;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CountMalformed {
+    fn on_event(
+        &self,
+        _event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        MALFORMED_REQUESTS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The log filter: `RUST_LOG`, or `default`; actix-http's per-request errors are off unless the
+/// filter names `actix_http` itself.
+fn log_filter(rust_log: Option<&str>, default: &str) -> EnvFilter {
+    let filter = rust_log
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
+    if rust_log.is_some_and(|directives| directives.contains("actix_http")) {
+        return filter;
+    }
+    match format!("{ACTIX_DISPATCHER}=off").parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    }
+}
 
 /// Where and how traces are exported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,7 +173,7 @@ impl Telemetry {
 pub(crate) fn init(serving: bool, export: Option<TraceExport>) -> Result<Telemetry, ConfigError> {
     let provider = export.map(build_provider).transpose()?;
     let default = if serving { "info" } else { "warn" };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref(), default);
     let json = match std::env::var("LOG_FORMAT").as_deref() {
         Ok("json") => true,
         Ok("pretty") => false,
@@ -158,10 +201,13 @@ pub(crate) fn init(serving: bool, export: Option<TraceExport>) -> Result<Telemet
             .with_tracer(provider.tracer("relay"))
             .with_filter(targets)
     });
+    let malformed = CountMalformed
+        .with_filter(Targets::new().with_target(ACTIX_DISPATCHER, LevelFilter::ERROR));
     // The trace layer first: the log layer reads the span ids it assigns.
     tracing_subscriber::registry()
         .with(traces)
         .with(logs)
+        .with(malformed)
         .init();
     Ok(Telemetry { provider })
 }
@@ -210,6 +256,20 @@ mod tests {
     }
 
     const ENDPOINT: (&str, &str) = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318");
+
+    #[test]
+    fn actix_per_request_errors_are_off_unless_rust_log_names_actix_http() {
+        let shown = |rust_log: Option<&str>| log_filter(rust_log, "info").to_string();
+        assert!(
+            shown(None).contains("actix_http::h1::dispatcher=off"),
+            "{}",
+            shown(None)
+        );
+        assert!(shown(Some("relay=debug,info")).contains("actix_http::h1::dispatcher=off"));
+        assert!(!shown(Some("info,actix_http=trace")).contains("=off"));
+        // A RUST_LOG that does not parse falls back to the default, as before.
+        assert!(shown(Some("==")).contains("info"), "{}", shown(Some("==")));
+    }
 
     #[test]
     fn no_endpoint_means_no_tracing() {

@@ -9,6 +9,7 @@ mod access;
 mod auth;
 mod body;
 mod client;
+mod connection;
 mod error;
 mod memory;
 mod ops;
@@ -21,9 +22,10 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_service::IntoServiceFactory as _;
 use actix_web::dev::Server;
 use actix_web::middleware::Condition;
-use actix_web::{App, HttpServer, web};
+use actix_web::{App, web};
 use relay_observability::Metrics;
 use relay_usecase::post_call::RecordCall;
 use relay_usecase::{PersonalizeCall, Readiness};
@@ -144,14 +146,28 @@ pub fn configure(
 /// HTTP server settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerSettings {
-    /// Worker threads; `None` uses actix-web's default (one per physical core).
+    /// Worker threads; `None` uses actix-server's default (one per available CPU).
     pub workers: Option<usize>,
     /// After a graceful stop, how long in-flight requests may take before their connections
     /// are closed.
     pub shutdown_timeout: Duration,
 }
 
+/// How long the first request head of a connection may take (actix-http's own deadline; every
+/// later head gets the same from [`connection::Guarded`]), and how long an idle keep-alive
+/// connection stays open.
+const HEAD_AND_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// After a response that closes the connection, how long unread request bytes are drained
+/// before the socket is shut.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// Builds the server on an already-bound listener (bind port 0 in tests and read the port back).
+///
+/// It is actix-web's `HttpServer::listen`, assembled from the same parts (actix-server,
+/// actix-http, the `App`) so that each connection's socket is wrapped in
+/// [`connection::Guarded`]: every request head, not only a connection's first, must arrive
+/// within 5 s. HTTP/1.1 only, as before.
 ///
 /// The server does not handle signals itself: the caller decides when to stop it (after a
 /// drain delay) through [`Server::handle`].
@@ -164,18 +180,53 @@ pub fn server(
     operations: Operations,
     settings: ServerSettings,
 ) -> std::io::Result<Server> {
-    let mut server = HttpServer::new(move || {
-        App::new()
+    use actix_service::{ServiceFactoryExt as _, fn_service, map_config};
+    use actix_web::dev::AppConfig;
+
+    let addr = listener.local_addr()?;
+    let slow_heads = Arc::new(connection::SlowHeads::default());
+    {
+        let slow_heads = Arc::clone(&slow_heads);
+        operations.metrics.register_counter_fn(
+            "relay_http_slow_request_heads",
+            "Connections closed because a request head did not arrive within 5 s of its first \
+             byte (a client trickling headers to hold the connection)",
+            move || slow_heads.count(),
+        );
+    }
+    let mut builder = actix_server::Server::build()
+        .disable_signals()
+        .shutdown_timeout(settings.shutdown_timeout.as_secs().max(1));
+    if let Some(workers) = settings.workers {
+        builder = builder.workers(workers);
+    }
+    let shutdown = builder.graceful_shutdown_signal();
+    let builder = builder.listen("relay-http", listener, move || {
+        let app = App::new()
             .configure(configure(webhooks.clone(), operations.clone()))
             .default_service(web::to(error::not_found))
-    })
-    .disable_signals()
-    .shutdown_timeout(settings.shutdown_timeout.as_secs().max(1))
-    .listen(listener)?;
-    if let Some(workers) = settings.workers {
-        server = server.workers(workers);
-    }
-    Ok(server.run())
+            .into_factory()
+            .map_err(|error: actix_web::Error| error.error_response());
+        let shutdown = shutdown.clone();
+        let http = actix_http::HttpService::build()
+            .graceful_shutdown_signal(move || {
+                let shutdown = shutdown.clone();
+                async move { shutdown.notified().await }
+            })
+            .keep_alive(HEAD_AND_IDLE_TIMEOUT)
+            .client_request_timeout(HEAD_AND_IDLE_TIMEOUT)
+            .client_disconnect_timeout(DISCONNECT_TIMEOUT)
+            .local_addr(addr)
+            .finish(map_config(app, |()| AppConfig::default()));
+        let slow_heads = Arc::clone(&slow_heads);
+        fn_service(move |io: actix_rt::net::TcpStream| {
+            let peer = io.peer_addr().ok();
+            let guarded = connection::Guarded::new(io, Arc::clone(&slow_heads));
+            async move { Ok((guarded, actix_http::Protocol::Http1, peer)) }
+        })
+        .and_then(http)
+    })?;
+    Ok(builder.run())
 }
 
 /// The app as tests build it: same routes, same fallbacks.
