@@ -196,7 +196,10 @@ async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure
         relay_http::Webhooks::new(
             Arc::clone(&personalize),
             Arc::clone(&record_call),
-            relay_http::Access::new(config.trusted_proxies.clone(), config.auth_throttle),
+            Arc::new(relay_http::Access::new(
+                config.trusted_proxies.clone(),
+                config.auth_throttle,
+            )),
         ),
         relay_http::Operations {
             metrics,

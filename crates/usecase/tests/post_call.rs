@@ -160,13 +160,13 @@ async fn credentials_confirmed_before_the_outage_verify_a_delivery_which_is_queu
 
     w.store.set_behaviour(Behaviour::Down);
     let prechecked = record
-        .precheck(
-            &w.bearer(b"{}").credentials,
-            Utc::now(),
-        )
+        .precheck(&w.bearer(b"{}").credentials, Utc::now())
         .await
         .unwrap();
-    assert!(!prechecked.from_store(), "verified from this replica's memory");
+    assert!(
+        !prechecked.from_store(),
+        "verified from this replica's memory"
+    );
     assert_eq!(
         deliver(&record, w.bearer(&transcription("conv_down_1"))).await,
         Ok(Delivered::Queued)
@@ -268,9 +268,11 @@ async fn a_delivery_too_large_to_queue_is_refused_while_the_store_is_down() {
 async fn an_insert_the_store_refuses_is_kept_then_dead_lettered_by_the_replay_with_its_reason() {
     let w = world();
     let mut calls = MockCallLog::new();
-    calls
-        .expect_record_call()
-        .returning(|_| Err(RepositoryError::Unexpected("check constraint violated".into())));
+    calls.expect_record_call().returning(|_| {
+        Err(RepositoryError::Unexpected(
+            "check constraint violated".into(),
+        ))
+    });
     let record = w.record_call_with(Arc::new(calls), ROOMY, ROOMY);
     assert_eq!(
         deliver(&record, w.bearer(&transcription("conv_refused"))).await,
@@ -281,7 +283,11 @@ async fn an_insert_the_store_refuses_is_kept_then_dead_lettered_by_the_replay_wi
     assert_eq!((report.replayed, report.rejected), (0, 1));
     let dead = w.outbox.dead_letters();
     assert_eq!(dead.len(), 1);
-    assert!(dead[0].1.starts_with("the store refused it"), "{}", dead[0].1);
+    assert!(
+        dead[0].1.starts_with("the store refused it"),
+        "{}",
+        dead[0].1
+    );
     assert_eq!(record.stats().rejected(), 1);
 }
 
@@ -306,7 +312,10 @@ async fn the_replay_verifies_against_the_store_and_the_dead_letters_stay_within_
         );
     }
     let report = record.replay_queued(10).await.unwrap();
-    assert!(report.store_down, "still down: nothing replayed, nothing lost");
+    assert!(
+        report.store_down,
+        "still down: nothing replayed, nothing lost"
+    );
     assert_eq!(w.outbox.entries().len(), 2);
 
     // Revoked while queued: memory vouched for it, the store no longer does.

@@ -55,12 +55,12 @@ impl Webhooks {
     pub fn new(
         personalize: Arc<PersonalizeCall>,
         record_call: Arc<RecordCall>,
-        access: Access,
+        access: Arc<Access>,
     ) -> Self {
         Self {
             personalize,
             record_call,
-            access: Arc::new(access),
+            access,
             memory: web::Data::new(memory::BodyMemory::default()),
         }
     }

@@ -543,3 +543,34 @@ async fn while_the_store_is_down_credentials_never_confirmed_are_refused_unread(
         "nothing unverified is queued"
     );
 }
+
+#[actix_web::test]
+async fn the_org_parameter_is_one_hyphenated_uuid_or_the_request_is_invalid() {
+    let w = world();
+    let body = TRANSCRIPTION.as_bytes();
+    let header = sign(body, WEBHOOK_SECRET.as_bytes(), now());
+    let simple = w.org.id.to_string().replace('-', "");
+    for query in [
+        format!("org={simple}"),
+        "org=not-a-uuid".to_owned(),
+        format!("org={}&org={}", w.org.id, w.org.id),
+        format!("org=%7B{}%7D", w.org.id),
+    ] {
+        let req = TestRequest::post()
+            .uri(&format!("{POST_CALL_PATH}?{query}"))
+            .insert_header(("Content-Type", "application/json"))
+            .insert_header(("ElevenLabs-Signature", header.clone()))
+            .set_payload(body.to_vec());
+        let (status, answer) = send(&w, req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(answer["details"][0]["field"], "org", "{query}");
+    }
+    // Other parameters are ignored.
+    let req = TestRequest::post()
+        .uri(&format!("{POST_CALL_PATH}?utm=x&org={}", w.org.id))
+        .insert_header(("Content-Type", "application/json"))
+        .insert_header(("ElevenLabs-Signature", header))
+        .set_payload(body.to_vec());
+    assert_eq!(send(&w, req).await.0, StatusCode::OK);
+    assert!(w.store.records().len() == 1);
+}

@@ -350,3 +350,108 @@ async fn a_failing_cache_still_answers_the_variables() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["caller_name"], "Alex Morgan");
 }
+
+// ---- abuse: what a hostile client gets ----
+
+#[actix_web::test]
+async fn failed_authentication_is_throttled_per_client_and_known_tokens_still_pass() {
+    let w = world();
+    let app = test::init_service(test_app(w.webhooks(), w.operations.clone())).await;
+    let attacker: std::net::SocketAddr = "203.0.113.7:40000".parse().unwrap();
+    let answer = |req: TestRequest| {
+        let app = &app;
+        async move {
+            let res = test::call_service(app, req.to_request()).await;
+            let status = res.status();
+            let retry_after = res
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: Value = serde_json::from_slice(&test::read_body(res).await).unwrap();
+            (status, retry_after, body)
+        }
+    };
+    // A genuine caller seen before the attack, from the same address (a shared egress).
+    let (status, _, _) =
+        answer(post(Some(w.token.expose()), &call("4165550100")).peer_addr(attacker)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let burst = relay_http::ThrottleSettings::default().burst;
+    for n in 0..burst {
+        let (status, _, _) =
+            answer(post(Some(&format!("rlk_guess_{n}")), &call("4165550100")).peer_addr(attacker))
+                .await;
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "guess {n} is within the burst"
+        );
+    }
+    let (status, retry_after, body) =
+        answer(post(Some("rlk_guess_next"), &call("4165550100")).peer_addr(attacker)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        body,
+        json!({"error": "Too many requests", "code": "too_many_requests"})
+    );
+    assert!(
+        retry_after.is_some_and(|s| s.parse::<u64>().is_ok_and(|n| n >= 1)),
+        "Retry-After in whole seconds"
+    );
+    let (status, _, _) = answer(post(None, &call("4165550100")).peer_addr(attacker)).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "no credentials: same budget"
+    );
+
+    // The known token is answered from the throttled address; another address is not throttled.
+    let (status, _, body) =
+        answer(post(Some(w.token.expose()), &call("4165550100")).peer_addr(attacker)).await;
+    assert_eq!(
+        (status, &body["caller_name"]),
+        (StatusCode::OK, &json!("Alex Morgan"))
+    );
+    let elsewhere: std::net::SocketAddr = "198.51.100.9:1234".parse().unwrap();
+    let (status, _, _) =
+        answer(post(Some("rlk_typo"), &call("4165550100")).peer_addr(elsewhere)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[actix_web::test]
+async fn a_wrong_token_is_refused_before_the_body_is_read_or_parsed() {
+    let w = world();
+    // 64 KB of invalid JSON behind a wrong token: 401, not a parser's 400.
+    let req = TestRequest::post()
+        .uri(PERSONALIZATION_PATH)
+        .insert_header(("Authorization", "Bearer rlk_wrong"))
+        .insert_header((CONTENT_TYPE, "application/json"))
+        .set_payload(vec![b'x'; 64 * 1024]);
+    let app = test::init_service(test_app(w.webhooks(), w.operations.clone())).await;
+    let res = test::call_service(&app, req.to_request()).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        res.response().head().connection_type(),
+        actix_web::http::ConnectionType::Close,
+        "the unread body is not drained: the connection closes"
+    );
+    let body: Value = serde_json::from_slice(&test::read_body(res).await).unwrap();
+    assert_eq!(body, json!({"error": "Unauthorized"}));
+}
+
+#[actix_web::test]
+async fn a_json_object_followed_by_anything_else_is_invalid_json() {
+    let w = world();
+    for trailing in ["x", "{}", "]", "\"more\""] {
+        let mut payload = serde_json::to_vec(&call("4165550100")).unwrap();
+        payload.extend_from_slice(trailing.as_bytes());
+        let req = TestRequest::post()
+            .uri(PERSONALIZATION_PATH)
+            .insert_header(("Authorization", format!("Bearer {}", w.token.expose())))
+            .insert_header((CONTENT_TYPE, "application/json"))
+            .set_payload(payload);
+        let (status, _, body) = send(&w, req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{trailing}");
+        assert_eq!(body["code"], "invalid_json", "{trailing}");
+    }
+}

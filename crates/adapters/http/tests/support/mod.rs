@@ -31,6 +31,8 @@ pub struct World {
     pub personalize: Arc<PersonalizeCall>,
     pub record_call: Arc<RecordCall>,
     pub known: Arc<KnownCredentials>,
+    /// One throttle for every request of the world, as one server has.
+    pub access: Arc<Access>,
     pub operations: Operations,
 }
 
@@ -46,7 +48,7 @@ impl World {
         Webhooks::new(
             Arc::clone(&self.personalize),
             Arc::clone(&self.record_call),
-            Access::default(),
+            Arc::clone(&self.access),
         )
     }
 }
@@ -108,6 +110,7 @@ pub fn world() -> World {
         personalize,
         record_call,
         known,
+        access: Arc::new(Access::default()),
         operations: Operations {
             metrics: Arc::new(Metrics::new("0.0.0-test", "postgres", "redis")),
             readiness: Arc::new(readiness),
