@@ -1,6 +1,6 @@
-//! Who may try, and how often: the client address of a request and the failed-authentication
-//! throttle, shared by the webhook routes. Refusals go through [`Access::refuse`], so each one is
-//! counted against its client and answered 401 or, once the client's budget is spent, 429.
+//! Who may try, and how often: the client address of a request and the authentication throttle
+//! (see `throttle`), shared by the webhook routes. Every attempt goes through [`Access::admit`]
+//! before anything is looked up or read, and every wrong credential through [`Access::refuse`].
 
 use std::net::IpAddr;
 
@@ -31,25 +31,40 @@ impl Access {
         self.proxies.client(req)
     }
 
-    /// 429 when `client` spent its failure budget, unless its credentials are `known` (the
-    /// store confirmed them recently): checked before anything is looked up or read.
-    pub(crate) fn admit(&self, client: IpAddr, known: bool) -> Result<(), ApiError> {
-        match self.throttle.throttled(client) {
-            Some(wait) if !known => Err(ApiError::TooManyRequests {
-                retry_after: retry_after_secs(wait),
-            }),
-            _ => Ok(()),
+    /// Admits an attempt before anything is looked up or read: credentials the store confirmed
+    /// recently (`known`) pass for free; any other attempt spends a unit of the client's budget,
+    /// or is refused with 429 when none is left.
+    pub(crate) fn admit(&self, client: IpAddr, known: bool) -> Result<Admitted, ApiError> {
+        if known {
+            return Ok(Admitted { spent: false });
+        }
+        match self.throttle.spend(client) {
+            Some(wait) => Err(too_many(wait)),
+            None => Ok(Admitted { spent: true }),
         }
     }
 
-    /// A failed authentication of `client`: 401, or 429 once its budget is spent.
-    pub(crate) fn refuse(&self, client: IpAddr) -> ApiError {
-        match self.throttle.failed(client) {
-            Some(wait) => ApiError::TooManyRequests {
-                retry_after: retry_after_secs(wait),
-            },
-            None => ApiError::Unauthorized,
+    /// The answer to an attempt whose credentials turned out wrong: 401, or 429 when it had
+    /// not spent from the budget at admission and there is none left.
+    pub(crate) fn refuse(&self, client: IpAddr, admitted: Admitted) -> ApiError {
+        if admitted.spent {
+            return ApiError::Unauthorized;
         }
+        self.throttle
+            .spend(client)
+            .map_or(ApiError::Unauthorized, too_many)
+    }
+}
+
+/// An attempt [`Access::admit`] let through, and whether it spent from the budget.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Admitted {
+    spent: bool,
+}
+
+fn too_many(wait: std::time::Duration) -> ApiError {
+    ApiError::TooManyRequests {
+        retry_after: retry_after_secs(wait),
     }
 }
 

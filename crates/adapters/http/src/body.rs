@@ -43,6 +43,9 @@ pub(crate) const BODY_GRACE: Duration = Duration::from_secs(5);
 /// LAN speed; a client slower than this is holding a connection (and memory) hostage.
 pub(crate) const MIN_BODY_BYTES_PER_SEC: u64 = 128 * 1024;
 
+/// Most a body's buffer starts with, whatever its declared length.
+const FIRST_ALLOCATION: usize = 64 * 1024;
+
 /// The declared `Content-Length`, if any.
 pub(crate) fn declared_length(req: &HttpRequest) -> Option<usize> {
     req.headers()
@@ -76,7 +79,10 @@ impl BodyReader {
             payload,
             limit,
             started: tokio::time::Instant::now(),
-            body: web::BytesMut::with_capacity(declared.unwrap_or(1024).min(limit)),
+            // What was declared is not trusted with memory: the buffer grows with what arrives.
+            body: web::BytesMut::with_capacity(
+                declared.unwrap_or(1024).min(limit).min(FIRST_ALLOCATION),
+            ),
         })
     }
 

@@ -5,8 +5,9 @@
 //! share a budget, and each organization may hold only part of it: a sender naming one
 //! organization can only make that organization's deliveries wait, and together with the body's
 //! minimum arrival rate (`body::BodyReader`) nobody holds memory for long. Room is taken as a
-//! body grows (from its declared length, or in doubling steps when it has none), so a small
-//! delivery takes little and never waits behind a recording.
+//! body arrives, in doubling steps (never on the word of its `Content-Length`), so a small
+//! delivery takes little and never waits behind a recording, and a sender that declares a large
+//! body and trickles it holds almost nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,7 +23,7 @@ use crate::error::ApiError;
 /// Room is counted in units of this many bytes.
 const UNIT: usize = 16 * 1024;
 
-/// Room a body without a declared length starts with.
+/// Room a body starts with.
 const FIRST_STEP: usize = 64 * 1024;
 
 /// How long one delivery may wait, in all, for room before it is answered 503.
@@ -72,14 +73,17 @@ impl BodyMemory {
     ) -> Result<(actix_web::web::BytesMut, Held), ApiError> {
         let give_up = Instant::now() + ROOM_WAIT;
         let mut held = Held::default();
-        let mut wanted = declared.unwrap_or(FIRST_STEP).max(1);
+        // Room follows what arrived, never what was declared: a sender that declares 16 MiB and
+        // trickles holds one step, not 16 MiB. The declared length only caps the last step.
+        let cap = |bytes: usize| declared.map_or(bytes, |d| bytes.min(d.max(1)));
+        let mut wanted = cap(FIRST_STEP);
         loop {
             self.cover(org, &mut held, wanted, give_up, &mut reader)
                 .await?;
             if reader.read_until(held.bytes()).await? {
                 return Ok((reader.into_body(), held));
             }
-            wanted = (held.bytes() * 2).max(reader.len() + 1);
+            wanted = cap((held.bytes() * 2).max(reader.len() + 1)).max(reader.len() + 1);
         }
     }
 

@@ -293,14 +293,14 @@ async fn respond(
 ) -> Result<(LoggedRequest, Answer), ApiError> {
     let Some(token) = bearer_token(req) else {
         access.admit(client, false)?;
-        return Err(access.refuse(client));
+        return Err(ApiError::Unauthorized);
     };
-    access.admit(client, personalize.knows_token(&token.digest()))?;
+    let admitted = access.admit(client, personalize.knows_token(&token.digest()))?;
     require_json(req)?;
     let authenticated = personalize
         .authenticate(&token)
         .await
-        .map_err(|_| access.refuse(client))?;
+        .map_err(|_| access.refuse(client, admitted))?;
     let bytes = read_body(req, payload, MAX_BODY_BYTES).await?;
     let fields = (route.read)(&bytes)?;
 

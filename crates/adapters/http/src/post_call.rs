@@ -25,7 +25,7 @@ use relay_observability::Metrics;
 use relay_usecase::post_call::{Credentials, Delivered, Delivery, RecordCall, Refused};
 use serde::Serialize;
 
-use crate::access::Access;
+use crate::access::{Access, Admitted};
 use crate::auth::bearer_token;
 use crate::body::{BodyReader, declared_length, require_json};
 use crate::error::{ApiError, FieldIssue};
@@ -203,15 +203,15 @@ async fn respond(
     let org = org_in_query(req)?;
     let Some(credentials) = credentials(req, org) else {
         access.admit(client, false)?;
-        return Err(access.refuse(client));
+        return Err(ApiError::Unauthorized);
     };
-    access.admit(client, record.knows(&credentials))?;
+    let admitted = access.admit(client, record.knows(&credentials))?;
     require_json(req)?;
     // Before the body is read: an unauthenticated sender must not make us buffer it.
     let prechecked = record
         .precheck(&credentials, received_at)
         .await
-        .map_err(|refused| refusal(refused, access, client))?;
+        .map_err(|refused| refusal(refused, access, client, admitted))?;
     let reader = BodyReader::new(req, payload, MAX_POST_CALL_BODY_BYTES)?;
     let (body, _room) = memory
         .read(prechecked.org_id(), reader, declared_length(req))
@@ -224,14 +224,19 @@ async fn respond(
     record
         .deliver(delivery, prechecked)
         .await
-        .map_err(|refused| refusal(refused, access, client))
+        .map_err(|refused| refusal(refused, access, client, admitted))
 }
 
-fn refusal(refused: Refused, access: &Access, client: std::net::IpAddr) -> ApiError {
+fn refusal(
+    refused: Refused,
+    access: &Access,
+    client: std::net::IpAddr,
+    admitted: Admitted,
+) -> ApiError {
     match refused {
         Refused::Unauthorized(reason) => {
             tracing::info!(reason = %reason, client_ip = %client, "post-call credentials refused");
-            access.refuse(client)
+            access.refuse(client, admitted)
         }
         Refused::Unverifiable => ApiError::Unverifiable,
         Refused::Invalid(e) => ApiError::InvalidRequest(vec![FieldIssue {

@@ -1,24 +1,26 @@
-//! Throttling of failed authentication, per client address (governor's keyed GCRA).
+//! Throttling of authentication attempts that may fail, per client address (governor's keyed
+//! GCRA).
 //!
-//! Each failed authentication (no or malformed credentials, an unknown token, a signature that
-//! does not verify) spends one unit of the client's budget: a burst, refilled at a steady rate.
-//! Once it is spent the client is answered 429 (with `Retry-After`) until the next unit is due,
-//! before anything is looked up or read, so a flood of guesses costs neither store queries nor
-//! body reads. Successful requests spend nothing, and a throttled address still gets its
-//! credentials through when this replica has seen the store confirm them recently: an egress
+//! Every attempt whose credentials this replica has not seen the store confirm (a wrong token, a
+//! guess, a token used for the first time) spends one unit of the client address's budget
+//! before anything is looked up or read, and so does every failure with credentials it knew (a
+//! forged signature naming a known organization). The budget is a burst, refilled at a steady
+//! rate; once it is spent the client is answered 429 with `Retry-After` until the next unit is
+//! due, at no cost to the store. Spending before the lookup, not after the failure, is what
+//! bounds the store queries an address can cause, however many requests it sends at once.
+//! Genuine callers whose credentials the store confirmed recently spend nothing, so an address
 //! shared with an attacker (a proxy without `TRUSTED_PROXIES`, or ElevenLabs' own egress used by
-//! someone pointing their agent here with wrong credentials) does not lock genuine callers out.
+//! someone pointing their agent here with wrong credentials) does not lock them out.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-/// How many failures a client address may have.
+/// How many unconfirmed attempts a client address may make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ThrottleSettings {
     /// The steady rate, per minute; `0` turns throttling off.
@@ -36,15 +38,14 @@ impl Default for ThrottleSettings {
     }
 }
 
-/// Addresses tracked at most (limiter state and throttled set); beyond, idle ones are dropped.
-const MAX_TRACKED: usize = 100_000;
+/// Every this many spends, addresses whose budget is whole again are forgotten.
+const FORGET_EVERY: u32 = 4_096;
 
-/// The failed-authentication budget of every client address, shared by the server's workers.
+/// The budget of every client address, shared by the server's workers.
 pub(crate) struct AuthThrottle {
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
     clock: DefaultClock,
-    /// Addresses whose budget is spent, until when.
-    throttled: Mutex<HashMap<IpAddr, Instant>>,
+    spends: AtomicU32,
 }
 
 impl std::fmt::Debug for AuthThrottle {
@@ -65,40 +66,20 @@ impl AuthThrottle {
         Self {
             limiter,
             clock: DefaultClock::default(),
-            throttled: Mutex::new(HashMap::new()),
+            spends: AtomicU32::new(0),
         }
     }
 
-    /// How long `client` must still wait when its budget is spent; `None` when it may try.
-    pub(crate) fn throttled(&self, client: IpAddr) -> Option<Duration> {
-        self.limiter.as_ref()?;
-        let now = Instant::now();
-        let until = *self
-            .throttled
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&client)?;
-        until.checked_duration_since(now)
-    }
-
-    /// Records a failed authentication of `client`. `Some(wait)` when its budget is now spent:
-    /// the answer is 429 rather than 401.
-    pub(crate) fn failed(&self, client: IpAddr) -> Option<Duration> {
+    /// Spends one unit of `client`'s budget. `Some(wait)` when there is none left: the attempt
+    /// is refused (429) without spending, and a unit is due after `wait`.
+    pub(crate) fn spend(&self, client: IpAddr) -> Option<Duration> {
         let limiter = self.limiter.as_ref()?;
-        let not_until = limiter.check_key(&client).err()?;
-        let wait = not_until.wait_time_from(self.clock.now());
-        let mut throttled = self
-            .throttled
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if throttled.len() >= MAX_TRACKED {
-            let now = Instant::now();
-            throttled.retain(|_, until| *until > now);
+        if self.spends.fetch_add(1, Ordering::Relaxed) % FORGET_EVERY == FORGET_EVERY - 1 {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
-        throttled.insert(client, Instant::now() + wait);
-        Some(wait)
+        let not_until = limiter.check_key(&client).err()?;
+        Some(not_until.wait_time_from(self.clock.now()))
     }
 }
 
@@ -116,28 +97,26 @@ mod tests {
     }
 
     #[test]
-    fn the_burst_is_refused_401_then_429_until_the_next_unit_is_due() {
+    fn the_burst_is_spent_then_attempts_are_refused_until_the_next_unit_is_due() {
         let throttle = AuthThrottle::new(ThrottleSettings {
             failures_per_minute: 60,
             burst: 3,
         });
         let attacker = ip("203.0.113.7");
         for _ in 0..3 {
-            assert_eq!(throttle.failed(attacker), None, "within the burst: 401");
+            assert_eq!(throttle.spend(attacker), None, "within the burst");
         }
-        assert_eq!(throttle.throttled(attacker), None, "not yet spent");
-        let wait = throttle
-            .failed(attacker)
-            .expect("the fourth failure is throttled");
+        let wait = throttle.spend(attacker).expect("the fourth is refused");
         assert!(wait <= Duration::from_secs(1), "{wait:?}");
-        assert!(throttle.throttled(attacker).is_some());
+        assert!(throttle.spend(attacker).is_some(), "refusals spend nothing");
         assert_eq!(
-            throttle.throttled(ip("198.51.100.1")),
+            throttle.spend(ip("198.51.100.1")),
             None,
-            "another address is not affected"
+            "another address has its own budget"
         );
         std::thread::sleep(wait + Duration::from_millis(50));
-        assert_eq!(throttle.throttled(attacker), None, "a unit is due again");
+        assert_eq!(throttle.spend(attacker), None, "a unit is due again");
+        assert!(throttle.spend(attacker).is_some(), "and only one");
     }
 
     #[test]
@@ -147,9 +126,8 @@ mod tests {
             burst: 1,
         });
         for _ in 0..100 {
-            assert_eq!(throttle.failed(ip("203.0.113.7")), None);
+            assert_eq!(throttle.spend(ip("203.0.113.7")), None);
         }
-        assert_eq!(throttle.throttled(ip("203.0.113.7")), None);
     }
 
     #[test]
