@@ -1,6 +1,7 @@
 //! The server span of a webhook request: tracing-actix-web's root span (W3C `traceparent`
 //! continued, route, status, OpenTelemetry server kind) plus the request's `outcome`, which the
-//! handler records.
+//! handler records, and `client.address`, the client as `TRUSTED_PROXIES` lets us know it
+//! (tracing-actix-web's own `http.client_ip` believes any `X-Forwarded-For`).
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -13,7 +14,14 @@ pub(crate) struct WebhookRootSpan;
 
 impl RootSpanBuilder for WebhookRootSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
-        tracing_actix_web::root_span!(request, outcome = tracing::field::Empty)
+        let client = request
+            .app_data::<actix_web::web::Data<crate::access::Access>>()
+            .map(|access| access.client(request.request()).to_string());
+        tracing_actix_web::root_span!(
+            request,
+            outcome = tracing::field::Empty,
+            client.address = client
+        )
     }
 
     fn on_request_end<B: MessageBody>(
