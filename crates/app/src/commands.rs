@@ -398,6 +398,9 @@ fn register_outbox_counters(metrics: &Metrics, stats: &Arc<OutboxStats>) {
 /// How long one post-call delivery may wait for Postgres and Redis before it is queued instead.
 const POST_CALL_BUDGET: Duration = Duration::from_secs(5);
 
+/// Longest one replay round (a batch) may take.
+const REPLAY_ROUND_LIMIT: Duration = Duration::from_secs(60);
+
 /// Most queued deliveries replayed per round.
 const REPLAY_BATCH: usize = 100;
 
@@ -413,10 +416,22 @@ async fn replay_post_calls(record: Arc<RecordCall>, interval: Duration) {
         ticks.tick().await;
         // Batch after batch while each one comes back full and the store answers.
         loop {
-            let report = match record.replay_queued(REPLAY_BATCH).await {
-                Ok(report) => report,
-                Err(error) => {
+            // Each delivery's store work has its budget; this bounds the outbox's own commands,
+            // so a Redis that hangs cannot stall the replay for good. An entry recorded but not
+            // yet removed when the round is cut is replayed again: recording is idempotent.
+            let round =
+                tokio::time::timeout(REPLAY_ROUND_LIMIT, record.replay_queued(REPLAY_BATCH));
+            let report = match round.await {
+                Ok(Ok(report)) => report,
+                Ok(Err(error)) => {
                     tracing::warn!(%error, "the post-call outbox cannot be read");
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        limit_s = REPLAY_ROUND_LIMIT.as_secs(),
+                        "a post-call replay round ran out of time; the rest waits for the next"
+                    );
                     break;
                 }
             };
