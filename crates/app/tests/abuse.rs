@@ -232,23 +232,48 @@ async fn raw(addr: SocketAddr, request: &[u8]) -> (Option<u16>, String) {
 
 // ---- 1. Writes into Redis without credentials during an outage ----
 
+/// Acme on Postgres behind a loopback proxy (to stop it at will) and Redis, served.
+struct Outage {
+    db: TestStore,
+    redis: TestRedis,
+    acme: Org,
+    proxy: Proxy,
+    service: Service,
+}
+
+impl Outage {
+    async fn set_up(extra: &[(&str, &str)]) -> Self {
+        let db = TestStore::postgres().await;
+        let redis = TestRedis::create().await;
+        let acme = org(&db, "Acme Corp", "4165550100,Alex,Morgan");
+        let direct = db.url();
+        let proxy = Proxy::start(socket_of(direct.expose_secret())).await;
+        let through_proxy = via(direct.expose_secret(), proxy.addr);
+        let service = serve(&through_proxy, &redis, extra);
+        Self {
+            db,
+            redis,
+            acme,
+            proxy,
+            service,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn during_an_outage_strangers_store_nothing_and_every_genuine_delivery_is_recorded() {
-    let db = TestStore::postgres().await;
-    let redis = TestRedis::create().await;
-    let acme = org(&db, "Acme Corp", "4165550100,Alex,Morgan");
-    let direct = db.url();
-    let proxy = Proxy::start(socket_of(direct.expose_secret())).await;
-    let through_proxy = via(direct.expose_secret(), proxy.addr);
     // The throttle would answer most of these 429 (test 5); here the outage itself is the point.
-    let service = serve(
-        &through_proxy,
-        &redis,
-        &[
-            ("POST_CALL_REPLAY_INTERVAL_SECONDS", "1"),
-            ("AUTH_FAILURE_BURST", "1000"),
-        ],
-    );
+    let Outage {
+        db,
+        redis,
+        acme,
+        proxy,
+        service,
+    } = Outage::set_up(&[
+        ("POST_CALL_REPLAY_INTERVAL_SECONDS", "1"),
+        ("AUTH_FAILURE_BURST", "1000"),
+    ])
+    .await;
     // ElevenLabs' deliveries before the outage: the replica sees Postgres confirm the secret
     // and the token.
     let (status, _) = send(signed(
@@ -394,13 +419,14 @@ async fn during_an_outage_strangers_store_nothing_and_every_genuine_delivery_is_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn during_an_outage_the_outbox_holds_at_most_its_bound_and_the_metric_says_so() {
-    let db = TestStore::postgres().await;
-    let redis = TestRedis::create().await;
-    let acme = org(&db, "Acme Corp", "4165550100,Alex,Morgan");
-    let direct = db.url();
-    let proxy = Proxy::start(socket_of(direct.expose_secret())).await;
-    let through_proxy = via(direct.expose_secret(), proxy.addr);
-    let service = serve(&through_proxy, &redis, &[("POST_CALL_OUTBOX_MAX_MB", "1")]);
+    // Every field bound: the database must live as long as the test.
+    let Outage {
+        db: _db,
+        redis,
+        acme,
+        proxy,
+        service,
+    } = Outage::set_up(&[("POST_CALL_OUTBOX_MAX_MB", "1")]).await;
     let (status, _) = send(bearer_delivery(
         &service,
         &acme.token,
