@@ -371,6 +371,36 @@ mod tests {
         }
     }
 
+    /// What docs/openapi.yaml says of the JSON of a post-call body.
+    #[test]
+    fn numbers_and_nesting_are_limited_only_in_the_fields_read() {
+        let deep = |at: &str| {
+            format!(
+                r#"{{"type":"x",{at}{}1{}}}}}"#,
+                "[".repeat(200),
+                "]".repeat(200)
+            )
+        };
+        for read in [
+            r#"{"type":"x","event_timestamp":1e400}"#.to_owned(),
+            r#"{"type":"x","data":{"status":1e400}}"#.to_owned(),
+            r#"{"type":"x","type":"y"}"#.to_owned(),
+            deep(r#""data":{"metadata":"#),
+        ] {
+            assert!(PostCallEvent::parse(read.as_bytes()).is_err(), "{read}");
+        }
+        for ignored in [
+            r#"{"type":"x","other":1e400,"other":2}"#.to_owned(),
+            r#"{"type":"x","data":{"other":1e400}}"#.to_owned(),
+            deep(r#""data":{"other":"#),
+        ] {
+            assert!(
+                PostCallEvent::parse(ignored.as_bytes()).is_ok(),
+                "{ignored}"
+            );
+        }
+    }
+
     mod properties {
         use proptest::prelude::*;
         use serde_json::{Map, Value};
@@ -416,8 +446,12 @@ mod tests {
             prop_oneof![
                 any::<String>(),
                 "[ \\t\\x00a-zA-Z0-9_+-]{0,12}",
-                Just("s".repeat(MAX_SUMMARY_CHARS + 3)),
-                Just(format!(" {} ", "x".repeat(MAX_FIELD_CHARS + 3))),
+                // Either side of each bound, with NULs and spaces that do not count.
+                (
+                    prop::sample::select(&[255usize, 256, 257, 10_000, 10_001][..]),
+                    "[a\\x00 \u{e9}]{1,2}",
+                )
+                    .prop_map(|(n, s)| s.repeat(n)),
             ]
         }
 
@@ -447,22 +481,63 @@ mod tests {
             })
         }
 
-        /// An object shaped like an event: a likely `type`, a `data` object with likely keys.
+        /// An object with `keys`, each mostly present, mostly text, sometimes anything.
+        fn fields(keys: &'static [&'static str]) -> impl Strategy<Value = Value> {
+            let value = prop_oneof![4 => text().prop_map(Value::String), 1 => json()];
+            prop::collection::vec(prop::option::weighted(0.8, value), keys.len()).prop_map(
+                move |values| {
+                    let pairs = keys.iter().zip(values);
+                    Value::Object(
+                        pairs
+                            .filter_map(|(k, v)| Some(((*k).to_owned(), v?)))
+                            .collect(),
+                    )
+                },
+            )
+        }
+
+        /// An object shaped like an event: a likely `type`, and every field the reader looks
+        /// for, where it looks for it, mostly text; plus anything at all beside them.
         fn event() -> impl Strategy<Value = Value> {
+            let conversation_id = prop_oneof![
+                2 => "[a-z0-9_]{1,20}".prop_map(Value::from),
+                1 => text().prop_map(Value::from),
+                1 => json(),
+            ];
             (
                 prop_oneof![
                     3 => prop::sample::select(&TYPES[..]).prop_map(Value::from),
                     1 => json(),
                 ],
-                prop::collection::vec((key(), json()), 0..10),
+                prop::option::weighted(0.9, conversation_id),
+                fields(&["agent_id", "status", "failure_reason"]),
+                fields(&["call_sid", "direction", "external_number", "agent_number"]),
+                fields(&["CallSid", "Direction", "From", "To"]),
+                fields(&["call_successful", "transcript_summary"]),
+                fields(&["call_duration_secs", "start_time_unix_secs"]),
                 prop::collection::vec((key(), json()), 0..4),
             )
-                .prop_map(|(kind, data, top)| {
-                    let mut event: Map<String, Value> = top.into_iter().collect();
-                    event.insert("type".into(), kind);
-                    event.insert("data".into(), Value::Object(data.into_iter().collect()));
-                    Value::Object(event)
-                })
+                .prop_map(
+                    |(kind, id, data, phone_call, twilio, analysis, times, extra)| {
+                        let Value::Object(mut data) = data else {
+                            unreachable!()
+                        };
+                        let Value::Object(mut metadata) = times else {
+                            unreachable!()
+                        };
+                        metadata.insert("phone_call".into(), phone_call);
+                        metadata.insert("body".into(), twilio);
+                        data.insert("metadata".into(), Value::Object(metadata));
+                        data.insert("analysis".into(), analysis);
+                        if let Some(id) = id {
+                            data.insert("conversation_id".into(), id);
+                        }
+                        let mut event: Map<String, Value> = extra.into_iter().collect();
+                        event.insert("type".into(), kind);
+                        event.insert("data".into(), Value::Object(data));
+                        Value::Object(event)
+                    },
+                )
         }
 
         fn within(field: Option<&String>, max: usize) -> Result<(), TestCaseError> {
