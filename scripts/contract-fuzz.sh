@@ -18,6 +18,8 @@ MAX_EXAMPLES=${CONTRACT_FUZZ_MAX_EXAMPLES:-1500}
 SEED=${CONTRACT_FUZZ_SEED:-20251202}
 VENV=target/contract-fuzz/venv
 RELAY=target/debug/relay
+# Hypothesis keeps caches (Unicode tables) in ./.hypothesis otherwise.
+export HYPOTHESIS_STORAGE_DIRECTORY=target/contract-fuzz/hypothesis
 
 log() { printf '\n== %s\n' "$*"; }
 
