@@ -26,6 +26,10 @@ migrate:
 test: redis-cluster
     DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}" cargo test --workspace --locked
 
+# Fuzz the debug binary against docs/openapi.yaml: pinned schemathesis, every phase and check, valid and wrong token (~2 min)
+fuzz-contract:
+    scripts/contract-fuzz.sh
+
 # Start the three-master Redis Cluster the tests use (loopback ports 7101-7103; idempotent)
 redis-cluster:
     scripts/redis-cluster.sh start

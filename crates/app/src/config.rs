@@ -583,6 +583,146 @@ mod tests {
         }
     }
 
+    /// Every variable `ServeConfig::from_env` reads.
+    const SERVE_VARIABLES: [&str; 21] = [
+        "DATABASE_URL",
+        "DATABASE_MAX_CONNECTIONS",
+        "REDIS_URL",
+        "REDIS_CLUSTER_URLS",
+        "REDIS_KEY_PREFIX",
+        "REDIS_POOL_SIZE",
+        "LISTEN_ADDR",
+        "LOOKUP_TIMEOUT_MS",
+        "HTTP_WORKERS",
+        "ORG_CACHE_TTL_SECONDS",
+        "SHUTDOWN_DRAIN_SECONDS",
+        "SHUTDOWN_TIMEOUT_SECONDS",
+        "READINESS_TIMEOUT_MS",
+        "WEBHOOK_SECRET_KEY",
+        "POST_CALL_REPLAY_INTERVAL_SECONDS",
+        "POST_CALL_OUTBOX_MAX_ENTRIES",
+        "POST_CALL_OUTBOX_MAX_MB",
+        "TRUSTED_PROXIES",
+        "AUTH_FAILURES_PER_MINUTE",
+        "AUTH_FAILURE_BURST",
+        "KNOWN_CREDENTIALS_MAX_AGE_SECONDS",
+    ];
+
+    /// The variables whose values must never appear in an error (README: "Secret").
+    const SECRET_VARIABLES: [&str; 4] = [
+        "DATABASE_URL",
+        "REDIS_URL",
+        "REDIS_CLUSTER_URLS",
+        "WEBHOOK_SECRET_KEY",
+    ];
+
+    #[test]
+    fn the_property_tests_cover_every_variable_read() {
+        let source = include_str!("config.rs");
+        let body = &source
+            [source.find("pub(crate) fn from_env").unwrap()..source.find("#[cfg(test)]").unwrap()];
+        for name in body
+            .split('"')
+            .skip(1)
+            .step_by(2)
+            .filter(|t| t.ends_with(|c: char| c.is_ascii_uppercase()) && t.contains('_'))
+        {
+            assert!(
+                SERVE_VARIABLES.contains(&name),
+                "{name} is read but not fuzzed"
+            );
+        }
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Values as an operator might mistype them, and anything at all.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "[ ]?-?[0-9]{0,22}[ ]?",
+                "[0-9a-f.:/\\[\\], ]{0,40}",
+                "(postgres|postgresql|sqlite|redis|mysql)://[^ ]{0,20}",
+                "[A-Za-z0-9+/=]{40,48}",
+            ]
+        }
+
+        /// A secret value no fixed message could contain by chance: whatever its surroundings,
+        /// it holds twelve random letters and digits.
+        fn secret() -> impl Strategy<Value = String> {
+            (value(), "[A-Za-z0-9]{12}", value())
+                .prop_map(|(a, marker, b)| format!("{a}{marker}{b}"))
+        }
+
+        proptest! {
+            #[test]
+            fn parsed_and_number_in_give_the_value_or_an_error_naming_the_variable(raw in value()) {
+                let pairs = [("LOOKUP_TIMEOUT_MS", raw.as_str())];
+                let env = env(&pairs);
+                match env.number_in("LOOKUP_TIMEOUT_MS", 7u64, 1..=100) {
+                    Ok(n) if raw.trim().is_empty() => prop_assert_eq!(n, 7),
+                    Ok(n) => {
+                        prop_assert_eq!(raw.trim().parse::<u64>().ok(), Some(n));
+                        prop_assert!((1..=100).contains(&n));
+                    }
+                    Err(e) => prop_assert!(e.to_string().starts_with("LOOKUP_TIMEOUT_MS is invalid: "), "{e}"),
+                }
+                match env.parsed::<SocketAddr>("LOOKUP_TIMEOUT_MS", DEFAULT_LISTEN_ADDR) {
+                    Ok(addr) if raw.trim().is_empty() => prop_assert_eq!(addr, DEFAULT_LISTEN_ADDR),
+                    Ok(addr) => prop_assert_eq!(raw.trim().parse::<SocketAddr>().ok(), Some(addr)),
+                    Err(e) => prop_assert!(e.to_string().starts_with("LOOKUP_TIMEOUT_MS is invalid: "), "{e}"),
+                }
+            }
+
+            #[test]
+            fn any_value_of_one_variable_is_read_or_refused_by_name(
+                name in prop::sample::select(&SERVE_VARIABLES[..]),
+                raw in value(),
+                secret in secret(),
+            ) {
+                let is_secret = SECRET_VARIABLES.contains(&name);
+                let raw = if is_secret { secret } else { raw };
+                if let Err(e) = ServeConfig::from_env(&env(&[(name, raw.as_str())])) {
+                    let shown = e.to_string();
+                    prop_assert!(shown.starts_with(&format!("{name} is invalid: ")), "{shown}");
+                    prop_assert!(!is_secret || !shown.contains(&raw), "{name}'s value in {shown:?}");
+                }
+            }
+
+            #[test]
+            fn any_values_of_all_variables_never_reveal_a_secret(
+                values in prop::collection::vec(value(), SERVE_VARIABLES.len()),
+                secrets in prop::collection::vec(secret(), SECRET_VARIABLES.len()),
+                unset in prop::collection::vec(any::<bool>(), SERVE_VARIABLES.len()),
+            ) {
+                let mut pairs = Vec::new();
+                for (i, name) in SERVE_VARIABLES.iter().enumerate() {
+                    if unset[i] {
+                        continue;
+                    }
+                    let value = match SECRET_VARIABLES.iter().position(|s| s == name) {
+                        Some(j) => secrets[j].as_str(),
+                        None => values[i].as_str(),
+                    };
+                    pairs.push((*name, value));
+                }
+                if let Err(e) = ServeConfig::from_env(&env(&pairs)) {
+                    let shown = e.to_string();
+                    let named = SERVE_VARIABLES.iter().any(|n| shown.starts_with(&format!("{n} is invalid: ")));
+                    prop_assert!(named, "{shown}");
+                    for (name, value) in &pairs {
+                        if SECRET_VARIABLES.contains(name) {
+                            prop_assert!(!shown.contains(value), "{name}'s value in {shown:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn secrets_are_not_printed_by_debug() {
         let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";

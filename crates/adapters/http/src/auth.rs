@@ -64,4 +64,41 @@ mod tests {
         assert!(bearer_token(&TestRequest::default().to_http_request()).is_none());
         assert!(with(&format!("Bearer {}", "a".repeat(600))).is_none());
     }
+
+    mod properties {
+        use actix_web::http::header::HeaderValue;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn header() -> impl Strategy<Value = Vec<u8>> {
+            prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..80),
+                "[ \t]*(Bearer|bearer|BEARER|Basic|Bear)?[ \t]{0,3}[ -~]{0,20}[ \t]*"
+                    .prop_map(String::into_bytes),
+                (500usize..520).prop_map(|n| format!("Bearer {}", "x".repeat(n)).into_bytes()),
+            ]
+        }
+
+        proptest! {
+            // Whatever the header holds, a token or nothing (the routes' 401), never a panic;
+            // a token is what follows the scheme, trimmed, not empty and not over the limit.
+            #[test]
+            fn any_header_gives_a_token_or_none(bytes in header()) {
+                let Ok(value) = HeaderValue::from_bytes(&bytes) else {
+                    // Not a header value at all: the HTTP parser refuses it before any route.
+                    return Ok(());
+                };
+                let req = TestRequest::default().insert_header((AUTHORIZATION, value)).to_http_request();
+                let Some(token) = bearer_token(&req) else {
+                    return Ok(());
+                };
+                let text = std::str::from_utf8(&bytes).unwrap().trim();
+                let (scheme, rest) = text.split_once(' ').unwrap();
+                prop_assert!(scheme.eq_ignore_ascii_case("bearer"));
+                prop_assert_eq!(token.expose(), rest.trim());
+                prop_assert!(!token.expose().is_empty() && token.expose().len() <= MAX_TOKEN_LEN);
+            }
+        }
+    }
 }

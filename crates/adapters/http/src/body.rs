@@ -271,6 +271,99 @@ pub(crate) mod tests {
         );
     }
 
+    /// Every `pattern` of docs/openapi.yaml, with what it constrains: the property it sits in,
+    /// or the name of the parameter whose schema it is. The document writes patterns in single
+    /// quotes, where a backslash is itself and `''` a quote.
+    pub(crate) fn contract_patterns() -> Vec<(String, String)> {
+        let lines: Vec<&str> = include_str!("../../../../docs/openapi.yaml")
+            .lines()
+            .collect();
+        let indent = |line: &str| line.len() - line.trim_start().len();
+        let mut found = Vec::new();
+        for (i, line) in lines.iter().enumerate() {
+            let Some(quoted) = line.trim().strip_prefix("pattern: ") else {
+                continue;
+            };
+            let pattern = quoted
+                .strip_prefix('\'')
+                .and_then(|q| q.strip_suffix('\''))
+                .unwrap_or_else(|| panic!("line {}: write patterns in single quotes", i + 1))
+                .replace("''", "'");
+            let mut level = indent(line);
+            let mut owner = None;
+            for above in lines[..i].iter().rev() {
+                if above.trim().is_empty() || indent(above) >= level {
+                    continue;
+                }
+                level = indent(above);
+                let key = above.trim().trim_start_matches("- ");
+                if key == "schema:" {
+                    continue;
+                }
+                owner = Some(
+                    key.trim_start_matches("name: ")
+                        .trim_end_matches(':')
+                        .to_owned(),
+                );
+                break;
+            }
+            found.push((owner.expect("a pattern sits in a property"), pattern));
+        }
+        found
+    }
+
+    /// The one pattern the contract gives the ids the server checks with
+    /// [`no_whitespace_or_control`].
+    pub(crate) fn contract_id_pattern() -> regex::Regex {
+        let ids: std::collections::BTreeSet<String> = contract_patterns()
+            .into_iter()
+            .filter(|(owner, _)| ["conversation_id", "call_sid"].contains(&owner.as_str()))
+            .map(|(_, pattern)| pattern)
+            .collect();
+        assert_eq!(ids.len(), 1, "one rule, one pattern: {ids:?}");
+        regex::Regex::new(ids.first().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn every_pattern_of_the_contract_is_compared_with_the_server() {
+        let patterns = contract_patterns();
+        assert!(patterns.len() >= 7, "{patterns:?}");
+        for (owner, pattern) in patterns {
+            // conversation_id, call_sid: below; org: post_call.rs; caller_number: personalization.rs.
+            assert!(
+                ["conversation_id", "call_sid", "org", "caller_number"].contains(&owner.as_str()),
+                "docs/openapi.yaml gives {owner} the pattern {pattern}: compare it with the server in a test"
+            );
+        }
+    }
+
+    #[test]
+    fn the_contract_id_pattern_is_the_servers_rule_for_every_character() {
+        let pattern = contract_id_pattern();
+        for c in (0..=0x10_FFFF).filter_map(char::from_u32) {
+            let s = c.to_string();
+            assert_eq!(
+                pattern.is_match(&s),
+                no_whitespace_or_control(&s).is_ok(),
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_contract_id_pattern_is_the_servers_rule_for_any_text(
+            s in proptest::prop_oneof![
+                proptest::prelude::any::<String>(),
+                "[a-z_0-9\\s\\p{Cc}\\p{Zs}]{0,12}",
+            ]
+        ) {
+            let server = !s.is_empty() && no_whitespace_or_control(&s).is_ok();
+            proptest::prop_assert_eq!(contract_id_pattern().is_match(&s), server, "{:?}", s);
+        }
+    }
+
     #[test]
     fn trailing_data_after_the_object_is_invalid_json() {
         #[derive(Debug, serde::Deserialize, Validate)]

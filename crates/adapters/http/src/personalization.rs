@@ -319,3 +319,268 @@ async fn respond(
     let answer = personalize.answer(authenticated, request).await;
     Ok((logged, answer))
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    use super::*;
+    use crate::body::tests::{contract_id_pattern, contract_patterns};
+
+    fn is_400(error: &ApiError) -> bool {
+        matches!(
+            error,
+            ApiError::InvalidJson(_) | ApiError::InvalidRequest(_)
+        )
+    }
+
+    /// Text of every length the rules care about, with and without forbidden characters.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[a-zA-Z0-9_+()-]{0,4}",
+            "[a-z_0-9\\s\\p{Cc}\\p{Zs}]{1,6}",
+            // Either side of each limit, in characters of one to four bytes.
+            (
+                prop::sample::select(&[1usize, 63, 64, 65, 255, 256, 257][..]),
+                "[a-z\u{e9}\u{1F600}]",
+            )
+                .prop_map(|(n, c)| c.repeat(n)),
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            1 => Just(Value::Null),
+            1 => any::<bool>().prop_map(Value::Bool),
+            1 => any::<i64>().prop_map(Value::from),
+            1 => any::<f64>().prop_map(Value::from),
+            6 => text().prop_map(Value::String),
+            1 => prop::collection::vec(text().prop_map(Value::String), 0..3).prop_map(Value::Array),
+            1 => Just(Value::Object(Map::new())),
+        ]
+    }
+
+    const FIELDS: [&str; 6] = [
+        "conversation_id",
+        "call_sid",
+        "caller_id",
+        "called_id",
+        "called_number",
+        "agent_id",
+    ];
+
+    /// A body both routes accept, with up to three of its fields replaced by anything (or
+    /// removed), and other properties beside: each case differs from a valid request in a few
+    /// places, so one wrong rule is enough to tell the server from the contract.
+    fn body() -> impl Strategy<Value = Map<String, Value>> {
+        let changes = prop::collection::vec(
+            (
+                prop::sample::select(&FIELDS[..]),
+                prop::option::weighted(0.9, value()),
+            ),
+            1..=3,
+        );
+        let extra = prop::collection::vec((any::<String>(), value()), 0..3);
+        (changes, extra).prop_map(|(changes, extra)| {
+            let mut body: Map<String, Value> = extra.into_iter().collect();
+            for (name, value) in [
+                ("conversation_id", "conv_1"),
+                ("call_sid", "CA1"),
+                ("caller_id", "+14165550100"),
+                ("called_id", "+12362320246"),
+                ("called_number", "+12362320246"),
+                ("agent_id", "agent_1"),
+            ] {
+                body.insert(name.into(), value.into());
+            }
+            for (name, value) in changes {
+                match value {
+                    Some(value) => body.insert(name.into(), value),
+                    None => body.remove(name),
+                };
+            }
+            body
+        })
+    }
+
+    /// docs/openapi.yaml's rule for an optional string property: absent, null, or a string of
+    /// `min..=max` characters matching `pattern`.
+    fn optional_text(
+        body: &Map<String, Value>,
+        name: &str,
+        min: usize,
+        max: usize,
+        id: bool,
+    ) -> bool {
+        match body.get(name) {
+            None | Some(Value::Null) => true,
+            Some(Value::String(s)) => {
+                (min..=max).contains(&s.chars().count())
+                    && (!id || contract_id_pattern().is_match(s))
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// `ElevenLabsPersonalizationRequest`, as the contract states it.
+    fn contract_accepts(body: &Map<String, Value>) -> bool {
+        body.get("conversation_id").is_some_and(Value::is_string)
+            && optional_text(body, "conversation_id", 1, 256, true)
+            && ["caller_id", "called_id", "called_number"]
+                .iter()
+                .all(|name| optional_text(body, name, 0, 64, false))
+            && optional_text(body, "agent_id", 0, 256, false)
+    }
+
+    /// `ConversationInitiationRequest`, as the contract states it.
+    fn initiation_accepts(body: &Map<String, Value>) -> bool {
+        ["call_sid", "conversation_id"]
+            .iter()
+            .all(|name| optional_text(body, name, 1, 256, true))
+            && ["caller_id", "called_number"]
+                .iter()
+                .all(|name| optional_text(body, name, 0, 64, false))
+            && optional_text(body, "agent_id", 0, 256, false)
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_are_a_request_or_a_400(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            for read in [read_contract, read_initiation] {
+                if let Err(e) = read(&bytes) {
+                    prop_assert!(is_400(&e), "{e:?}");
+                }
+            }
+        }
+
+        #[test]
+        fn a_json_object_is_accepted_exactly_when_the_contract_says_so(body in body()) {
+            let bytes = serde_json::to_vec(&body).unwrap();
+            for (route, read, accepts) in [
+                ("personalization", read_contract as fn(&[u8]) -> Result<Fields, ApiError>, contract_accepts as fn(&Map<String, Value>) -> bool),
+                ("conversation-initiation", read_initiation, initiation_accepts),
+            ] {
+                match read(&bytes) {
+                    Ok(_) => prop_assert!(accepts(&body), "{route} accepted {body:?}"),
+                    Err(e) => {
+                        prop_assert!(is_400(&e), "{e:?}");
+                        prop_assert!(!accepts(&body), "{route} refused {body:?}: {e:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn each_length_limit_is_the_contracts_in_characters() {
+        for (name, _, _) in [
+            ("conversation_id", 1, 256),
+            ("call_sid", 1, 256),
+            ("caller_id", 0, 64),
+            ("called_id", 0, 64),
+            ("called_number", 0, 64),
+            ("agent_id", 0, 256),
+        ] {
+            for n in [0, 1, 63, 64, 65, 255, 256, 257] {
+                for c in ["a", "\u{e9}", "\u{1F600}"] {
+                    let mut body = Map::new();
+                    body.insert("conversation_id".into(), "conv_1".into());
+                    body.insert(name.into(), c.repeat(n).into());
+                    let bytes = serde_json::to_vec(&body).unwrap();
+                    assert_eq!(
+                        read_contract(&bytes).is_ok(),
+                        contract_accepts(&body),
+                        "{name}: {n} x {c}"
+                    );
+                    assert_eq!(
+                        read_initiation(&bytes).is_ok(),
+                        initiation_accepts(&body),
+                        "{name}: {n} x {c}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// What docs/openapi.yaml says of JSON itself (its `info`).
+    #[test]
+    fn json_rules_the_contract_states() {
+        let deep = format!(
+            r#"{{"conversation_id":"c","x":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        for ignored in [
+            r#"{"conversation_id":"c","x":1,"x":2}"#,
+            r#"{"conversation_id":"c","x":1e400}"#,
+            &deep,
+        ] {
+            assert!(read_contract(ignored.as_bytes()).is_ok(), "{ignored}");
+        }
+        for (body, code) in [
+            (
+                r#"{"conversation_id":"c","conversation_id":"d"}"#,
+                "invalid_request",
+            ),
+            (r#"{"conversation_id":"c"} {}"#, "invalid_json"),
+            (r#"{"conversation_id":"\ud800"}"#, "invalid_json"),
+            ("\u{feff}{\"conversation_id\":\"c\"}", "invalid_json"),
+        ] {
+            let error = read_contract(body.as_bytes()).err();
+            assert_eq!(
+                error.as_ref().and_then(ApiError::code),
+                Some(code),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn null_reads_as_absent_and_lengths_count_characters() {
+        let nulls = br#"{"conversation_id":"c","caller_id":null,"called_id":null,"called_number":null,"agent_id":null,"call_sid":null}"#;
+        assert!(read_contract(nulls).is_ok());
+        assert!(read_initiation(nulls).is_ok());
+        let wide = format!(
+            r#"{{"conversation_id":"{}","caller_id":"{}"}}"#,
+            "\u{1F600}".repeat(256),
+            "\u{e9}".repeat(64)
+        );
+        assert!(read_contract(wide.as_bytes()).is_ok());
+        assert!(read_initiation(wide.as_bytes()).is_ok());
+    }
+
+    fn caller_number_patterns() -> Vec<regex::Regex> {
+        contract_patterns()
+            .into_iter()
+            .filter(|(owner, _)| owner == "caller_number")
+            .map(|(_, pattern)| regex::Regex::new(&pattern).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn only_the_initiation_route_may_answer_an_empty_caller_number() {
+        let patterns = caller_number_patterns();
+        assert_eq!(
+            patterns.len(),
+            2,
+            "the contract's and the initiation route's"
+        );
+        // The contract leaves a missing number out; the initiation route sends "".
+        assert_eq!(patterns.iter().filter(|p| p.is_match("")).count(), 1);
+    }
+
+    proptest! {
+        #[test]
+        fn the_contract_caller_number_patterns_are_e164_as_the_server_writes_it(
+            number in "[+]{0,2}[0-9\u{661}a ]{0,17}",
+        ) {
+            prop_assume!(!number.is_empty());
+            let server = relay_domain::E164::from_normalized(&number).is_ok();
+            for pattern in caller_number_patterns() {
+                prop_assert_eq!(pattern.is_match(&number), server, "{:?} against {}", number, pattern);
+            }
+        }
+    }
+}

@@ -246,3 +246,112 @@ fn refusal(
         Refused::Unavailable => ApiError::ServiceUnavailable,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::body::tests::contract_patterns;
+
+    fn org_pattern() -> regex::Regex {
+        let patterns: Vec<String> = contract_patterns()
+            .into_iter()
+            .filter(|(owner, _)| owner == "org")
+            .map(|(_, pattern)| pattern)
+            .collect();
+        assert_eq!(patterns.len(), 1, "{patterns:?}");
+        regex::Regex::new(&patterns[0]).unwrap()
+    }
+
+    fn org_of(query: &str) -> Result<Option<OrgId>, ApiError> {
+        org_in_query(&TestRequest::with_uri(&format!("{POST_CALL_PATH}?{query}")).to_http_request())
+    }
+
+    fn is_invalid_org(error: &ApiError) -> bool {
+        matches!(error, ApiError::InvalidRequest(issues)
+            if issues.len() == 1 && issues[0].field.as_deref() == Some("org"))
+    }
+
+    /// Bytes percent-encoded where a URI's query could not carry them as they are; `%` itself
+    /// is kept, so invalid escapes reach the parser too.
+    fn query_text(bytes: &[u8]) -> String {
+        bytes
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
+    /// Values close to an organization id: UUIDs in every case, cut, grown, braced, simple.
+    fn org_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n).hyphenated().to_string()),
+            any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n)
+                .hyphenated()
+                .to_string()
+                .to_uppercase()),
+            any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n).simple().to_string()),
+            any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n).braced().to_string()),
+            any::<u128>().prop_map(|n| uuid::Uuid::from_u128(n).urn().to_string()),
+            "[0-9a-fA-F-]{30,40}",
+            "[0-9a-fA-FxXgG]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{11,13}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_query_gives_an_org_nothing_or_a_400_naming_org(
+            bytes in prop::collection::vec(any::<u8>(), 0..80),
+        ) {
+            if let Err(e) = org_of(&query_text(&bytes)) {
+                prop_assert!(is_invalid_org(&e), "{e:?}");
+            }
+        }
+
+        // The contract's pattern for `org` is the server's rule.
+        #[test]
+        fn an_org_is_accepted_exactly_when_the_contract_pattern_matches(
+            value in org_value(),
+            others in "(&[a-z]{1,5}=[a-z0-9]{0,5}){0,2}",
+        ) {
+            let query = format!("org={}{others}", query_text(value.as_bytes()));
+            match org_of(&query) {
+                Ok(Some(org)) => {
+                    prop_assert!(org_pattern().is_match(&value), "{value:?} accepted");
+                    prop_assert_eq!(org.to_string(), value.to_lowercase());
+                }
+                Ok(None) => prop_assert!(false, "org={value:?} ignored"),
+                Err(e) => {
+                    prop_assert!(is_invalid_org(&e), "{e:?}");
+                    prop_assert!(!org_pattern().is_match(&value), "{value:?} refused");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn org_is_given_at_most_once_and_other_parameters_are_ignored() {
+        let id = "0190a1b2-0000-7000-8000-000000000001";
+        assert!(org_of("").unwrap().is_none());
+        assert!(org_of("x=1&y").unwrap().is_none());
+        assert_eq!(
+            org_of(&format!("a=1&org={id}&b"))
+                .unwrap()
+                .unwrap()
+                .to_string(),
+            id
+        );
+        assert!(is_invalid_org(
+            &org_of(&format!("org={id}&org={id}")).unwrap_err()
+        ));
+        assert!(is_invalid_org(&org_of("org=").unwrap_err()));
+        assert!(is_invalid_org(&org_of("org").unwrap_err()));
+    }
+}

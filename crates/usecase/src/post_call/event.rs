@@ -1,10 +1,15 @@
 //! ElevenLabs' post-call webhook body, read leniently: unknown fields are ignored, a known field
 //! of an unexpected type reads as absent, free text is bounded. Only the event type and the
 //! conversation id are required, so a payload that grew or changed shape still lands as a record.
+//! The body and its `data` are JSON objects, and the conversation id a string used as sent.
+
+use std::fmt;
+use std::marker::PhantomData;
 
 use chrono::{DateTime, Utc};
 use relay_domain::{CallKind, CallSid, ConversationId};
 use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
 /// Longest summary kept, in characters.
@@ -82,6 +87,33 @@ pub struct PostCallEvent {
 #[error("{0}")]
 pub struct InvalidEvent(pub String);
 
+/// `T` read from a JSON object only. serde's derive also reads a struct from an array (its
+/// fields in order), so `["post_call_audio"]` was an event and `"data": ["conv_1"]` a
+/// conversation id; the contract (docs/openapi.yaml) says object, and so does this.
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+
+        deserializer
+            .deserialize_map(ObjectVisitor(PhantomData))
+            .map(Object)
+    }
+}
+
 #[derive(Deserialize)]
 struct Raw {
     #[serde(rename = "type")]
@@ -89,7 +121,7 @@ struct Raw {
     #[serde(default)]
     event_timestamp: Option<Value>,
     #[serde(default)]
-    data: Option<RawData>,
+    data: Option<Object<RawData>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -140,10 +172,11 @@ impl PostCallEvent {
     /// Reads a body.
     ///
     /// # Errors
-    /// [`InvalidEvent`] when it is not a JSON object with a `type`, or when an event that is
-    /// stored has no valid `data.conversation_id`.
+    /// [`InvalidEvent`] when it is not a JSON object with a string `type` and a `data` that is
+    /// an object or null, when `data.conversation_id` is a string that is not a valid
+    /// conversation id, or when an event that is stored has none.
     pub fn parse(body: &[u8]) -> Result<Self, InvalidEvent> {
-        let raw: Raw = serde_json::from_slice(body)
+        let Object(raw) = serde_json::from_slice::<Object<Raw>>(body)
             .map_err(|e| InvalidEvent(format!("not a post-call event: {e}")))?;
         let event_type = match raw.event_type.as_str() {
             "post_call_transcription" => EventType::Transcription,
@@ -151,13 +184,17 @@ impl PostCallEvent {
             "post_call_audio" => EventType::Audio,
             _ => EventType::Other,
         };
-        let data = raw.data.unwrap_or_default();
-        let conversation_id = match text(data.conversation_id.as_ref(), usize::MAX) {
-            Some(id) => Some(
+        let data = raw.data.map(|Object(data)| data).unwrap_or_default();
+        // The record's key, and the key the call context was cached under by the other routes,
+        // which take ids exactly as sent: not trimmed, not stripped of NULs (two different ids
+        // must not become one record), not made from a number. Like any known field, one of
+        // another type reads as absent.
+        let conversation_id = match data.conversation_id {
+            Some(Value::String(id)) => Some(
                 ConversationId::parse(id)
                     .map_err(|e| InvalidEvent(format!("data.conversation_id {e}")))?,
             ),
-            None => None,
+            _ => None,
         };
         if event_type.call_kind().is_some() && conversation_id.is_none() {
             return Err(InvalidEvent("data.conversation_id is required".into()));
@@ -290,5 +327,273 @@ mod tests {
         assert_eq!(audio.event_type, EventType::Audio);
         let future = PostCallEvent::parse(br#"{"type":"post_call_something_new"}"#).unwrap();
         assert_eq!(future.event_type, EventType::Other);
+    }
+
+    #[test]
+    fn the_body_and_its_data_are_objects_not_arrays() {
+        for body in [
+            &br#"["post_call_audio"]"#[..],
+            br#"["post_call_transcription", 1, ["conv_1"]]"#,
+            br#"{"type":"post_call_something_new","data":[]}"#,
+            br#"{"type":"post_call_transcription","data":["conv_1"]}"#,
+            br#"{"type":"post_call_audio","data":"conv_1"}"#,
+            br#"{"type":null}"#,
+            br#"{"type":1}"#,
+        ] {
+            assert!(
+                PostCallEvent::parse(body).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        let no_data = PostCallEvent::parse(br#"{"type":"post_call_audio","data":null}"#).unwrap();
+        assert_eq!(no_data.conversation_id, None);
+    }
+
+    #[test]
+    fn the_conversation_id_is_a_string_used_exactly_as_sent() {
+        for id in [r#"" conv_1""#, r#""conv_1 ""#, r#""conv\u0000_1""#, r#""""#] {
+            for kind in ["post_call_transcription", "post_call_audio", "new_type"] {
+                let body = format!(r#"{{"type":"{kind}","data":{{"conversation_id":{id}}}}}"#);
+                assert!(PostCallEvent::parse(body.as_bytes()).is_err(), "{body}");
+            }
+        }
+        // Another type reads as absent, like any known field: required for a stored type only.
+        for id in ["12345", "true", "{}", "[]", "null"] {
+            let stored = format!(
+                r#"{{"type":"post_call_transcription","data":{{"conversation_id":{id}}}}}"#
+            );
+            assert!(PostCallEvent::parse(stored.as_bytes()).is_err(), "{stored}");
+            let other =
+                format!(r#"{{"type":"post_call_audio","data":{{"conversation_id":{id}}}}}"#);
+            let event = PostCallEvent::parse(other.as_bytes()).unwrap();
+            assert_eq!(event.conversation_id, None, "{other}");
+        }
+    }
+
+    /// What docs/openapi.yaml says of the JSON of a post-call body.
+    #[test]
+    fn numbers_and_nesting_are_limited_only_in_the_fields_read() {
+        let deep = |at: &str| {
+            format!(
+                r#"{{"type":"x",{at}{}1{}}}}}"#,
+                "[".repeat(200),
+                "]".repeat(200)
+            )
+        };
+        for read in [
+            r#"{"type":"x","event_timestamp":1e400}"#.to_owned(),
+            r#"{"type":"x","data":{"status":1e400}}"#.to_owned(),
+            r#"{"type":"x","type":"y"}"#.to_owned(),
+            deep(r#""data":{"metadata":"#),
+        ] {
+            assert!(PostCallEvent::parse(read.as_bytes()).is_err(), "{read}");
+        }
+        for ignored in [
+            r#"{"type":"x","other":1e400,"other":2}"#.to_owned(),
+            r#"{"type":"x","data":{"other":1e400}}"#.to_owned(),
+            deep(r#""data":{"other":"#),
+        ] {
+            assert!(
+                PostCallEvent::parse(ignored.as_bytes()).is_ok(),
+                "{ignored}"
+            );
+        }
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::{Map, Value};
+
+        use super::super::*;
+
+        const TYPES: [&str; 5] = [
+            "post_call_transcription",
+            "call_initiation_failure",
+            "post_call_audio",
+            "post_call_something_new",
+            "",
+        ];
+
+        /// The keys the reader looks for, at any level, so its branches are taken.
+        const KEYS: [&str; 23] = [
+            "type",
+            "event_timestamp",
+            "data",
+            "conversation_id",
+            "agent_id",
+            "status",
+            "failure_reason",
+            "metadata",
+            "analysis",
+            "phone_call",
+            "body",
+            "call_sid",
+            "CallSid",
+            "direction",
+            "Direction",
+            "external_number",
+            "From",
+            "agent_number",
+            "To",
+            "call_successful",
+            "transcript_summary",
+            "call_duration_secs",
+            "start_time_unix_secs",
+        ];
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "[ \\t\\x00a-zA-Z0-9_+-]{0,12}",
+                // Either side of each bound, with NULs and spaces that do not count.
+                (
+                    prop::sample::select(&[255usize, 256, 257, 10_000, 10_001][..]),
+                    "[a\\x00 \u{e9}]{1,2}",
+                )
+                    .prop_map(|(n, s)| s.repeat(n)),
+            ]
+        }
+
+        fn key() -> impl Strategy<Value = String> {
+            prop_oneof![
+                3 => prop::sample::select(&KEYS[..]).prop_map(str::to_owned),
+                1 => any::<String>(),
+            ]
+        }
+
+        fn json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(Value::from),
+                any::<u64>().prop_map(Value::from),
+                any::<f64>().prop_map(Value::from),
+                text().prop_map(Value::String),
+                prop::sample::select(&TYPES[..]).prop_map(Value::from),
+            ];
+            leaf.prop_recursive(4, 48, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::vec((key(), inner), 0..8)
+                        .prop_map(|pairs| Value::Object(pairs.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// An object with `keys`, each mostly present, mostly text, sometimes anything.
+        fn fields(keys: &'static [&'static str]) -> impl Strategy<Value = Value> {
+            let value = prop_oneof![4 => text().prop_map(Value::String), 1 => json()];
+            prop::collection::vec(prop::option::weighted(0.8, value), keys.len()).prop_map(
+                move |values| {
+                    let pairs = keys.iter().zip(values);
+                    Value::Object(
+                        pairs
+                            .filter_map(|(k, v)| Some(((*k).to_owned(), v?)))
+                            .collect(),
+                    )
+                },
+            )
+        }
+
+        /// An object shaped like an event: a likely `type`, and every field the reader looks
+        /// for, where it looks for it, mostly text; plus anything at all beside them.
+        fn event() -> impl Strategy<Value = Value> {
+            let conversation_id = prop_oneof![
+                2 => "[a-z0-9_]{1,20}".prop_map(Value::from),
+                1 => text().prop_map(Value::from),
+                1 => json(),
+            ];
+            (
+                prop_oneof![
+                    3 => prop::sample::select(&TYPES[..]).prop_map(Value::from),
+                    1 => json(),
+                ],
+                prop::option::weighted(0.9, conversation_id),
+                fields(&["agent_id", "status", "failure_reason"]),
+                fields(&["call_sid", "direction", "external_number", "agent_number"]),
+                fields(&["CallSid", "Direction", "From", "To"]),
+                fields(&["call_successful", "transcript_summary"]),
+                fields(&["call_duration_secs", "start_time_unix_secs"]),
+                prop::collection::vec((key(), json()), 0..4),
+            )
+                .prop_map(
+                    |(kind, id, data, phone_call, twilio, analysis, times, extra)| {
+                        let Value::Object(mut data) = data else {
+                            unreachable!()
+                        };
+                        let Value::Object(mut metadata) = times else {
+                            unreachable!()
+                        };
+                        metadata.insert("phone_call".into(), phone_call);
+                        metadata.insert("body".into(), twilio);
+                        data.insert("metadata".into(), Value::Object(metadata));
+                        data.insert("analysis".into(), analysis);
+                        if let Some(id) = id {
+                            data.insert("conversation_id".into(), id);
+                        }
+                        let mut event: Map<String, Value> = extra.into_iter().collect();
+                        event.insert("type".into(), kind);
+                        event.insert("data".into(), Value::Object(data));
+                        Value::Object(event)
+                    },
+                )
+        }
+
+        fn within(field: Option<&String>, max: usize) -> Result<(), TestCaseError> {
+            if let Some(value) = field {
+                prop_assert!(!value.is_empty());
+                prop_assert!(
+                    value.chars().count() <= max,
+                    "{} chars",
+                    value.chars().count()
+                );
+                prop_assert!(!value.contains('\0'), "a NUL cannot be stored: {value:?}");
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic(body in prop::collection::vec(any::<u8>(), 0..512)) {
+                let _ = PostCallEvent::parse(&body);
+            }
+
+            #[test]
+            fn arbitrary_json_never_panics_and_only_objects_are_events(value in json()) {
+                let body = serde_json::to_vec(&value).unwrap();
+                let parsed = PostCallEvent::parse(&body);
+                if !value.is_object() {
+                    prop_assert!(parsed.is_err(), "{value}");
+                }
+            }
+
+            #[test]
+            fn an_accepted_event_keeps_its_text_within_bounds(value in event()) {
+                let body = serde_json::to_vec(&value).unwrap();
+                let Ok(event) = PostCallEvent::parse(&body) else {
+                    return Ok(());
+                };
+                let kind = value["type"].as_str();
+                prop_assert!(kind.is_some(), "the type is a string");
+                prop_assert_eq!(event.event_type.as_str() == "other", !TYPES[..3].contains(&kind.unwrap()));
+                if event.event_type.call_kind().is_some() {
+                    let id = event.conversation_id.as_ref();
+                    prop_assert!(id.is_some(), "a stored event has a conversation id");
+                    prop_assert_eq!(Some(id.unwrap().as_str()), value["data"]["conversation_id"].as_str());
+                }
+                for field in [
+                    &event.agent_id,
+                    &event.status,
+                    &event.direction,
+                    &event.external_number,
+                    &event.agent_number,
+                    &event.call_successful,
+                ] {
+                    within(field.as_ref(), MAX_FIELD_CHARS)?;
+                }
+                within(event.summary.as_ref(), MAX_SUMMARY_CHARS)?;
+            }
+        }
     }
 }

@@ -225,4 +225,93 @@ mod tests {
         let header = format!("t=1700000000,v0={},v0={v0},v1=ignored", "0".repeat(64));
         assert_eq!(verify(&header, BODY, SECRET, at(1_700_000_000)), Ok(()));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Headers close to the real shape as well as anything at all, so the parser's every
+        /// branch (names, digits, hex, commas, lengths) is reached.
+        fn header() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "[tv0-9=,a-fA-F -]{0,90}",
+                (any::<i64>(), "[0-9a-fA-F]{0,70}", "[a-z0-9]{0,3}=[^,]{0,8}")
+                    .prop_map(|(t, v0, extra)| format!("t={t},v0={v0},{extra}")),
+            ]
+        }
+
+        /// A signing time, and a receiving time within the accepted window around it.
+        fn times() -> impl Strategy<Value = (i64, DateTime<Utc>)> {
+            (
+                0i64..=4_102_444_800,
+                -MAX_CLOCK_AHEAD.num_seconds()..=MAX_SIGNATURE_AGE.num_seconds(),
+            )
+                .prop_map(|(t, late)| (t, at(t + late)))
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_headers_never_panic(
+                header in header(),
+                body in prop::collection::vec(any::<u8>(), 0..64),
+                received in any::<i64>(),
+            ) {
+                let received = DateTime::from_timestamp(received % 8_000_000_000, 0).unwrap();
+                let checked = check_header(&header, received);
+                let verified = verify(&header, &body, SECRET, received);
+                // Verifying adds only the MAC comparison to what the header check says.
+                match checked {
+                    Ok(()) => prop_assert!(matches!(verified, Ok(()) | Err(SignatureError::Mismatch))),
+                    Err(e) => prop_assert_eq!(verified, Err(e)),
+                }
+            }
+
+            #[test]
+            fn a_signed_body_always_verifies(
+                body in prop::collection::vec(any::<u8>(), 0..256),
+                secret in prop::collection::vec(any::<u8>(), 0..80),
+                (t, received) in times(),
+            ) {
+                let header = sign(&body, &secret, t);
+                prop_assert_eq!(check_header(&header, received), Ok(()));
+                prop_assert_eq!(verify(&header, &body, &secret, received), Ok(()));
+            }
+
+            #[test]
+            fn any_single_byte_changed_in_the_body_fails(
+                body in prop::collection::vec(any::<u8>(), 1..256),
+                index in any::<prop::sample::Index>(),
+                flip in 1u8..=255,
+                (t, received) in times(),
+            ) {
+                let header = sign(&body, SECRET, t);
+                let mut tampered = body.clone();
+                tampered[index.index(body.len())] ^= flip;
+                prop_assert_eq!(
+                    verify(&header, &tampered, SECRET, received),
+                    Err(SignatureError::Mismatch)
+                );
+            }
+
+            #[test]
+            fn any_single_byte_changed_in_the_mac_fails(
+                body in prop::collection::vec(any::<u8>(), 0..256),
+                index in 0usize..32,
+                flip in 1u8..=255,
+                (t, received) in times(),
+            ) {
+                let header = sign(&body, SECRET, t);
+                let (prefix, v0) = header.split_once(",v0=").unwrap();
+                let mut mac = hex::decode(v0).unwrap();
+                mac[index] ^= flip;
+                let tampered = format!("{prefix},v0={}", hex::encode(mac));
+                prop_assert_eq!(
+                    verify(&tampered, &body, SECRET, received),
+                    Err(SignatureError::Mismatch)
+                );
+            }
+        }
+    }
 }
