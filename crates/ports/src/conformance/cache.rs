@@ -1,0 +1,200 @@
+//! The call-context cache contract.
+
+use std::time::Duration;
+
+use relay_domain::{CallContext, CallSid, ContactId, OrgId};
+
+use super::{CacheFixture, context, conv, org1, sid};
+use crate::CacheError;
+
+cases! {
+    /// One `#[tokio::test]` per cache contract case, on fixtures built by `$fixture` (an async
+    /// expression evaluated afresh for each case). `in_process: $fixture` leaves out the
+    /// backend-gone case, which a cache without a backend cannot have.
+    macro cache_conformance_tests for cache;
+
+    /// `put` then `get` gives back the same context.
+    pub async fn put_then_get_round_trips(f: &impl CacheFixture) {
+        let ctx = context("conv_round_trip", Some(7));
+        f.cache().put(&ctx, CallContext::TTL).await.expect("put");
+        assert_eq!(
+            f.cache()
+                .get(org1(), &conv("conv_round_trip"))
+                .await
+                .expect("get"),
+            Some(ctx)
+        );
+    }
+
+    /// A context with a conversation id and a call sid is found by each; one with a call sid
+    /// alone by the sid.
+    pub async fn found_by_each_of_its_keys(f: &impl CacheFixture) {
+        let mut both = context("conv_both_keys", Some(3));
+        both.call_sid = Some(CallSid::parse("CA_both_keys").expect("sid"));
+        f.cache().put(&both, CallContext::TTL).await.expect("put");
+        assert_eq!(
+            f.cache()
+                .get(org1(), &conv("conv_both_keys"))
+                .await
+                .expect("get"),
+            Some(both.clone())
+        );
+        assert_eq!(
+            f.cache()
+                .get(org1(), &sid("CA_both_keys"))
+                .await
+                .expect("get"),
+            Some(both)
+        );
+
+        let mut sid_only = context("conv_unused", Some(4));
+        sid_only.conversation_id = None;
+        sid_only.call_sid = Some(CallSid::parse("CA_sid_only").expect("sid"));
+        f.cache()
+            .put(&sid_only, CallContext::TTL)
+            .await
+            .expect("put");
+        assert_eq!(
+            f.cache()
+                .get(org1(), &sid("CA_sid_only"))
+                .await
+                .expect("get"),
+            Some(sid_only)
+        );
+        assert_eq!(
+            f.cache()
+                .get(org1(), &conv("CA_sid_only"))
+                .await
+                .expect("get"),
+            None,
+            "a call sid is not a conversation id"
+        );
+    }
+
+    /// A conversation never stored is `None`.
+    pub async fn missing_entry_is_none(f: &impl CacheFixture) {
+        assert_eq!(
+            f.cache()
+                .get(org1(), &conv("conv_never_stored"))
+                .await
+                .expect("get"),
+            None
+        );
+    }
+
+    /// A second `put` replaces the first and restarts its TTL.
+    pub async fn put_overwrites_and_restarts_the_ttl(f: &impl CacheFixture) {
+        f.cache()
+            .put(&context("conv_overwrite", None), Duration::from_secs(1))
+            .await
+            .expect("put");
+        f.cache()
+            .put(&context("conv_overwrite", Some(9)), CallContext::TTL)
+            .await
+            .expect("put");
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let got = f
+            .cache()
+            .get(org1(), &conv("conv_overwrite"))
+            .await
+            .expect("get");
+        assert_eq!(
+            got.and_then(|c| c.contact_id),
+            Some(ContactId::from_uuid(uuid::Uuid::from_u128(9)))
+        );
+    }
+
+    /// An entry is gone once its TTL has passed.
+    pub async fn entries_expire_after_their_ttl(f: &impl CacheFixture) {
+        f.cache()
+            .put(&context("conv_expiring", None), Duration::from_secs(1))
+            .await
+            .expect("put");
+        assert!(
+            f.cache()
+                .get(org1(), &conv("conv_expiring"))
+                .await
+                .expect("get")
+                .is_some()
+        );
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        assert_eq!(
+            f.cache()
+                .get(org1(), &conv("conv_expiring"))
+                .await
+                .expect("get"),
+            None
+        );
+    }
+
+    /// Entries of different conversations do not touch each other.
+    pub async fn conversations_are_independent(f: &impl CacheFixture) {
+        f.cache()
+            .put(&context("conv_a", Some(1)), CallContext::TTL)
+            .await
+            .expect("put");
+        f.cache()
+            .put(&context("conv_b", Some(2)), CallContext::TTL)
+            .await
+            .expect("put");
+        let a = f
+            .cache()
+            .get(org1(), &conv("conv_a"))
+            .await
+            .expect("get")
+            .expect("a");
+        assert_eq!(
+            a.contact_id,
+            Some(ContactId::from_uuid(uuid::Uuid::from_u128(1)))
+        );
+    }
+
+    /// Two organizations using the same conversation id and call sid each keep their own
+    /// context: neither reads nor replaces the other's, and a third finds nothing.
+    pub async fn organizations_have_separate_key_spaces(f: &impl CacheFixture) {
+        let mut mine = context("conv_shared", Some(1));
+        mine.call_sid = Some(CallSid::parse("CA_shared").expect("sid"));
+        let other_org = OrgId::from_uuid(uuid::Uuid::from_u128(2));
+        let mut theirs = mine.clone();
+        theirs.org_id = other_org;
+        theirs.contact_id = Some(ContactId::from_uuid(uuid::Uuid::from_u128(2)));
+
+        f.cache().put(&mine, CallContext::TTL).await.expect("put");
+        f.cache().put(&theirs, CallContext::TTL).await.expect("put");
+        for key in [conv("conv_shared"), sid("CA_shared")] {
+            assert_eq!(
+                f.cache().get(org1(), &key).await.expect("get"),
+                Some(mine.clone()),
+                "the other organization's put under {key} left mine alone"
+            );
+            assert_eq!(
+                f.cache().get(other_org, &key).await.expect("get"),
+                Some(theirs.clone())
+            );
+            let stranger = OrgId::from_uuid(uuid::Uuid::from_u128(3));
+            assert_eq!(
+                f.cache().get(stranger, &key).await.expect("get"),
+                None,
+                "an organization without a context under {key} sees none"
+            );
+        }
+    }
+
+    needs a backend:
+
+    /// A backend that is gone gives `Unavailable`, for `put` and `get`.
+    pub async fn gone_backend_is_unavailable(f: &impl CacheFixture) {
+        let dead = f
+            .dead_cache()
+            .expect("a cache with a backend returns a dead one");
+        let ctx = context("conv_dead", None);
+        assert!(matches!(
+            dead.put(&ctx, CallContext::TTL).await,
+            Err(CacheError::Unavailable(_))
+        ));
+        assert!(matches!(
+            dead.get(org1(), &conv("conv_dead")).await,
+            Err(CacheError::Unavailable(_))
+        ));
+    }
+}
