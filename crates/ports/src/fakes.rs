@@ -13,6 +13,7 @@ use relay_domain::{
     CallContext, CallKey, CallRecord, CallSid, Contact, ContactId, ConversationId, E164, OrgId,
     OrgName, Organization, Region, TokenDigest, ToolToken,
 };
+use tokio::time::Instant;
 
 use crate::{
     AdminError, Appended, BoxError, CacheError, CallContextCache, CallLog, ContactDirectory,
@@ -284,14 +285,29 @@ impl Probe for InMemoryStore {
     }
 }
 
+#[derive(Debug)]
+struct CacheEntry {
+    context: CallContext,
+    ttl: Duration,
+    /// `None`: a TTL too long to reach.
+    expires_at: Option<Instant>,
+}
+
+impl CacheEntry {
+    fn is_live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|at| now < at)
+    }
+}
+
 #[derive(Debug, Default)]
 struct CacheData {
-    entries: HashMap<(OrgId, CallKey), (CallContext, Duration)>,
+    entries: HashMap<(OrgId, CallKey), CacheEntry>,
     behaviour: Behaviour,
     puts: usize,
 }
 
-/// An in-memory call-context cache that records the TTL of each entry (it never expires them).
+/// An in-memory call-context cache that records the TTL of each entry and expires the entry
+/// once its TTL has passed, on tokio's clock (on a paused clock, when the test advances it).
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryCache {
     data: Arc<Mutex<CacheData>>,
@@ -308,31 +324,32 @@ impl InMemoryCache {
         lock(&self.data).behaviour = behaviour;
     }
 
-    /// The entry some organization stored for a conversation and the TTL it was stored with
+    /// The live entry some organization stored for a conversation and the TTL it was stored with
     /// (tests with one organization; see [`Self::entry_of`]).
     pub fn entry(&self, conversation_id: &str) -> Option<(CallContext, Duration)> {
         let id = ConversationId::parse(conversation_id).ok()?;
         self.find(&CallKey::Conversation(id), None)
     }
 
-    /// The entry `org` stored for a conversation and the TTL it was stored with.
+    /// The live entry `org` stored for a conversation and the TTL it was stored with.
     pub fn entry_of(&self, org: OrgId, conversation_id: &str) -> Option<(CallContext, Duration)> {
         let id = ConversationId::parse(conversation_id).ok()?;
         self.find(&CallKey::Conversation(id), Some(org))
     }
 
-    /// The entry some organization stored for a call sid and the TTL it was stored with.
+    /// The live entry some organization stored for a call sid and the TTL it was stored with.
     pub fn entry_by_call_sid(&self, call_sid: &str) -> Option<(CallContext, Duration)> {
         let sid = CallSid::parse(call_sid).ok()?;
         self.find(&CallKey::CallSid(sid), None)
     }
 
     fn find(&self, key: &CallKey, org: Option<OrgId>) -> Option<(CallContext, Duration)> {
+        let now = Instant::now();
         lock(&self.data)
             .entries
             .iter()
-            .find(|((o, k), _)| k == key && org.is_none_or(|org| org == *o))
-            .map(|(_, entry)| entry.clone())
+            .find(|((o, k), e)| k == key && org.is_none_or(|org| org == *o) && e.is_live(now))
+            .map(|(_, e)| (e.context.clone(), e.ttl))
     }
 
     /// How many `put` calls were made, failed or not.
@@ -340,10 +357,15 @@ impl InMemoryCache {
         lock(&self.data).puts
     }
 
-    /// How many entries are stored (one per key: a context with a conversation id and a call
-    /// sid counts twice).
+    /// How many live entries are stored (one per key: a context with a conversation id and a
+    /// call sid counts twice).
     pub fn len(&self) -> usize {
-        lock(&self.data).entries.len()
+        let now = Instant::now();
+        lock(&self.data)
+            .entries
+            .values()
+            .filter(|e| e.is_live(now))
+            .count()
     }
 
     /// True when nothing is stored.
@@ -361,10 +383,16 @@ impl CallContextCache for InMemoryCache {
             data.behaviour
         };
         behaviour.apply().await.map_err(CacheError::Unavailable)?;
+        let now = Instant::now();
         let mut data = lock(&self.data);
+        data.entries.retain(|_, e| e.is_live(now));
         for key in context.keys() {
-            data.entries
-                .insert((context.org_id, key), (context.clone(), ttl));
+            let entry = CacheEntry {
+                context: context.clone(),
+                ttl,
+                expires_at: now.checked_add(ttl),
+            };
+            data.entries.insert((context.org_id, key), entry);
         }
         Ok(())
     }
@@ -372,10 +400,12 @@ impl CallContextCache for InMemoryCache {
     async fn get(&self, org: OrgId, key: &CallKey) -> Result<Option<CallContext>, CacheError> {
         let behaviour = lock(&self.data).behaviour;
         behaviour.apply().await.map_err(CacheError::Unavailable)?;
+        let now = Instant::now();
         Ok(lock(&self.data)
             .entries
             .get(&(org, key.clone()))
-            .map(|(c, _)| c.clone()))
+            .filter(|e| e.is_live(now))
+            .map(|e| e.context.clone()))
     }
 }
 

@@ -1,9 +1,26 @@
 //! The in-memory fakes the use-case and HTTP tests rely on follow the same contracts as the real
-//! adapters: their conformance suites run here.
+//! adapters: their conformance suites run here, every case of each (a fake's failure switch
+//! stands for a backend that is gone).
 
-use relay_ports::DeliveryOutbox;
-use relay_ports::conformance::OutboxFixture;
-use relay_ports::fakes::InMemoryOutbox;
+use relay_ports::conformance::{CacheFixture, OutboxFixture};
+use relay_ports::fakes::{Behaviour, InMemoryCache, InMemoryOutbox};
+use relay_ports::{CallContextCache, DeliveryOutbox};
+
+struct FakeCache(InMemoryCache);
+
+impl CacheFixture for FakeCache {
+    fn cache(&self) -> &dyn CallContextCache {
+        &self.0
+    }
+
+    fn dead_cache(&self) -> Option<Box<dyn CallContextCache>> {
+        let dead = InMemoryCache::new();
+        dead.set_behaviour(Behaviour::Down);
+        Some(Box::new(dead))
+    }
+}
+
+relay_ports::cache_conformance_tests!(FakeCache(InMemoryCache::new()));
 
 struct FakeOutbox(InMemoryOutbox);
 
