@@ -1,7 +1,8 @@
 //! In-memory fakes of the ports for tests of the layers above (`test-helpers` feature).
 //!
-//! Each fake follows the contract of its port and can be told to fail or to be slow, so flow
-//! tests can exercise degraded paths without a real database or cache.
+//! Each fake follows the contract of its port (the ports' conformance suites run on them, as on
+//! the real adapters) and can be told to fail or to be slow, so flow tests can exercise degraded
+//! paths without a real database or cache.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -10,15 +11,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use relay_domain::{
-    CallContext, CallKey, CallRecord, CallSid, Contact, ContactId, ConversationId, E164, OrgId,
-    OrgName, Organization, Region, TokenDigest, ToolToken,
+    CallContext, CallId, CallKey, CallRecord, CallSid, Contact, ContactId, ConversationId, E164,
+    NewContact, OrgId, OrgName, Organization, Region, SecretId, SecretInfo, TokenDigest, ToolToken,
 };
 use tokio::time::Instant;
 
 use crate::{
     AdminError, Appended, BoxError, CacheError, CallContextCache, CallLog, ContactDirectory,
-    DeliveryOutbox, OrganizationDirectory, OutboxBound, OutboxEntry, OutboxLimits, OutboxUsage,
-    PoolStats, Probe, Recorded, RepositoryError, WebhookSigner,
+    ContactImport, DeliveryOutbox, OrganizationAdmin, OrganizationDirectory, OutboxBound,
+    OutboxEntry, OutboxLimits, OutboxUsage, PoolStats, Probe, Recorded, RepositoryError,
+    UpsertSummary, WebhookSigner,
 };
 
 /// How a fake behaves on each call.
@@ -50,18 +52,61 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A tool secret as the store keeps it: the digest it authenticates, and its bookkeeping.
+#[derive(Debug)]
+struct SecretRow {
+    digest: TokenDigest,
+    info: SecretInfo,
+}
+
+/// A contact with the number as it was imported, which an import compares.
+#[derive(Debug)]
+struct ContactRow {
+    contact: Contact,
+    phone_raw: String,
+}
+
 #[derive(Debug, Default)]
 struct StoreData {
+    /// Oldest first.
     orgs: Vec<Organization>,
-    secrets: HashMap<TokenDigest, (OrgId, bool)>,
-    contacts: Vec<Contact>,
+    /// Oldest first.
+    secrets: Vec<SecretRow>,
+    contacts: Vec<ContactRow>,
     records: Vec<CallRecord>,
     webhook_secrets: HashMap<OrgId, Vec<u8>>,
     behaviour: Behaviour,
     calls: usize,
 }
 
-/// An in-memory organization and contact store.
+impl StoreData {
+    fn org_exists(&self, org: OrgId) -> bool {
+        self.orgs.iter().any(|o| o.id == org)
+    }
+
+    fn next_org_id(&self) -> OrgId {
+        OrgId::from_uuid(uuid_from_counter(self.orgs.len() as u128 + 1))
+    }
+
+    /// The contact of `org` with this number that a lookup finds: the most recently updated,
+    /// then the greatest id.
+    fn newest_contact(&mut self, org: OrgId, phone: &E164) -> Option<&mut ContactRow> {
+        self.contacts
+            .iter_mut()
+            .filter(|c| c.contact.org_id == org && c.contact.phone == *phone)
+            .max_by_key(|c| (c.contact.updated_at, c.contact.id))
+    }
+
+    /// The id of the record `org` already has of this conversation.
+    fn recorded(&self, record: &CallRecord) -> Option<CallId> {
+        self.records
+            .iter()
+            .find(|r| r.org_id == record.org_id && r.conversation_id == record.conversation_id)
+            .map(|r| r.id)
+    }
+}
+
+/// An in-memory store implementing every storage port ([`crate::Store`]).
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryStore {
     data: Arc<Mutex<StoreData>>,
@@ -76,7 +121,7 @@ impl InMemoryStore {
     /// Adds an organization and returns it with a fresh live token.
     pub fn add_org(&self, name: &str, region: &str) -> (Organization, ToolToken) {
         let org = Organization {
-            id: OrgId::from_uuid(uuid_from_counter(lock(&self.data).orgs.len() as u128 + 1)),
+            id: lock(&self.data).next_org_id(),
             name: OrgName::parse(name).expect("valid org name"),
             default_region: Region::parse(region).expect("valid region"),
             unknown_caller_name: String::new(),
@@ -93,14 +138,22 @@ impl InMemoryStore {
         let mut bytes = [seed; ToolToken::RANDOM_BYTES];
         bytes[..16].copy_from_slice(&org.as_uuid().into_bytes());
         let token = ToolToken::from_random_bytes(&bytes);
-        data.secrets.insert(token.digest(), (org, true));
+        data.secrets.push(SecretRow {
+            digest: token.digest(),
+            info: new_secret(org),
+        });
         token
     }
 
     /// Revokes a token: it stops authenticating.
     pub fn revoke(&self, token: &ToolToken) {
-        if let Some(entry) = lock(&self.data).secrets.get_mut(&token.digest()) {
-            entry.1 = false;
+        let digest = token.digest();
+        for secret in lock(&self.data)
+            .secrets
+            .iter_mut()
+            .filter(|s| s.digest == digest)
+        {
+            secret.info.revoked_at.get_or_insert_with(Utc::now);
         }
     }
 
@@ -121,8 +174,20 @@ impl InMemoryStore {
             phone: E164::from_normalized(e164).expect("E.164 test number"),
             updated_at: Utc::now(),
         };
-        data.contacts.push(contact.clone());
+        data.contacts.push(ContactRow {
+            phone_raw: e164.to_owned(),
+            contact: contact.clone(),
+        });
         contact
+    }
+
+    /// Stores a contact as it is, with its id and update time, bypassing the import rules (as
+    /// another system writing to the database might).
+    pub fn insert_contact(&self, contact: Contact) {
+        lock(&self.data).contacts.push(ContactRow {
+            phone_raw: contact.phone.as_str().to_owned(),
+            contact,
+        });
     }
 
     /// Sets what an unknown caller of `org` is called (as `relay org set-fallback` does).
@@ -157,10 +222,27 @@ impl InMemoryStore {
         data.calls += 1;
         data.behaviour
     }
+
+    /// [`Self::begin`] and its behaviour, failing as an administrative operation does.
+    async fn begin_admin(&self) -> Result<(), AdminError> {
+        self.begin()
+            .apply()
+            .await
+            .map_err(|e| AdminError::Repository(RepositoryError::Unavailable(e)))
+    }
 }
 
 fn uuid_from_counter(n: u128) -> uuid::Uuid {
     uuid::Uuid::from_u128(n)
+}
+
+fn new_secret(org: OrgId) -> SecretInfo {
+    SecretInfo {
+        id: SecretId::from_uuid(uuid::Uuid::new_v4()),
+        org_id: org,
+        created_at: Utc::now(),
+        revoked_at: None,
+    }
 }
 
 #[async_trait]
@@ -174,10 +256,12 @@ impl OrganizationDirectory for InMemoryStore {
             .await
             .map_err(RepositoryError::Unavailable)?;
         let data = lock(&self.data);
-        Ok(match data.secrets.get(digest) {
-            Some((org_id, true)) => data.orgs.iter().find(|o| o.id == *org_id).cloned(),
-            _ => None,
-        })
+        Ok(data
+            .secrets
+            .iter()
+            .find(|s| s.digest == *digest && s.info.revoked_at.is_none())
+            .and_then(|s| data.orgs.iter().find(|o| o.id == s.info.org_id))
+            .cloned())
     }
 }
 
@@ -192,13 +276,9 @@ impl ContactDirectory for InMemoryStore {
             .apply()
             .await
             .map_err(RepositoryError::Unavailable)?;
-        let data = lock(&self.data);
-        Ok(data
-            .contacts
-            .iter()
-            .filter(|c| c.org_id == org && c.phone == *phone)
-            .max_by_key(|c| (c.updated_at, c.id))
-            .cloned())
+        Ok(lock(&self.data)
+            .newest_contact(org, phone)
+            .map(|c| c.contact.clone()))
     }
 }
 
@@ -210,13 +290,9 @@ impl CallLog for InMemoryStore {
             .await
             .map_err(RepositoryError::Unavailable)?;
         let mut data = lock(&self.data);
-        if let Some(existing) = data
-            .records
-            .iter()
-            .find(|r| r.org_id == record.org_id && r.conversation_id == record.conversation_id)
-        {
+        if let Some(id) = data.recorded(record) {
             return Ok(Recorded {
-                id: existing.id,
+                id,
                 inserted: false,
             });
         }
@@ -224,7 +300,7 @@ impl CallLog for InMemoryStore {
         if !data
             .contacts
             .iter()
-            .any(|c| Some(c.id) == record.contact_id && c.org_id == record.org_id)
+            .any(|c| Some(c.contact.id) == record.contact_id && c.contact.org_id == record.org_id)
         {
             record.contact_id = None;
         }
@@ -244,7 +320,7 @@ impl CallLog for InMemoryStore {
             .await
             .map_err(|e| AdminError::Repository(RepositoryError::Unavailable(e)))?;
         let data = lock(&self.data);
-        if !data.orgs.iter().any(|o| o.id == org) {
+        if !data.org_exists(org) {
             return Err(AdminError::NotFound("organization"));
         }
         let mut records: Vec<CallRecord> = data
@@ -269,6 +345,153 @@ impl CallLog for InMemoryStore {
         Ok(org
             .zip(sealed)
             .map(|(org, sealed_secret)| WebhookSigner { org, sealed_secret }))
+    }
+}
+
+#[async_trait]
+impl OrganizationAdmin for InMemoryStore {
+    async fn create_organization(
+        &self,
+        name: &OrgName,
+        default_region: Region,
+    ) -> Result<Organization, AdminError> {
+        self.begin_admin().await?;
+        let mut data = lock(&self.data);
+        let org = Organization {
+            id: data.next_org_id(),
+            name: name.clone(),
+            default_region,
+            unknown_caller_name: String::new(),
+        };
+        data.orgs.push(org.clone());
+        Ok(org)
+    }
+
+    async fn list_organizations(&self) -> Result<Vec<Organization>, AdminError> {
+        self.begin_admin().await?;
+        Ok(lock(&self.data).orgs.clone())
+    }
+
+    async fn add_secret(&self, org: OrgId, digest: &TokenDigest) -> Result<SecretInfo, AdminError> {
+        self.begin_admin().await?;
+        let mut data = lock(&self.data);
+        if !data.org_exists(org) {
+            return Err(AdminError::NotFound("organization"));
+        }
+        let info = new_secret(org);
+        data.secrets.push(SecretRow {
+            digest: *digest,
+            info: info.clone(),
+        });
+        Ok(info)
+    }
+
+    async fn list_secrets(&self, org: OrgId) -> Result<Vec<SecretInfo>, AdminError> {
+        self.begin_admin().await?;
+        let data = lock(&self.data);
+        if !data.org_exists(org) {
+            return Err(AdminError::NotFound("organization"));
+        }
+        Ok(data
+            .secrets
+            .iter()
+            .filter(|s| s.info.org_id == org)
+            .map(|s| s.info.clone())
+            .collect())
+    }
+
+    async fn revoke_secret(&self, secret: SecretId) -> Result<SecretInfo, AdminError> {
+        self.begin_admin().await?;
+        let mut data = lock(&self.data);
+        let row = data
+            .secrets
+            .iter_mut()
+            .find(|s| s.info.id == secret)
+            .ok_or(AdminError::NotFound("secret"))?;
+        row.info.revoked_at.get_or_insert_with(Utc::now);
+        Ok(row.info.clone())
+    }
+
+    async fn find_organization(&self, org: OrgId) -> Result<Option<Organization>, AdminError> {
+        self.begin_admin().await?;
+        Ok(lock(&self.data).orgs.iter().find(|o| o.id == org).cloned())
+    }
+
+    async fn set_unknown_caller_name(
+        &self,
+        org: OrgId,
+        name: &str,
+    ) -> Result<Organization, AdminError> {
+        self.begin_admin().await?;
+        let mut data = lock(&self.data);
+        let found = data
+            .orgs
+            .iter_mut()
+            .find(|o| o.id == org)
+            .ok_or(AdminError::NotFound("organization"))?;
+        name.clone_into(&mut found.unknown_caller_name);
+        Ok(found.clone())
+    }
+
+    async fn set_webhook_secret(&self, org: OrgId, sealed: &[u8]) -> Result<(), AdminError> {
+        self.begin_admin().await?;
+        let mut data = lock(&self.data);
+        if !data.org_exists(org) {
+            return Err(AdminError::NotFound("organization"));
+        }
+        data.webhook_secrets.insert(org, sealed.to_vec());
+        Ok(())
+    }
+}
+
+/// The whole batch is applied under one lock: all of it or (on an unknown organization) none.
+#[async_trait]
+impl ContactImport for InMemoryStore {
+    async fn upsert_contacts(
+        &self,
+        org: OrgId,
+        contacts: &[NewContact],
+    ) -> Result<UpsertSummary, AdminError> {
+        self.begin_admin().await?;
+        let mut data = lock(&self.data);
+        if !data.org_exists(org) {
+            return Err(AdminError::NotFound("organization"));
+        }
+        let now = Utc::now();
+        let mut summary = UpsertSummary::default();
+        for c in contacts {
+            match data.newest_contact(org, &c.phone) {
+                Some(row)
+                    if row.contact.first_name == c.first_name
+                        && row.contact.last_name == c.last_name
+                        && row.phone_raw == c.phone_raw =>
+                {
+                    summary.unchanged += 1;
+                }
+                Some(row) => {
+                    row.contact.first_name.clone_from(&c.first_name);
+                    row.contact.last_name.clone_from(&c.last_name);
+                    row.phone_raw.clone_from(&c.phone_raw);
+                    row.contact.updated_at = now;
+                    summary.updated += 1;
+                }
+                None => {
+                    data.contacts.push(ContactRow {
+                        contact: Contact {
+                            id: ContactId::from_uuid(uuid::Uuid::new_v4()),
+                            org_id: org,
+                            first_name: c.first_name.clone(),
+                            last_name: c.last_name.clone(),
+                            phone: c.phone.clone(),
+                            updated_at: now,
+                        },
+                        phone_raw: c.phone_raw.clone(),
+                    });
+                    summary.inserted += 1;
+                }
+            }
+        }
+        Ok(summary)
     }
 }
 

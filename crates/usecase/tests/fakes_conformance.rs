@@ -2,8 +2,10 @@
 //! adapters: their conformance suites run here, every case of each (a fake's failure switch
 //! stands for a backend that is gone).
 
-use relay_ports::conformance::{CacheFixture, OutboxFixture};
-use relay_ports::fakes::{Behaviour, InMemoryCache, InMemoryOutbox};
+use chrono::{DateTime, Utc};
+use relay_domain::{Contact, ContactId, E164, OrgId};
+use relay_ports::conformance::{CacheFixture, OutboxFixture, Store, StoreFixture};
+use relay_ports::fakes::{Behaviour, InMemoryCache, InMemoryOutbox, InMemoryStore};
 use relay_ports::{CallContextCache, DeliveryOutbox};
 
 struct FakeCache(InMemoryCache);
@@ -40,3 +42,38 @@ impl OutboxFixture for FakeOutbox {
 }
 
 relay_ports::outbox_conformance_tests!(FakeOutbox(InMemoryOutbox::new()));
+
+struct FakeStore(InMemoryStore);
+
+#[async_trait::async_trait]
+impl StoreFixture for FakeStore {
+    fn store(&self) -> &dyn Store {
+        &self.0
+    }
+
+    fn dead_store(&self) -> Box<dyn Store> {
+        let dead = InMemoryStore::new();
+        dead.set_behaviour(Behaviour::Down);
+        Box::new(dead)
+    }
+
+    async fn insert_raw_contact(
+        &self,
+        org: OrgId,
+        id: ContactId,
+        first_name: &str,
+        phone: &E164,
+        updated_at: DateTime<Utc>,
+    ) {
+        self.0.insert_contact(Contact {
+            id,
+            org_id: org,
+            first_name: Some(first_name.to_owned()),
+            last_name: None,
+            phone: phone.clone(),
+            updated_at,
+        });
+    }
+}
+
+relay_ports::store_conformance_tests!(FakeStore(InMemoryStore::new()));
