@@ -107,6 +107,10 @@ impl StoreData {
 }
 
 /// An in-memory store implementing every storage port ([`crate::Store`]).
+///
+/// Like a database, it records a call in two steps (look up the conversation, then insert
+/// re-checking it as a unique constraint does), with other calls free to run in between, so
+/// concurrent duplicate deliveries really race.
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryStore {
     data: Arc<Mutex<StoreData>>,
@@ -289,6 +293,17 @@ impl CallLog for InMemoryStore {
             .apply()
             .await
             .map_err(RepositoryError::Unavailable)?;
+        // As a database would: look the conversation up, let other calls run, then insert,
+        // re-checking under the lock as a unique constraint does (the loser of a race gets the
+        // winner's id, like `ON CONFLICT DO NOTHING` and a second lookup).
+        let existing = lock(&self.data).recorded(record);
+        if let Some(id) = existing {
+            return Ok(Recorded {
+                id,
+                inserted: false,
+            });
+        }
+        tokio::task::yield_now().await;
         let mut data = lock(&self.data);
         if let Some(id) = data.recorded(record) {
             return Ok(Recorded {
