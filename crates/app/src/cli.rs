@@ -11,7 +11,7 @@ use relay_domain::{OrgId, SecretId};
 /// Configuration comes from the environment (DATABASE_URL, REDIS_URL, LISTEN_ADDR, ...);
 /// see the README for the full list.
 #[derive(Debug, Parser)]
-#[command(name = "relay", version, about, long_about = None)]
+#[command(name = "relay", version, long_about = None)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Option<Command>,

@@ -1,4 +1,5 @@
-//! Configuration: environment variables, read once at start into a typed [`Config`].
+//! Configuration: environment variables, read once at start into a typed [`ServeConfig`]
+//! (or [`StoreConfig`] for the admin commands).
 //!
 //! A missing or malformed variable is one line that names it; a secret's value is never echoed.
 
@@ -14,7 +15,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 
 /// A variable is missing or malformed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum ConfigError {
+pub enum ConfigError {
     /// A variable does not parse; the message says what was expected.
     #[error("{name} is invalid: {reason}")]
     Invalid {
@@ -26,16 +27,22 @@ pub(crate) enum ConfigError {
 }
 
 /// Reads variables through `lookup`, so tests need not touch the process environment.
-pub(crate) struct Env<F>(pub(crate) F);
+pub struct Env<F>(pub F);
+
+impl<F> std::fmt::Debug for Env<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Env")
+    }
+}
 
 impl<F: Fn(&str) -> Option<String>> Env<F> {
     /// A variable as set, or `None` when unset or blank.
-    pub(crate) fn get(&self, name: &str) -> Option<String> {
+    pub fn get(&self, name: &str) -> Option<String> {
         (self.0)(name).filter(|v| !v.trim().is_empty())
     }
 
     /// A variable parsed as `T`, or `default` when unset.
-    pub(crate) fn parsed<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    pub fn parsed<T>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
     where
         T: FromStr,
         T::Err: std::fmt::Display,
@@ -53,7 +60,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 
     /// A whole number within `range`, or `default` when unset.
-    pub(crate) fn number_in<T>(
+    pub fn number_in<T>(
         &self,
         name: &'static str,
         default: T,
@@ -75,7 +82,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 
     /// [`Self::number_in`] read as whole seconds.
-    pub(crate) fn seconds_in(
+    pub fn seconds_in(
         &self,
         name: &'static str,
         default: u64,
@@ -86,7 +93,7 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 
     /// [`Self::number_in`] read as milliseconds.
-    pub(crate) fn millis_in(
+    pub fn millis_in(
         &self,
         name: &'static str,
         default: u64,
@@ -115,7 +122,7 @@ const SHOWN_URL_PARAMETERS: &[&str] = &[
 
 /// A URL with its password and every query value not known to be harmless replaced by `***`,
 /// for the start-up log. A URL that does not parse is not shown at all.
-pub(crate) fn redacted_url(url: &SecretString) -> String {
+pub fn redacted_url(url: &SecretString) -> String {
     let Ok(mut parsed) = url::Url::parse(url.expose_secret()) else {
         return "<unparsable URL>".to_owned();
     };
@@ -143,15 +150,15 @@ pub(crate) fn redacted_url(url: &SecretString) -> String {
 }
 
 /// Where `serve` listens when `LISTEN_ADDR` is not set.
-pub(crate) const DEFAULT_LISTEN_ADDR: SocketAddr =
+pub const DEFAULT_LISTEN_ADDR: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 2212);
 
 /// The embedded store used when `DATABASE_URL` is not set.
-pub(crate) const DEFAULT_DATABASE_URL: &str = "sqlite://data/relay.db";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/relay.db";
 
 /// Which store a `DATABASE_URL` selects, by its scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Backend {
+pub enum Backend {
     /// `postgres://` or `postgresql://`.
     Postgres,
     /// `sqlite:` (embedded, one file).
@@ -176,13 +183,13 @@ impl Backend {
 
 /// Where the data lives: needed by every command.
 #[derive(Debug, Clone)]
-pub(crate) struct StoreConfig {
+pub struct StoreConfig {
     /// `DATABASE_URL` (default [`DEFAULT_DATABASE_URL`]).
-    pub(crate) database_url: SecretString,
+    pub database_url: SecretString,
     /// The store its scheme selects.
-    pub(crate) backend: Backend,
+    pub backend: Backend,
     /// `DATABASE_MAX_CONNECTIONS` (default 10).
-    pub(crate) max_connections: u32,
+    pub max_connections: u32,
 }
 
 impl StoreConfig {
@@ -190,9 +197,7 @@ impl StoreConfig {
     ///
     /// # Errors
     /// The first missing or malformed variable.
-    pub(crate) fn from_env<F: Fn(&str) -> Option<String>>(
-        env: &Env<F>,
-    ) -> Result<Self, ConfigError> {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         let database_url = env.get("DATABASE_URL").map_or_else(
             || SecretString::from(DEFAULT_DATABASE_URL),
             SecretString::from,
@@ -207,7 +212,7 @@ impl StoreConfig {
 
 /// Where the call contexts go when not in process.
 #[derive(Debug, Clone)]
-pub(crate) enum RedisTarget {
+pub enum RedisTarget {
     /// `REDIS_URL`: one server (or a managed endpoint that hides its failover).
     Single(SecretString),
     /// `REDIS_CLUSTER_URLS`: comma-separated seed nodes of a Redis Cluster.
@@ -242,7 +247,7 @@ impl RedisTarget {
     }
 
     /// The URLs with passwords redacted, comma-separated, for the start-up log.
-    pub(crate) fn redacted(&self) -> String {
+    pub fn redacted(&self) -> String {
         match self {
             Self::Single(url) => redacted_url(url),
             Self::Cluster(urls) => urls.iter().map(redacted_url).collect::<Vec<_>>().join(","),
@@ -252,57 +257,63 @@ impl RedisTarget {
 
 /// Everything `relay serve` needs.
 #[derive(Debug, Clone)]
-pub(crate) struct ServeConfig {
+pub struct ServeConfig {
     /// The store.
-    pub(crate) store: StoreConfig,
+    pub store: StoreConfig,
     /// `REDIS_URL` or `REDIS_CLUSTER_URLS`; neither selects the in-process cache.
-    pub(crate) redis: Option<RedisTarget>,
+    pub redis: Option<RedisTarget>,
     /// `REDIS_KEY_PREFIX` (default `relay:`).
-    pub(crate) redis_key_prefix: String,
+    pub redis_key_prefix: String,
     /// `REDIS_POOL_SIZE` (default 16).
-    pub(crate) redis_pool_size: usize,
+    pub redis_pool_size: usize,
     /// `LISTEN_ADDR` (default `0.0.0.0:2212`).
-    pub(crate) listen_addr: SocketAddr,
+    pub listen_addr: SocketAddr,
     /// `LOOKUP_TIMEOUT_MS` (default 800): the dependency budget of one webhook call.
-    pub(crate) lookup_timeout: Duration,
+    pub lookup_timeout: Duration,
     /// `HTTP_WORKERS` (default: one per physical core).
-    pub(crate) http_workers: Option<usize>,
+    pub http_workers: Option<usize>,
     /// `SHUTDOWN_DRAIN_SECONDS` (default 5): after SIGTERM, how long readiness reports 503 while
     /// new connections are still accepted, so load balancers stop routing here first.
-    pub(crate) shutdown_drain: Duration,
+    pub shutdown_drain: Duration,
     /// `SHUTDOWN_TIMEOUT_SECONDS` (default 10): after the drain, how long in-flight requests may
     /// take before their connections are closed.
-    pub(crate) shutdown_timeout: Duration,
+    pub shutdown_timeout: Duration,
     /// `READINESS_TIMEOUT_MS` (default 500): how long `/readyz` waits for each dependency.
-    pub(crate) readiness_timeout: Duration,
+    pub readiness_timeout: Duration,
     /// `ORG_CACHE_TTL_SECONDS` (default 10, 0 turns the cache off): how long the organization
     /// found for a token is kept in memory, hence how long a revoked secret keeps working.
-    pub(crate) org_cache_ttl: Duration,
+    pub org_cache_ttl: Duration,
     /// `WEBHOOK_SECRET_KEY`: opens the organizations' post-call webhook secrets; unset, only
     /// Bearer-authenticated post-call deliveries are accepted.
-    pub(crate) webhook_sealer: Option<Arc<SecretSealer>>,
+    pub webhook_sealer: Option<Arc<SecretSealer>>,
     /// `POST_CALL_REPLAY_INTERVAL_SECONDS` (default 5): how often queued post-call deliveries
     /// are retried against the store.
-    pub(crate) post_call_replay_interval: Duration,
+    pub post_call_replay_interval: Duration,
     /// `POST_CALL_OUTBOX_MAX_ENTRIES` (default 10,000) and `POST_CALL_OUTBOX_MAX_MB` (default
     /// 64): the bounds of the post-call outbox, and of its dead letters.
-    pub(crate) outbox_limits: OutboxLimits,
+    pub outbox_limits: OutboxLimits,
     /// `TRUSTED_PROXIES` (default none): the proxies whose `X-Forwarded-For` names the client.
-    pub(crate) trusted_proxies: TrustedProxies,
+    pub trusted_proxies: TrustedProxies,
     /// `AUTH_FAILURES_PER_MINUTE` (default 60, 0 turns throttling off) and `AUTH_FAILURE_BURST`
     /// (default 30): failed authentications allowed per client address.
-    pub(crate) auth_throttle: ThrottleSettings,
+    pub auth_throttle: ThrottleSettings,
     /// `KNOWN_CREDENTIALS_MAX_AGE_SECONDS` (default 86,400): how long credentials the store
     /// confirmed still verify a post-call delivery while the store is down (and let a throttled
     /// client address through).
-    pub(crate) known_credentials_max_age: Duration,
+    pub known_credentials_max_age: Duration,
+    /// How long one post-call delivery may wait for the store and the cache before it is queued
+    /// instead (not a variable: [`POST_CALL_BUDGET`], well inside ElevenLabs' wait).
+    pub post_call_budget: Duration,
 }
+
+/// How long one post-call delivery may wait for Postgres and Redis before it is queued instead.
+pub const POST_CALL_BUDGET: Duration = Duration::from_secs(5);
 
 /// `WEBHOOK_SECRET_KEY`, the base64 of 32 random bytes, as a sealer; `None` when unset.
 ///
 /// # Errors
 /// It is set but not 32 bytes of base64 (the value is not echoed).
-pub(crate) fn webhook_sealer_from_env<F: Fn(&str) -> Option<String>>(
+pub fn webhook_sealer_from_env<F: Fn(&str) -> Option<String>>(
     env: &Env<F>,
 ) -> Result<Option<Arc<SecretSealer>>, ConfigError> {
     env.get("WEBHOOK_SECRET_KEY")
@@ -322,7 +333,7 @@ impl ServeConfig {
     ///
     /// # Errors
     /// It is malformed.
-    pub(crate) fn listen_addr_from_env<F: Fn(&str) -> Option<String>>(
+    pub fn listen_addr_from_env<F: Fn(&str) -> Option<String>>(
         env: &Env<F>,
     ) -> Result<SocketAddr, ConfigError> {
         env.parsed("LISTEN_ADDR", DEFAULT_LISTEN_ADDR)
@@ -332,9 +343,7 @@ impl ServeConfig {
     ///
     /// # Errors
     /// The first missing or malformed variable.
-    pub(crate) fn from_env<F: Fn(&str) -> Option<String>>(
-        env: &Env<F>,
-    ) -> Result<Self, ConfigError> {
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         let prefix = env.parsed("REDIS_KEY_PREFIX", "relay:".to_owned())?;
         if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(ConfigError::Invalid {
@@ -383,6 +392,7 @@ impl ServeConfig {
                 86_400,
                 0..=604_800,
             )?,
+            post_call_budget: POST_CALL_BUDGET,
         })
     }
 }
@@ -619,8 +629,8 @@ mod tests {
     #[test]
     fn the_property_tests_cover_every_variable_read() {
         let source = include_str!("config.rs");
-        let body = &source
-            [source.find("pub(crate) fn from_env").unwrap()..source.find("#[cfg(test)]").unwrap()];
+        let body =
+            &source[source.find("pub fn from_env").unwrap()..source.find("#[cfg(test)]").unwrap()];
         for name in body
             .split('"')
             .skip(1)

@@ -242,3 +242,156 @@ fn observability_does_no_io_and_knows_no_adapter_or_use_case() {
         Vec::<&str>::new()
     );
 }
+
+/// The top-level modules of a crate's `src/` that each module names through `crate::` (its
+/// `use` lines and paths; `super::` stays inside a subtree and is not counted).
+fn module_imports(src: &std::path::Path) -> HashMap<String, BTreeSet<String>> {
+    let mut graph = HashMap::new();
+    for entry in std::fs::read_dir(src).expect("src directory") {
+        let path = entry.expect("directory entry").path();
+        let (module, files) = if path.is_dir() {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            (name, rust_files(&path))
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if name == "lib" || name == "main" {
+                continue;
+            }
+            (name, vec![path])
+        } else {
+            continue;
+        };
+        let mut named = BTreeSet::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("readable source");
+            named.extend(crate_paths(&text));
+        }
+        named.remove(&module);
+        graph.insert(module, named);
+    }
+    graph
+}
+
+fn rust_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("module directory") {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// The first segment after each `crate::` in `text`, including each of `crate::{a, b::c}`.
+fn crate_paths(text: &str) -> BTreeSet<String> {
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut found = BTreeSet::new();
+    for (at, _) in text.match_indices("crate::") {
+        let rest = &text[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let mut depth = 0;
+            let mut segment_start = true;
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => segment_start = true,
+                    _ if segment_start && !c.is_whitespace() => {
+                        found.insert(ident(&group[i..]));
+                        segment_start = false;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            found.insert(ident(rest));
+        }
+    }
+    found.retain(|name| !name.is_empty() && name.chars().next().is_some_and(char::is_lowercase));
+    found
+}
+
+/// A cycle in `graph`, if any, as the modules along it.
+fn find_cycle(graph: &HashMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        node: &str,
+        graph: &HashMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|n| n == node) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(node.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node.to_owned());
+        for next in graph.get(node).into_iter().flatten() {
+            if graph.contains_key(next)
+                && let Some(cycle) = visit(next, graph, path, done)
+            {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(node.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    let mut nodes: Vec<&String> = graph.keys().collect();
+    nodes.sort();
+    nodes
+        .into_iter()
+        .find_map(|node| visit(node, graph, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn the_cycle_finder_finds_a_cycle_and_reads_grouped_imports() {
+    let paths = crate_paths(
+        "use crate::cli::{A, B};\nuse crate::{adapters, config::{X, Y}, failure::Failure};\nlet x = crate::telemetry::f();",
+    );
+    assert_eq!(
+        paths.into_iter().collect::<Vec<_>>(),
+        ["adapters", "cli", "config", "failure", "telemetry"]
+    );
+    let graph: HashMap<String, BTreeSet<String>> =
+        [("a", vec!["b"]), ("b", vec!["c"]), ("c", vec!["a"])]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into_iter().map(str::to_owned).collect()))
+            .collect();
+    assert_eq!(
+        find_cycle(&graph),
+        Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+    );
+}
+
+#[test]
+fn no_crate_has_an_import_cycle_between_its_modules() {
+    let meta = metadata();
+    for package in meta.workspace_packages() {
+        let src = package
+            .manifest_path
+            .parent()
+            .expect("crate directory")
+            .join("src");
+        let graph = module_imports(src.as_std_path());
+        assert_eq!(
+            find_cycle(&graph),
+            None,
+            "{}: modules that import each other (a module that needs another's item should \
+             not be needed by it: move the shared item to a module both can depend on)",
+            package.name
+        );
+    }
+}

@@ -7,6 +7,8 @@
 mod metrics;
 mod observed;
 pub mod scrape;
+mod scraped;
 
-pub use metrics::{Metrics, PROMETHEUS_CONTENT_TYPE};
+pub use metrics::{CallResult, Metrics, PROMETHEUS_CONTENT_TYPE};
 pub use observed::Observed;
+pub use scraped::{ContextWriteCounts, HttpServerCounts, OutboxCounts};

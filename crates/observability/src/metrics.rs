@@ -50,6 +50,34 @@ struct BuildLabels {
     cache: &'static str,
 }
 
+/// How a dependency call ended: its `result` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallResult {
+    /// It answered; the label says how (`found`, `not_found`, `ok`, `inserted`, `duplicate`,
+    /// `full`).
+    Answered(&'static str),
+    /// It failed (`error`).
+    Failed,
+    /// The caller's budget ran out first (`timeout`).
+    TimedOut,
+}
+
+impl CallResult {
+    /// The `result` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Answered(label) => label,
+            Self::Failed => "error",
+            Self::TimedOut => "timeout",
+        }
+    }
+
+    /// Whether it counts in `relay_dependency_errors_total`.
+    pub fn is_error(self) -> bool {
+        !matches!(self, Self::Answered(_))
+    }
+}
+
 /// The pools read at each scrape, by dependency label.
 type Pools = Arc<Mutex<Vec<(&'static str, Arc<dyn Probe>)>>>;
 
@@ -156,28 +184,7 @@ impl Metrics {
         }
     }
 
-    /// Reports a counter whose value is read from `read` at each scrape (for counts kept
-    /// elsewhere, such as the background context writes). `name` gets the `_total` suffix.
-    pub fn register_counter_fn(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        read: impl Fn() -> u64 + Send + Sync + 'static,
-    ) {
-        self.register_fn(name, help, Box::new(read), false);
-    }
-
-    /// Registers a gauge whose value is read from `read` at scrape time.
-    pub fn register_gauge_fn(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        read: impl Fn() -> u64 + Send + Sync + 'static,
-    ) {
-        self.register_fn(name, help, Box::new(read), true);
-    }
-
-    fn register_fn(
+    pub(crate) fn register_fn(
         &self,
         name: &'static str,
         help: &'static str,
@@ -211,24 +218,24 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Counts one dependency call and its latency; `error` and `timeout` results also count as
-    /// errors.
+    /// Counts one dependency call and its latency; a failed or timed-out call also counts as
+    /// an error.
     pub fn observe_dependency(
         &self,
         dependency: &'static str,
         operation: &'static str,
-        result: &'static str,
+        result: CallResult,
         elapsed: Duration,
     ) {
         let labels = DependencyLabels {
             dependency,
             operation,
-            result,
+            result: result.label(),
         };
         self.dependency_duration
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
-        if result == "error" || result == "timeout" {
+        if result.is_error() {
             self.dependency_errors.get_or_create(&labels).inc();
         }
     }

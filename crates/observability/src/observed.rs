@@ -9,14 +9,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use relay_domain::{CallContext, CallKey, Contact, E164, OrgId, Organization, TokenDigest};
+use chrono::{DateTime, Utc};
+use relay_domain::{
+    CallContext, CallKey, CallRecord, Contact, E164, OrgId, Organization, TokenDigest,
+};
 use relay_ports::{
-    CacheError, CallContextCache, ContactDirectory, OrganizationDirectory, RepositoryError,
+    AdminError, Appended, CacheError, CallContextCache, CallLog, ContactDirectory, DeliveryOutbox,
+    OrganizationDirectory, OutboxEntry, OutboxLimits, OutboxUsage, Recorded, RepositoryError,
+    WebhookSigner,
 };
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
-use crate::Metrics;
+use crate::{CallResult, Metrics};
 
 /// The OpenTelemetry `db.system.name` of a dependency label (`postgres` → `postgresql`).
 fn db_system(dependency: &str) -> &'static str {
@@ -61,7 +66,7 @@ impl<P: ?Sized> Observed<P> {
         operation: &'static str,
         command: &'static str,
         call: impl Future<Output = Result<T, E>>,
-        classify: impl FnOnce(&Result<T, E>) -> (&'static str, Option<&'static str>),
+        classify: impl FnOnce(&Result<T, E>) -> (CallResult, Option<&'static str>),
     ) -> Result<T, E> {
         let span = tracing::info_span!(
             "dependency call",
@@ -100,13 +105,13 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
-    fn finish(mut self, result: &'static str, error_type: Option<&'static str>) {
+    fn finish(mut self, result: CallResult, error_type: Option<&'static str>) {
         self.finished = true;
         self.record(result, error_type, self.started.elapsed());
     }
 
-    fn record(&self, result: &'static str, error_type: Option<&'static str>, elapsed: Duration) {
-        self.span.record("result", result);
+    fn record(&self, result: CallResult, error_type: Option<&'static str>, elapsed: Duration) {
+        self.span.record("result", result.label());
         if let Some(error_type) = error_type {
             self.span.record("error.type", error_type);
             self.span.record("otel.status_code", "ERROR");
@@ -119,7 +124,11 @@ impl Call<'_> {
 impl Drop for Call<'_> {
     fn drop(&mut self) {
         if !self.finished {
-            self.record("timeout", Some("timeout"), self.started.elapsed());
+            self.record(
+                CallResult::TimedOut,
+                Some("timeout"),
+                self.started.elapsed(),
+            );
         }
     }
 }
@@ -142,11 +151,11 @@ fn cache_error_type(error: &CacheError) -> &'static str {
 fn found<T, E>(
     result: &Result<Option<T>, E>,
     error_type: fn(&E) -> &'static str,
-) -> (&'static str, Option<&'static str>) {
+) -> (CallResult, Option<&'static str>) {
     match result {
-        Ok(Some(_)) => ("found", None),
-        Ok(None) => ("not_found", None),
-        Err(e) => ("error", Some(error_type(e))),
+        Ok(Some(_)) => (CallResult::Answered("found"), None),
+        Ok(None) => (CallResult::Answered("not_found"), None),
+        Err(e) => (CallResult::Failed, Some(error_type(e))),
     }
 }
 
@@ -184,8 +193,8 @@ impl CallContextCache for Observed<dyn CallContextCache> {
     async fn put(&self, context: &CallContext, ttl: Duration) -> Result<(), CacheError> {
         let call = self.inner.put(context, ttl);
         self.observe("put_call_context", "SET", call, |r| match r {
-            Ok(()) => ("ok", None),
-            Err(e) => ("error", Some(cache_error_type(e))),
+            Ok(()) => (CallResult::Answered("ok"), None),
+            Err(e) => (CallResult::Failed, Some(cache_error_type(e))),
         })
         .await
     }
@@ -196,5 +205,91 @@ impl CallContextCache for Observed<dyn CallContextCache> {
             found(r, cache_error_type)
         })
         .await
+    }
+}
+
+#[async_trait]
+impl CallLog for Observed<dyn CallLog> {
+    async fn record_call(&self, record: &CallRecord) -> Result<Recorded, RepositoryError> {
+        let call = self.inner.record_call(record);
+        self.observe("record_call", "INSERT", call, |r| match r {
+            Ok(recorded) if recorded.inserted => (CallResult::Answered("inserted"), None),
+            Ok(_) => (CallResult::Answered("duplicate"), None),
+            Err(e) => (CallResult::Failed, Some(repository_error_type(e))),
+        })
+        .await
+    }
+
+    async fn list_calls(
+        &self,
+        org: OrgId,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<CallRecord>, AdminError> {
+        let call = self.inner.list_calls(org, since, limit);
+        self.observe("list_calls", "SELECT", call, |r| match r {
+            Ok(_) => (CallResult::Answered("ok"), None),
+            Err(AdminError::Repository(e)) => (CallResult::Failed, Some(repository_error_type(e))),
+            Err(AdminError::NotFound(_)) => (CallResult::Answered("not_found"), None),
+        })
+        .await
+    }
+
+    async fn webhook_signer(&self, org: OrgId) -> Result<Option<WebhookSigner>, RepositoryError> {
+        let call = self.inner.webhook_signer(org);
+        self.observe("find_webhook_signer", "SELECT", call, |r| {
+            found(r, repository_error_type)
+        })
+        .await
+    }
+}
+
+/// An outbox command's result: `ok`, or `error` with the error's type.
+fn outbox_result<T>(result: &Result<T, CacheError>) -> (CallResult, Option<&'static str>) {
+    match result {
+        Ok(_) => (CallResult::Answered("ok"), None),
+        Err(e) => (CallResult::Failed, Some(cache_error_type(e))),
+    }
+}
+
+#[async_trait]
+impl DeliveryOutbox for Observed<dyn DeliveryOutbox> {
+    async fn append(&self, payload: &[u8], limits: OutboxLimits) -> Result<Appended, CacheError> {
+        let call = self.inner.append(payload, limits);
+        self.observe("append_outbox", "XADD", call, |r| match r {
+            Ok(Appended::Stored) => (CallResult::Answered("ok"), None),
+            Ok(Appended::Full(_)) => (CallResult::Answered("full"), None),
+            Err(e) => (CallResult::Failed, Some(cache_error_type(e))),
+        })
+        .await
+    }
+
+    async fn pending(&self, max: usize) -> Result<Vec<OutboxEntry>, CacheError> {
+        let call = self.inner.pending(max);
+        self.observe("read_outbox", "XRANGE", call, outbox_result)
+            .await
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), CacheError> {
+        let call = self.inner.remove(id);
+        self.observe("remove_from_outbox", "XDEL", call, outbox_result)
+            .await
+    }
+
+    async fn dead_letter(
+        &self,
+        entry: &OutboxEntry,
+        reason: &str,
+        limits: OutboxLimits,
+    ) -> Result<u64, CacheError> {
+        let call = self.inner.dead_letter(entry, reason, limits);
+        self.observe("dead_letter", "XADD", call, outbox_result)
+            .await
+    }
+
+    async fn usage(&self) -> Result<OutboxUsage, CacheError> {
+        let call = self.inner.usage();
+        self.observe("outbox_usage", "XLEN", call, outbox_result)
+            .await
     }
 }

@@ -94,8 +94,10 @@ fn pool_gauges_and_scrape_time_counters_are_read_at_each_scrape() {
     metrics.register_pool("in-process", Arc::new(no_pool));
     let dropped = Arc::new(AtomicU64::new(0));
     let read = Arc::clone(&dropped);
-    metrics.register_counter_fn("relay_things_dropped", "Things dropped", move || {
-        read.load(Ordering::Relaxed)
+    metrics.register_context_writes(move || relay_observability::ContextWriteCounts {
+        retried: 2,
+        recovered: 1,
+        dropped: read.load(Ordering::Relaxed),
     });
 
     dropped.store(7, Ordering::Relaxed);
@@ -123,7 +125,15 @@ fn pool_gauges_and_scrape_time_counters_are_read_at_each_scrape() {
         None,
         "no pool, no gauge"
     );
-    assert_eq!(sample(&text, "relay_things_dropped_total", &[]), Some(7.0));
+    assert_eq!(
+        sample(&text, "relay_call_context_writes_dropped_total", &[]),
+        Some(7.0),
+        "read at scrape time, not at registration"
+    );
+    assert_eq!(
+        sample(&text, "relay_call_context_writes_retried_total", &[]),
+        Some(2.0)
+    );
     let redis = ("dependency", "redis");
     assert_eq!(
         sample(&text, "relay_pool_max_connections", &[redis]),

@@ -6,11 +6,13 @@
 //! - [`ContactImporter`]: bulk contact import with per-row normalization and rejection reasons.
 //! - [`post_call::RecordCall`]: ElevenLabs' post-call webhook, one call record per conversation,
 //!   queued in a durable outbox while the store is down.
+//! - [`CallHistory`]: an organization's call records, newest first.
 //! - [`Readiness`]: may this replica take calls (dependencies answer, not shutting down).
 #![warn(missing_docs)]
 
 mod admin;
 mod background;
+mod call_history;
 mod credentials;
 mod import;
 mod personalize;
@@ -22,9 +24,11 @@ pub use admin::{
     WebhookSecret, WebhookSecretError, check_prompt_text,
 };
 pub use background::{BackgroundWriteStats, RetryPolicy};
+pub use call_history::CallHistory;
 pub use credentials::{KnownCredentials, MAX_KNOWN_CREDENTIALS};
 pub use import::{ContactImporter, ImportReport, MAX_REPORTED_REJECTIONS, RawContact, Rejection};
 pub use personalize::{
-    Answer, DependencyFailure, MatchResult, PersonalizationRequest, PersonalizeCall, Unauthorized,
+    Answer, AnswerOutcome, DependencyFailure, MatchResult, PersonalizationRequest, PersonalizeCall,
+    Unauthorized,
 };
 pub use readiness::{CheckResult, Readiness, ReadinessReport};

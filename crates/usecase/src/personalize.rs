@@ -102,15 +102,37 @@ pub struct Answer {
     pub cache_failure: Option<DependencyFailure>,
 }
 
+/// What a personalization answer was ([`Answer::outcome`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerOutcome {
+    /// The caller is one of the organization's contacts.
+    Matched,
+    /// Every dependency answered and the caller is not a contact (or withheld the number).
+    NoMatch,
+    /// A dependency failed or was too slow: the answer is what could be had without it.
+    Degraded,
+}
+
+impl AnswerOutcome {
+    /// The label in logs and metrics: `matched`, `no_match` or `degraded`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Matched => "matched",
+            Self::NoMatch => "no_match",
+            Self::Degraded => "degraded",
+        }
+    }
+}
+
 impl Answer {
-    /// The outcome label for logs and metrics: `matched`, `no_match` or `degraded`.
-    pub fn outcome(&self) -> &'static str {
+    /// What the answer was, for logs and metrics.
+    pub fn outcome(&self) -> AnswerOutcome {
         if self.store_failure.is_some() || self.cache_failure.is_some() {
-            "degraded"
+            AnswerOutcome::Degraded
         } else if matches!(self.matched, MatchResult::Matched(_)) {
-            "matched"
+            AnswerOutcome::Matched
         } else {
-            "no_match"
+            AnswerOutcome::NoMatch
         }
     }
 

@@ -17,8 +17,8 @@ use relay_ports::{
     MockOrganizationDirectory, OrganizationDirectory, RepositoryError,
 };
 use relay_usecase::{
-    DependencyFailure, KnownCredentials, MatchResult, PersonalizationRequest, PersonalizeCall,
-    RetryPolicy, Unauthorized,
+    AnswerOutcome, DependencyFailure, KnownCredentials, MatchResult, PersonalizationRequest,
+    PersonalizeCall, RetryPolicy, Unauthorized,
 };
 use tokio::time::Instant;
 
@@ -140,7 +140,7 @@ async fn matched_caller_gets_variables_and_context_is_cached_for_a_day() {
         .await
         .unwrap();
 
-    assert_eq!(answer.outcome(), "matched");
+    assert_eq!(answer.outcome(), AnswerOutcome::Matched);
     assert_eq!(answer.matched, MatchResult::Matched(contact.id));
     assert_eq!(answer.variables.caller_name.as_deref(), Some("Alex Morgan"));
     assert_eq!(
@@ -178,7 +178,7 @@ async fn missing_caller_id_answers_empty_but_still_caches_the_context() {
         answer.matched,
         MatchResult::NoCallerNumber(PhoneError::Empty)
     );
-    assert_eq!(answer.outcome(), "no_match");
+    assert_eq!(answer.outcome(), AnswerOutcome::NoMatch);
     let written = written.lock().unwrap();
     assert_eq!(written[0].0.contact_id, None);
     assert_eq!(written[0].0.caller_number, None);
@@ -219,7 +219,7 @@ async fn unknown_caller_answers_empty_and_caches_the_number() {
 
     assert!(answer.variables.is_empty());
     assert_eq!(answer.matched, MatchResult::UnknownCaller);
-    assert_eq!(answer.outcome(), "no_match");
+    assert_eq!(answer.outcome(), AnswerOutcome::NoMatch);
     assert_eq!(
         written.lock().unwrap()[0]
             .0
@@ -282,7 +282,7 @@ async fn store_error_on_token_check_answers_empty_without_caching() {
     assert!(answer.variables.is_empty());
     assert_eq!(answer.store_failure, Some(DependencyFailure::Error));
     assert_eq!(answer.org_id(), None);
-    assert_eq!(answer.outcome(), "degraded");
+    assert_eq!(answer.outcome(), AnswerOutcome::Degraded);
 }
 
 #[tokio::test]
@@ -302,7 +302,7 @@ async fn store_error_on_contact_lookup_answers_empty_and_caches_what_is_known() 
     assert!(answer.variables.is_empty());
     assert_eq!(answer.matched, MatchResult::Unknown);
     assert_eq!(answer.store_failure, Some(DependencyFailure::Error));
-    assert_eq!(answer.outcome(), "degraded");
+    assert_eq!(answer.outcome(), AnswerOutcome::Degraded);
     let written = written.lock().unwrap();
     assert_eq!(written[0].0.org_id, org().id);
     assert_eq!(written[0].0.contact_id, None);
@@ -362,7 +362,7 @@ async fn cache_error_still_answers_the_variables_and_retries_in_the_background()
 
     assert_eq!(answer.variables.caller_name.as_deref(), Some("Alex Morgan"));
     assert_eq!(answer.cache_failure, Some(DependencyFailure::Error));
-    assert_eq!(answer.outcome(), "degraded");
+    assert_eq!(answer.outcome(), AnswerOutcome::Degraded);
     assert!(cache.is_empty());
 
     // Redis comes back before the first retry: the context lands after all.

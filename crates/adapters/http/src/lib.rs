@@ -187,12 +187,11 @@ pub fn server(
     let slow_heads = Arc::new(connection::SlowHeads::default());
     {
         let slow_heads = Arc::clone(&slow_heads);
-        operations.metrics.register_counter_fn(
-            "relay_http_slow_request_heads",
-            "Connections closed because a request head did not arrive within 5 s of its first \
-             byte (a client trickling headers to hold the connection)",
-            move || slow_heads.count(),
-        );
+        operations
+            .metrics
+            .register_http_server(move || relay_observability::HttpServerCounts {
+                slow_request_heads: slow_heads.count(),
+            });
     }
     let mut builder = actix_server::Server::build()
         .disable_signals()

@@ -18,7 +18,9 @@ use std::time::Instant;
 use actix_web::{HttpRequest, HttpResponse, web};
 use relay_domain::{CallSid, ConversationId, MAX_CONVERSATION_ID_CHARS, mask_phone};
 use relay_observability::Metrics;
-use relay_usecase::{Answer, DependencyFailure, PersonalizationRequest, PersonalizeCall};
+use relay_usecase::{
+    Answer, AnswerOutcome, DependencyFailure, PersonalizationRequest, PersonalizeCall,
+};
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
@@ -205,7 +207,7 @@ async fn serve(
     let client = access.client(&req);
     let result = respond(route, &req, payload, personalize, access, client).await;
     let (response, outcome) = match &result {
-        Ok((_, answer)) => ((route.render)(answer), answer.outcome()),
+        Ok((_, answer)) => ((route.render)(answer), answer.outcome().as_str()),
         Err(error) => (crate::error::refusal_response(error, &req), error.outcome()),
     };
     let elapsed = started.elapsed();
@@ -243,7 +245,8 @@ struct LoggedRequest {
 }
 
 fn log_answer(path: &'static str, request: &LoggedRequest, answer: &Answer, latency_ms: f64) {
-    let outcome = answer.outcome();
+    let degraded = answer.outcome() == AnswerOutcome::Degraded;
+    let outcome = answer.outcome().as_str();
     let store = answer.store_failure.map(DependencyFailure::as_str);
     let cache = answer.cache_failure.map(DependencyFailure::as_str);
     let org_id = answer.org_id().map(|id| id.to_string());
@@ -267,7 +270,7 @@ fn log_answer(path: &'static str, request: &LoggedRequest, answer: &Answer, late
             )
         };
     }
-    if outcome == "degraded" {
+    if degraded {
         event!(tracing::Level::WARN);
     } else {
         event!(tracing::Level::INFO);

@@ -17,240 +17,39 @@
 //! ([`Refused::Unverifiable`]).
 
 mod event;
+mod outbox;
+mod outcome;
 mod sealing;
 mod signature;
 mod wire;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use relay_domain::{CallId, CallKey, CallRecord, CallerNumber, ContactId, OrgId, Organization};
+use relay_domain::{CallId, CallKey, CallRecord, CallerNumber, ContactId, Organization};
 use relay_ports::{
-    Appended, CacheError, CallContextCache, CallLog, ContactDirectory, DeliveryOutbox,
-    OrganizationDirectory, OutboxBound, OutboxLimits, RepositoryError, WebhookSigner,
+    CallContextCache, CallLog, ContactDirectory, DeliveryOutbox, OrganizationDirectory,
+    OutboxLimits, RepositoryError, WebhookSigner,
 };
 use secrecy::ExposeSecret as _;
 
 pub use event::{EventType, InvalidEvent, MAX_SUMMARY_CHARS, PostCallEvent};
+pub use outbox::{OutboxStats, REPLAY_BATCH, ReplayReport};
+pub use outcome::{AuthFailure, Delivered, Prechecked, Refused};
 pub use sealing::{InvalidSealingKey, SecretSealer, UnsealError};
 pub use signature::{
     MAX_CLOCK_AHEAD, MAX_SIGNATURE_AGE, SignatureError, check_header, sign, verify,
 };
 pub use wire::{Credentials, Delivery};
 
+use outcome::{Failure, Known};
+
 use crate::KnownCredentials;
 
 /// Largest delivery appended to the outbox; larger ones (recordings) are refused when the store is
 /// down rather than filling Redis.
 pub const MAX_QUEUED_BODY_BYTES: usize = 1024 * 1024;
-
-/// What became of an accepted delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivered {
-    /// Stored (or already stored by an earlier delivery of the same conversation).
-    Recorded {
-        /// The record's id (the first delivery's, for a duplicate).
-        call_id: CallId,
-        /// True when an earlier delivery had stored it already.
-        duplicate: bool,
-        /// The organization.
-        org_id: OrgId,
-        /// The linked contact, if any.
-        contact_id: Option<ContactId>,
-    },
-    /// Authenticated and valid, but nothing to store (a recording, an unknown event type).
-    Acknowledged(EventType),
-    /// The store is down: kept in the outbox, to be recorded by the replay.
-    Queued,
-}
-
-impl Delivered {
-    /// `recorded`, `duplicate`, `acknowledged` or `queued`, for logs and metrics.
-    pub fn outcome(&self) -> &'static str {
-        match self {
-            Self::Recorded {
-                duplicate: false, ..
-            } => "recorded",
-            Self::Recorded {
-                duplicate: true, ..
-            } => "duplicate",
-            Self::Acknowledged(_) => "acknowledged",
-            Self::Queued => "queued",
-        }
-    }
-}
-
-/// Why credentials were refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AuthFailure {
-    /// No live tool secret has this token (unknown or revoked).
-    #[error("unknown token")]
-    UnknownToken,
-    /// `WEBHOOK_SECRET_KEY` is not set, so no signature can be checked.
-    #[error("signatures are not configured")]
-    SignaturesNotConfigured,
-    /// The organization named in the URL has no webhook secret (or does not exist).
-    #[error("no webhook secret")]
-    NoWebhookSecret,
-    /// The stored webhook secret does not open with this service's key.
-    #[error("webhook secret unreadable")]
-    SecretUnreadable,
-    /// The signature header is malformed, stale, or does not match the body.
-    #[error(transparent)]
-    Signature(#[from] SignatureError),
-}
-
-/// Why a delivery was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refused {
-    /// The credentials are wrong.
-    #[error("unauthorized: {0}")]
-    Unauthorized(AuthFailure),
-    /// The store cannot check the credentials now, and this replica has not seen them confirmed
-    /// within [`KnownCredentials::max_age`]: nothing was read or stored.
-    #[error("the credentials cannot be verified while the store is down")]
-    Unverifiable,
-    /// Authenticated, but the body is not a post-call event.
-    #[error(transparent)]
-    Invalid(#[from] InvalidEvent),
-    /// The store is down and the outbox could not take it either (down, full, or the delivery
-    /// is too large to queue).
-    #[error("neither the store nor the outbox can take the delivery")]
-    Unavailable,
-}
-
-impl From<AuthFailure> for Refused {
-    fn from(value: AuthFailure) -> Self {
-        Self::Unauthorized(value)
-    }
-}
-
-impl From<SignatureError> for Refused {
-    fn from(value: SignatureError) -> Self {
-        Self::Unauthorized(AuthFailure::Signature(value))
-    }
-}
-
-/// What one step of recording failed with.
-enum Failure {
-    Refused(Refused),
-    /// The store could not be reached or did not answer in time: retry later.
-    StoreDown(RepositoryError),
-    /// The store answered with an error retrying will not fix.
-    StoreRefused(RepositoryError),
-}
-
-impl<E: Into<Refused>> From<E> for Failure {
-    fn from(value: E) -> Self {
-        Self::Refused(value.into())
-    }
-}
-
-impl Failure {
-    fn store(error: RepositoryError) -> Self {
-        match error {
-            RepositoryError::Unavailable(_) => Self::StoreDown(error),
-            RepositoryError::Unexpected(_) => Self::StoreRefused(error),
-        }
-    }
-}
-
-/// What a replay round did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReplayReport {
-    /// Deliveries recorded (or acknowledged) and removed from the outbox.
-    pub replayed: usize,
-    /// Deliveries that can never be recorded (refused credentials, invalid body, unreadable
-    /// entry, refused by the store), moved to the dead letters.
-    pub rejected: usize,
-    /// The store was still down: the round stopped and the rest waits.
-    pub store_down: bool,
-}
-
-/// Counts of the outbox's traffic, read by the metrics.
-#[derive(Debug, Default)]
-pub struct OutboxStats {
-    queued: AtomicU64,
-    replayed: AtomicU64,
-    rejected: AtomicU64,
-    full: AtomicU64,
-    dead_letters_dropped: AtomicU64,
-    backlog: AtomicU64,
-    backlog_bytes: AtomicU64,
-}
-
-impl OutboxStats {
-    /// Deliveries appended to the outbox because the store was down.
-    pub fn queued(&self) -> u64 {
-        self.queued.load(Ordering::Relaxed)
-    }
-
-    /// Queued deliveries recorded by the replay.
-    pub fn replayed(&self) -> u64 {
-        self.replayed.load(Ordering::Relaxed)
-    }
-
-    /// Queued deliveries the replay dead-lettered (refused credentials, invalid, unreadable,
-    /// refused by the store).
-    pub fn rejected(&self) -> u64 {
-        self.rejected.load(Ordering::Relaxed)
-    }
-
-    /// Deliveries refused because the outbox was at one of its bounds.
-    pub fn full(&self) -> u64 {
-        self.full.load(Ordering::Relaxed)
-    }
-
-    /// Oldest dead letters dropped to keep the dead letters within their bounds.
-    pub fn dead_letters_dropped(&self) -> u64 {
-        self.dead_letters_dropped.load(Ordering::Relaxed)
-    }
-
-    /// Deliveries waiting in the outbox when it was last read (every replay round).
-    pub fn backlog(&self) -> u64 {
-        self.backlog.load(Ordering::Relaxed)
-    }
-
-    /// The bytes those deliveries take in the outbox, as its byte bound counts them.
-    pub fn backlog_bytes(&self) -> u64 {
-        self.backlog_bytes.load(Ordering::Relaxed)
-    }
-}
-
-/// What [`RecordCall::precheck`] verified about a delivery's credentials before its body is
-/// read, for [`RecordCall::deliver`].
-#[derive(Debug)]
-pub struct Prechecked {
-    known: Known,
-    /// The store answered (rather than this replica's memory of it).
-    from_store: bool,
-}
-
-impl Prechecked {
-    /// The organization the credentials name (a signature is only checked once the body is in).
-    pub fn org_id(&self) -> OrgId {
-        match &self.known {
-            Known::Org(org) => org.id,
-            Known::Signer(signer) => signer.org.id,
-        }
-    }
-
-    /// Whether the store confirmed the credentials now (`false`: it is down, and this replica
-    /// recently heard them confirmed).
-    pub fn from_store(&self) -> bool {
-        self.from_store
-    }
-}
-
-#[derive(Debug)]
-enum Known {
-    /// The organization of a Bearer token.
-    Org(Organization),
-    /// The organization named by `?org=`, with its sealed webhook secret.
-    Signer(WebhookSigner),
-}
 
 /// The ports [`RecordCall`] works with.
 #[derive(Clone)]
@@ -448,129 +247,6 @@ impl RecordCall {
         self.queue(&delivery).await
     }
 
-    /// Appends a verified delivery the store could not take to the outbox, within its bounds.
-    async fn queue(&self, delivery: &Delivery) -> Result<Delivered, Refused> {
-        let Some(outbox) = &self.ports.outbox else {
-            return Err(Refused::Unavailable);
-        };
-        if delivery.body.len() > MAX_QUEUED_BODY_BYTES {
-            tracing::error!(
-                bytes = delivery.body.len(),
-                max = MAX_QUEUED_BODY_BYTES,
-                "the post-call delivery is too large to queue; refused"
-            );
-            return Err(Refused::Unavailable);
-        }
-        let payload = serde_json::to_vec(delivery).map_err(|_| Refused::Unavailable)?;
-        match tokio::time::timeout(
-            self.settings.budget,
-            outbox.append(&payload, self.settings.outbox),
-        )
-        .await
-        {
-            Ok(Ok(Appended::Stored)) => {
-                self.stats.queued.fetch_add(1, Ordering::Relaxed);
-                Ok(Delivered::Queued)
-            }
-            Ok(Ok(Appended::Full(bound))) => {
-                self.stats.full.fetch_add(1, Ordering::Relaxed);
-                let (max_entries, max_bytes) = match bound {
-                    OutboxBound::Entries => (Some(self.settings.outbox.max_entries), None),
-                    OutboxBound::Bytes => (None, Some(self.settings.outbox.max_bytes)),
-                };
-                tracing::error!(
-                    bound = bound.as_str(),
-                    max_entries,
-                    max_bytes,
-                    "the post-call outbox is full; the delivery is refused"
-                );
-                Err(Refused::Unavailable)
-            }
-            Ok(Err(error)) => {
-                tracing::error!(error = %error, "outbox unavailable too; the post-call delivery is refused");
-                Err(Refused::Unavailable)
-            }
-            Err(_) => {
-                tracing::error!("outbox did not answer in time; the post-call delivery is refused");
-                Err(Refused::Unavailable)
-            }
-        }
-    }
-
-    /// Replays up to `max` queued deliveries, oldest first, each verified against the store
-    /// again: each one recorded (or acknowledged) is removed, each one that can never be
-    /// recorded is moved to the dead letters with its reason; the round stops at the first the
-    /// store still cannot take.
-    ///
-    /// # Errors
-    /// The outbox cannot be read.
-    pub async fn replay_queued(&self, max: usize) -> Result<ReplayReport, CacheError> {
-        let Some(outbox) = &self.ports.outbox else {
-            return Ok(ReplayReport::default());
-        };
-        let mut report = ReplayReport::default();
-        for entry in outbox.pending(max).await? {
-            let reason = match serde_json::from_slice::<Delivery>(&entry.payload) {
-                Err(error) => {
-                    tracing::error!(entry = %entry.id, bytes = entry.payload.len(), error = %error, "unreadable outbox entry");
-                    "unreadable entry".to_owned()
-                }
-                Ok(delivery) => match self.within_budget(self.replay(&delivery)).await {
-                    Ok(Ok(delivered)) => {
-                        tracing::info!(entry = %entry.id, outcome = delivered.outcome(), "queued post-call delivery replayed");
-                        outbox.remove(&entry.id).await?;
-                        report.replayed += 1;
-                        self.stats.replayed.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    Ok(Err(Failure::StoreDown(_))) | Err(_) => {
-                        report.store_down = true;
-                        break;
-                    }
-                    Ok(Err(Failure::Refused(refused))) => refused.to_string(),
-                    Ok(Err(Failure::StoreRefused(error))) => {
-                        format!("the store refused it: {error}")
-                    }
-                },
-            };
-            tracing::warn!(entry = %entry.id, reason, "queued post-call delivery dead-lettered");
-            let dropped = outbox
-                .dead_letter(&entry, &reason, self.settings.dead_letters)
-                .await?;
-            if dropped > 0 {
-                self.stats
-                    .dead_letters_dropped
-                    .fetch_add(dropped, Ordering::Relaxed);
-                tracing::warn!(
-                    dropped,
-                    max_entries = self.settings.dead_letters.max_entries,
-                    max_bytes = self.settings.dead_letters.max_bytes,
-                    "the dead letters are full; their oldest were dropped"
-                );
-            }
-            report.rejected += 1;
-            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Ok(usage) = outbox.usage().await {
-            self.stats.backlog.store(usage.entries, Ordering::Relaxed);
-            self.stats
-                .backlog_bytes
-                .store(usage.bytes, Ordering::Relaxed);
-        }
-        Ok(report)
-    }
-
-    /// How many deliveries wait in the outbox (0 without one).
-    ///
-    /// # Errors
-    /// The outbox cannot be read.
-    pub async fn queued(&self) -> Result<u64, CacheError> {
-        match &self.ports.outbox {
-            Some(outbox) => Ok(outbox.usage().await?.entries),
-            None => Ok(0),
-        }
-    }
-
     /// `call` within the budget; running out of it reads as the store being down.
     async fn within_budget<T>(&self, call: impl Future<Output = T>) -> Result<T, RepositoryError> {
         tokio::time::timeout(self.settings.budget, call)
@@ -619,30 +295,6 @@ impl RecordCall {
             delivery.received_at,
         )?;
         Ok(signer.org)
-    }
-
-    /// A queued delivery, verified against the store (never against memory) and recorded.
-    async fn replay(&self, delivery: &Delivery) -> Result<Delivered, Failure> {
-        let org = match &delivery.credentials {
-            Credentials::Bearer { digest } => self
-                .ports
-                .orgs
-                .find_by_secret_digest(digest)
-                .await
-                .map_err(Failure::store)?
-                .ok_or(AuthFailure::UnknownToken)?,
-            Credentials::Signature { org, header } => {
-                let signer = self
-                    .ports
-                    .calls
-                    .webhook_signer(*org)
-                    .await
-                    .map_err(Failure::store)?
-                    .ok_or(AuthFailure::NoWebhookSecret)?;
-                self.check_signature(delivery, header, signer)?
-            }
-        };
-        self.record(delivery, &org).await
     }
 
     /// Reads the event and stores its record for `org`, whose credentials were verified.

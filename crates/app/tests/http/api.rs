@@ -1,17 +1,15 @@
 //! Every status and envelope of the webhook, through actix-web's test service, on the real use
 //! case over in-memory fakes of the ports.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::world::{World, world};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use actix_web::test::{self, TestRequest};
 use relay_http::{MAX_BODY_BYTES, PERSONALIZATION_PATH, test_app};
 use relay_ports::fakes::Behaviour;
 use serde_json::{Value, json};
-use support::{World, world};
 
 /// Sends a request and returns status, headers and the body as JSON.
 async fn send(

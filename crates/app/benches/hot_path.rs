@@ -1,9 +1,10 @@
 //! The in-process hot path, without the network or a real dependency: parse and validate the
-//! body, normalize the caller's number, build and serialize the answer (`cargo bench -p
-//! relay-http`; results in docs/benchmarks.md).
+//! body, normalize the caller's number, build and serialize the answer, on the service as the
+//! composition root wires it (`cargo bench -p relay-app --bench hot_path`; results in
+//! docs/benchmarks.md).
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+#[path = "../tests/http/world.rs"]
+mod world;
 
 use actix_web::test::{self, TestRequest};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -41,7 +42,7 @@ fn answer(c: &mut Criterion) {
 /// One whole request through the actix-web service (routing, Bearer header, body, validation,
 /// use case over the tests' in-memory fakes, JSON answer, request metrics and log call).
 fn request(c: &mut Criterion) {
-    let world = support::world();
+    let world = world::world();
     let system = actix_web::rt::System::new();
     let app = system.block_on(test::init_service(test_app(
         world.webhooks(),

@@ -10,9 +10,10 @@ use actix_web::test::{self, TestRequest};
 use relay_http::{PERSONALIZATION_PATH, test_app};
 use relay_ports::fakes::Behaviour;
 use serde_json::{Value, json};
-use support::{World, world};
+use world::{World, world};
 
-mod support;
+#[path = "http/world.rs"]
+mod world;
 
 /// A log sink for one test.
 #[derive(Clone, Default)]

@@ -2,15 +2,13 @@
 //! fakes: the conversation-initiation webhook (full variable set, call-sid context) and the
 //! post-call webhook (signature, idempotency, correlation, outbox).
 
-mod support;
-
+use crate::world::{WEBHOOK_SECRET, World, world};
 use actix_web::http::StatusCode;
 use actix_web::test::{self, TestRequest};
 use relay_http::{INITIATION_PATH, PERSONALIZATION_PATH, POST_CALL_PATH, test_app};
 use relay_ports::fakes::Behaviour;
 use relay_usecase::post_call::sign;
 use serde_json::{Value, json};
-use support::{WEBHOOK_SECRET, World, world};
 
 const TRANSCRIPTION: &str =
     include_str!("../../../usecase/tests/fixtures/elevenlabs/post_call_transcription.json");
@@ -390,12 +388,12 @@ async fn with_the_store_down_a_delivery_is_queued_and_replayed_later() {
     assert_eq!(w.outbox.entries().len(), 1);
     assert!(w.store.records().is_empty());
 
-    let report = w.record_call.replay_queued(10).await.unwrap();
+    let report = w.record_call().replay_queued(10).await.unwrap();
     assert!(report.store_down, "still down: nothing replayed");
     assert_eq!(w.outbox.entries().len(), 1, "and nothing lost");
 
     w.store.set_behaviour(Behaviour::Healthy);
-    let report = w.record_call.replay_queued(10).await.unwrap();
+    let report = w.record_call().replay_queued(10).await.unwrap();
     assert_eq!((report.replayed, report.rejected), (1, 0));
     assert!(w.outbox.entries().is_empty());
     assert_eq!(w.store.records().len(), 1);

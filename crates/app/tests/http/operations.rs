@@ -9,8 +9,7 @@ use relay_observability::scrape::sample;
 use relay_ports::fakes::Behaviour;
 use serde_json::{Value, json};
 
-mod support;
-use support::{World, world};
+use crate::world::{World, world};
 
 async fn get(world: &World, path: &str) -> (StatusCode, String, String) {
     let app = test::init_service(test_app(world.webhooks(), world.operations.clone())).await;

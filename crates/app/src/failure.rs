@@ -1,0 +1,42 @@
+//! Why a command failed, as the process reports it: configuration (exit 78) or anything else
+//! (exit 1). Every module may fail with it; it depends on none of them but [`crate::config`].
+
+use relay_ports::AdminError;
+
+use crate::config::ConfigError;
+
+/// Why a command (or building the service) failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The configuration is wrong: retrying will not help (exit 78).
+    Config(ConfigError),
+    /// Anything else (exit 1).
+    Other(anyhow::Error),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "configuration error: {e}"),
+            Self::Other(e) => write!(f, "{e:#}"),
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Self::Config(e)
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Other(e)
+    }
+}
+
+impl From<AdminError> for Failure {
+    fn from(e: AdminError) -> Self {
+        Self::Other(e.into())
+    }
+}
