@@ -2,6 +2,7 @@
 //! (exit 1). Every module may fail with it; it depends on none of them but [`crate::config`].
 
 use relay_ports::AdminError;
+use relay_usecase::ImportError;
 
 use crate::config::ConfigError;
 
@@ -37,6 +38,12 @@ impl From<anyhow::Error> for Failure {
 
 impl From<AdminError> for Failure {
     fn from(e: AdminError) -> Self {
+        Self::Other(e.into())
+    }
+}
+
+impl From<ImportError> for Failure {
+    fn from(e: ImportError) -> Self {
         Self::Other(e.into())
     }
 }

@@ -11,7 +11,7 @@ use std::num::NonZero;
 use std::sync::Arc;
 
 use relay_domain::{E164, NewContact, Organization, PhoneError};
-use relay_ports::{AdminError, ContactImport, RepositoryError, UpsertSummary};
+use relay_ports::{AdminError, ContactImport, UpsertSummary};
 use tokio::sync::mpsc;
 
 /// Longest first or last name we store, in characters.
@@ -109,13 +109,14 @@ impl ContactImporter {
     /// already written stay written if a later one fails.
     ///
     /// # Errors
-    /// The first store error; the import stops there.
+    /// [`ImportError::Store`]: the first store error; the import stops there.
+    /// [`ImportError::WorkerFailed`]: a reading or normalizing task panicked.
     pub async fn import<I>(
         &self,
         org: &Organization,
         rows: I,
         mut progress: impl FnMut(u64) + Send,
-    ) -> Result<ImportReport, AdminError>
+    ) -> Result<ImportReport, ImportError>
     where
         I: IntoIterator<Item = Result<RawContact, Rejection>> + Send + 'static,
         I::IntoIter: Send,
@@ -204,16 +205,24 @@ impl ContactImporter {
         handled += rows_in_batch;
         progress(handled);
         drop(done_rx);
-        let join_failed = |e: tokio::task::JoinError| {
-            AdminError::Repository(RepositoryError::Unexpected(Box::new(e)))
-        };
-        reader.await.map_err(join_failed)?;
+        reader.await.map_err(ImportError::WorkerFailed)?;
         normalizer
             .await
-            .map_err(join_failed)?
-            .map_err(join_failed)?;
+            .map_err(ImportError::WorkerFailed)?
+            .map_err(ImportError::WorkerFailed)?;
         Ok(report)
     }
+}
+
+/// Why an import stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The store refused or failed a batch (batches before it stay written).
+    #[error(transparent)]
+    Store(#[from] AdminError),
+    /// A task reading or normalizing rows panicked: a bug, not the data or the store.
+    #[error("an import worker failed")]
+    WorkerFailed(#[source] tokio::task::JoinError),
 }
 
 /// A chunk of rows after normalization, in source order.
@@ -399,7 +408,7 @@ mod tests {
         let importer = ContactImporter::new(Arc::new(store), 1);
         let rows = vec![row(2, "A", "4165550100"), row(3, "B", "4165550101")];
         let err = importer.import(&org(), rows, |_| {}).await.unwrap_err();
-        assert!(matches!(err, AdminError::NotFound("organization")));
+        assert!(matches!(err, ImportError::Store(AdminError::NotFound("organization"))));
     }
 
     #[tokio::test]
