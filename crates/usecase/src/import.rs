@@ -408,7 +408,10 @@ mod tests {
         let importer = ContactImporter::new(Arc::new(store), 1);
         let rows = vec![row(2, "A", "4165550100"), row(3, "B", "4165550101")];
         let err = importer.import(&org(), rows, |_| {}).await.unwrap_err();
-        assert!(matches!(err, ImportError::Store(AdminError::NotFound("organization"))));
+        assert!(matches!(
+            err,
+            ImportError::Store(AdminError::NotFound("organization"))
+        ));
     }
 
     #[tokio::test]

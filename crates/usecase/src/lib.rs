@@ -26,7 +26,9 @@ pub use admin::{
 pub use background::{BackgroundWriteStats, RetryPolicy};
 pub use call_history::CallHistory;
 pub use credentials::{KnownCredentials, MAX_KNOWN_CREDENTIALS};
-pub use import::{ContactImporter, ImportError, ImportReport, MAX_REPORTED_REJECTIONS, RawContact, Rejection};
+pub use import::{
+    ContactImporter, ImportError, ImportReport, MAX_REPORTED_REJECTIONS, RawContact, Rejection,
+};
 pub use personalize::{
     Answer, AnswerOutcome, DependencyFailure, MatchResult, PersonalizationRequest, PersonalizeCall,
     Unauthorized,

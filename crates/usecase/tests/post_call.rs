@@ -329,3 +329,67 @@ async fn the_replay_verifies_against_the_store_and_the_dead_letters_stay_within_
     assert_eq!(record.stats().dead_letters_dropped(), 1);
     assert_eq!(w.store.records().len(), 1, "only the call recorded before");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_store_slower_than_the_budget_counts_as_down_and_the_delivery_is_queued_in_time() {
+    let w = world();
+    let record = w.record_call(ROOMY, ROOMY);
+    // Confirmed while the store answers, so they verify during the slowdown.
+    assert!(matches!(
+        deliver(&record, w.bearer(&transcription("conv_before"))).await,
+        Ok(Delivered::Recorded { .. })
+    ));
+    w.store
+        .set_behaviour(Behaviour::Slow(Duration::from_secs(60)));
+    let started = tokio::time::Instant::now();
+    assert_eq!(
+        deliver(&record, w.bearer(&transcription("conv_slow"))).await,
+        Ok(Delivered::Queued)
+    );
+    // One budget (300 ms) for the credentials, one for the record: ElevenLabs is answered long
+    // before the store would have.
+    assert!(
+        started.elapsed() <= Duration::from_millis(600),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(w.outbox.entries().len(), 1);
+    assert_eq!(w.store.records().len(), 1, "only the call recorded before");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_replay_loop_keeps_deliveries_while_the_store_is_down_and_records_them_once_it_is_back()
+{
+    let w = world();
+    let record = Arc::new(w.record_call(ROOMY, ROOMY));
+    assert!(matches!(
+        deliver(&record, w.bearer(&transcription("conv_before"))).await,
+        Ok(Delivered::Recorded { .. })
+    ));
+    w.store.set_behaviour(Behaviour::Down);
+    for conversation in ["conv_q1", "conv_q2"] {
+        assert_eq!(
+            deliver(&record, w.bearer(&transcription(conversation))).await,
+            Ok(Delivered::Queued)
+        );
+    }
+    let looping = tokio::spawn({
+        let record = Arc::clone(&record);
+        async move { record.replay_periodically(Duration::from_secs(5)).await }
+    });
+    // Rounds at 0, 5 and 10 s, the store down each time.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(w.outbox.entries().len(), 2, "kept while the store is down");
+    assert!(
+        w.outbox.dead_letters().is_empty(),
+        "an outage is no reason to give up"
+    );
+    w.store.set_behaviour(Behaviour::Healthy);
+    // The round at 15 s.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(w.outbox.entries().is_empty());
+    assert_eq!(w.store.records().len(), 3);
+    assert_eq!(record.stats().replayed(), 2);
+    assert_eq!(record.stats().rejected(), 0);
+    looping.abort();
+}
