@@ -33,6 +33,21 @@ fn stderr(out: &Output) -> String {
 }
 
 #[test]
+fn help_opens_with_what_the_program_is_for() {
+    let out = Command::new(RELAY)
+        .arg("--help")
+        .env_clear()
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.starts_with("ElevenLabs personalization webhook: greets callers by name"),
+        "{help}"
+    );
+    assert!(!help.contains("wiring of adapters"), "the crate's description: {help}");
+}
+
+#[test]
 fn every_command_has_help() {
     for args in [
         vec!["--help"],
