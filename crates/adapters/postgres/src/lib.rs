@@ -117,12 +117,15 @@ impl PgStore {
         }
     }
 
-    /// Wraps an existing pool.
+    /// Wraps an existing pool (`test-helpers`: tests build their own).
+    #[cfg(feature = "test-helpers")]
     pub fn from_pool(pool: PgPool) -> Self {
         Self::with_pool(pool)
     }
 
-    /// The pool, for callers that need raw access (tests, health checks).
+    /// The pool, for raw fixture SQL and for holding connections in tests (`test-helpers`: the
+    /// driver stays behind the ports everywhere else).
+    #[cfg(feature = "test-helpers")]
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }

@@ -81,7 +81,9 @@ impl SqliteStore {
         Ok(Self { pool })
     }
 
-    /// The pool, for raw access (tests).
+    /// The pool, for raw fixture SQL in tests (`test-helpers`: the driver stays behind the ports
+    /// everywhere else).
+    #[cfg(feature = "test-helpers")]
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
