@@ -66,7 +66,7 @@ pub(crate) async fn run(
                     dataset.total_rows + rng.u64(..1_000_000)
                 };
                 // Style 0 is already E.164: no number parsing in the measured loop.
-                let phone = E164::from_normalized(&number(row, 0))?;
+                let phone = E164::parse_e164(&number(row, 0))?;
                 let sent = Instant::now();
                 let mut ok = true;
                 if with_org_lookup {

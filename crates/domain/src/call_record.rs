@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{CallId, CallSid, ContactId, ConversationId, OrgId};
+use crate::{CallId, CallSid, ContactId, ConversationId, OrgId, StoredDataError};
 
 /// How a call ended, as far as the post-call webhook tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -76,6 +76,102 @@ pub struct CallRecord {
     pub received_at: DateTime<Utc>,
 }
 
+/// A call record's fields as storage holds them, before [`CallRecord::from_stored`] checks them:
+/// ids, conversation id, call sid and kind as text, the duration as a signed integer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCall {
+    /// See [`CallRecord::id`].
+    pub id: CallId,
+    /// See [`CallRecord::org_id`].
+    pub org_id: OrgId,
+    /// See [`CallRecord::contact_id`].
+    pub contact_id: Option<ContactId>,
+    /// See [`CallRecord::conversation_id`].
+    pub conversation_id: String,
+    /// See [`CallRecord::call_sid`].
+    pub call_sid: Option<String>,
+    /// See [`CallRecord::agent_id`].
+    pub agent_id: Option<String>,
+    /// See [`CallRecord::kind`]: [`CallKind::as_str`].
+    pub kind: String,
+    /// See [`CallRecord::direction`].
+    pub direction: Option<String>,
+    /// See [`CallRecord::external_number`].
+    pub external_number: Option<String>,
+    /// See [`CallRecord::agent_number`].
+    pub agent_number: Option<String>,
+    /// See [`CallRecord::status`].
+    pub status: Option<String>,
+    /// See [`CallRecord::call_successful`].
+    pub call_successful: Option<String>,
+    /// See [`CallRecord::summary`].
+    pub summary: Option<String>,
+    /// See [`CallRecord::duration_secs`].
+    pub duration_secs: Option<i64>,
+    /// See [`CallRecord::started_at`].
+    pub started_at: Option<DateTime<Utc>>,
+    /// See [`CallRecord::event_at`].
+    pub event_at: DateTime<Utc>,
+    /// See [`CallRecord::received_at`].
+    pub received_at: DateTime<Utc>,
+}
+
+impl CallRecord {
+    /// Rebuilds a call record read back from storage, checking its conversation id, call sid,
+    /// kind and duration as they were checked when it was recorded.
+    ///
+    /// # Errors
+    /// [`StoredDataError`] naming the first field that is not valid.
+    pub fn from_stored(stored: StoredCall) -> Result<Self, StoredDataError> {
+        let StoredCall {
+            id,
+            org_id,
+            contact_id,
+            conversation_id,
+            call_sid,
+            agent_id,
+            kind,
+            direction,
+            external_number,
+            agent_number,
+            status,
+            call_successful,
+            summary,
+            duration_secs,
+            started_at,
+            event_at,
+            received_at,
+        } = stored;
+        let bad = |field| StoredDataError::new("call", id, field);
+        Ok(Self {
+            id,
+            org_id,
+            contact_id,
+            conversation_id: ConversationId::parse(conversation_id)
+                .map_err(|e| bad("conversation_id").because(e))?,
+            call_sid: call_sid
+                .map(CallSid::parse)
+                .transpose()
+                .map_err(|e| bad("call_sid").because(e))?,
+            agent_id,
+            kind: CallKind::parse(&kind).ok_or_else(|| bad("kind"))?,
+            direction,
+            external_number,
+            agent_number,
+            status,
+            call_successful,
+            summary,
+            duration_secs: duration_secs
+                .map(u32::try_from)
+                .transpose()
+                .map_err(|_| bad("duration_secs"))?,
+            started_at,
+            event_at,
+            received_at,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +182,106 @@ mod tests {
             assert_eq!(CallKind::parse(kind.as_str()), Some(kind));
         }
         assert_eq!(CallKind::parse("answered"), None);
+    }
+
+    fn stored() -> StoredCall {
+        let at = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap();
+        StoredCall {
+            id: CallId::from_uuid(uuid::Uuid::from_u128(3)),
+            org_id: OrgId::from_uuid(uuid::Uuid::from_u128(1)),
+            contact_id: Some(ContactId::from_uuid(uuid::Uuid::from_u128(2))),
+            conversation_id: "conv_1".into(),
+            call_sid: Some("CA123".into()),
+            agent_id: Some("agent_1".into()),
+            kind: "missed".into(),
+            direction: Some("inbound".into()),
+            external_number: Some("+14165550100".into()),
+            agent_number: Some("+12362320246".into()),
+            status: Some("busy".into()),
+            call_successful: None,
+            summary: None,
+            duration_secs: Some(42),
+            started_at: None,
+            event_at: at,
+            received_at: at,
+        }
+    }
+
+    #[test]
+    fn a_stored_call_is_rebuilt_field_for_field() {
+        let s = stored();
+        let call = CallRecord::from_stored(s.clone()).unwrap();
+        assert_eq!(
+            call,
+            CallRecord {
+                id: s.id,
+                org_id: s.org_id,
+                contact_id: s.contact_id,
+                conversation_id: ConversationId::parse("conv_1").unwrap(),
+                call_sid: Some(CallSid::parse("CA123").unwrap()),
+                agent_id: s.agent_id,
+                kind: CallKind::Missed,
+                direction: s.direction,
+                external_number: s.external_number,
+                agent_number: s.agent_number,
+                status: s.status,
+                call_successful: None,
+                summary: None,
+                duration_secs: Some(42),
+                started_at: None,
+                event_at: s.event_at,
+                received_at: s.received_at,
+            }
+        );
+    }
+
+    #[test]
+    fn a_stored_call_with_a_bad_field_names_it() {
+        let id = stored().id;
+        for (field, broken) in [
+            (
+                "conversation_id",
+                StoredCall {
+                    conversation_id: "has space".into(),
+                    ..stored()
+                },
+            ),
+            (
+                "call_sid",
+                StoredCall {
+                    call_sid: Some(String::new()),
+                    ..stored()
+                },
+            ),
+            (
+                "kind",
+                StoredCall {
+                    kind: "answered".into(),
+                    ..stored()
+                },
+            ),
+            (
+                "duration_secs",
+                StoredCall {
+                    duration_secs: Some(-1),
+                    ..stored()
+                },
+            ),
+            (
+                "duration_secs",
+                StoredCall {
+                    duration_secs: Some(i64::from(u32::MAX) + 1),
+                    ..stored()
+                },
+            ),
+        ] {
+            let e = CallRecord::from_stored(broken).unwrap_err();
+            assert_eq!((e.record(), e.field()), ("call", field));
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("call {id}: bad {field}")),
+                "{e}"
+            );
+        }
     }
 }

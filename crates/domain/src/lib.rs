@@ -14,10 +14,11 @@ mod name;
 mod organization;
 mod phone;
 mod secret;
+mod stored;
 mod variables;
 
 pub use call_context::CallContext;
-pub use call_record::{CallKind, CallRecord};
+pub use call_record::{CallKind, CallRecord, StoredCall};
 pub use contact::{Contact, NewContact};
 pub use conversation::{
     CallKey, CallSid, ConversationId, ConversationIdError, MAX_CONVERSATION_ID_CHARS,
@@ -27,4 +28,5 @@ pub use name::{MAX_NAME_CHARS, PROMPT_SYNTAX, is_prompt_safe, sanitize_name};
 pub use organization::{OrgName, OrgNameError, Organization};
 pub use phone::{CallerNumber, E164, PhoneError, Region, RegionError, mask_phone};
 pub use secret::{SecretInfo, TokenDigest, ToolToken};
+pub use stored::StoredDataError;
 pub use variables::{DynamicVariables, InitiationVariables};

@@ -1,6 +1,6 @@
 use std::fmt;
 
-use crate::{OrgId, Region};
+use crate::{OrgId, Region, StoredDataError};
 
 /// An organization (tenant): the company whose phone line the agent answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +17,30 @@ pub struct Organization {
     /// ([`crate::is_prompt_safe`]); sanitized again when it is answered
     /// ([`crate::sanitize_name`]), for values stored before that rule.
     pub unknown_caller_name: String,
+}
+
+impl Organization {
+    /// Rebuilds an organization read back from storage, checking its name and region as they
+    /// were checked when it was created.
+    ///
+    /// # Errors
+    /// [`StoredDataError`] when the name is not a valid [`OrgName`] or the region not a known
+    /// [`Region`].
+    pub fn from_stored(
+        id: OrgId,
+        name: &str,
+        default_region: &str,
+        unknown_caller_name: String,
+    ) -> Result<Self, StoredDataError> {
+        let bad = |field| StoredDataError::new("organization", id, field);
+        Ok(Self {
+            id,
+            name: OrgName::parse(name).map_err(|e| bad("name").because(e))?,
+            default_region: Region::parse(default_region)
+                .map_err(|e| bad("default_region").because(e))?,
+            unknown_caller_name,
+        })
+    }
 }
 
 /// An organization's display name: 1 to 200 characters after trimming, one line.
@@ -92,6 +116,28 @@ mod tests {
         assert_eq!(
             OrgName::parse("Acme\nCorp"),
             Err(OrgNameError::ControlCharacter)
+        );
+    }
+
+    #[test]
+    fn a_stored_organization_is_checked_as_when_it_was_created() {
+        let id = OrgId::from_uuid(uuid::Uuid::from_u128(1));
+        let org = Organization::from_stored(id, "Acme Corp", "ca", "there".into()).unwrap();
+        assert_eq!(org.id, id);
+        assert_eq!(org.name.as_str(), "Acme Corp");
+        assert_eq!(org.default_region, Region::parse("CA").unwrap());
+        assert_eq!(org.unknown_caller_name, "there");
+
+        let bad_name = Organization::from_stored(id, " ", "CA", String::new()).unwrap_err();
+        assert_eq!(bad_name.field(), "name");
+        assert_eq!(
+            bad_name.to_string(),
+            format!("organization {id}: bad name: organization name must not be empty")
+        );
+        let bad_region = Organization::from_stored(id, "Acme", "XX", String::new()).unwrap_err();
+        assert_eq!(
+            (bad_region.record(), bad_region.field()),
+            ("organization", "default_region")
         );
     }
 }

@@ -125,7 +125,7 @@ mod tests {
     }
 
     fn contact(first: Option<&str>, last: Option<&str>) -> Contact {
-        let phone = E164::from_normalized("+14165550100").unwrap();
+        let phone = E164::parse_e164("+14165550100").unwrap();
         Contact {
             id: ContactId::from_uuid(uuid::Uuid::nil()),
             org_id: org().id,
@@ -234,7 +234,7 @@ mod tests {
 
     #[test]
     fn initiation_set_uses_the_fallback_for_an_unknown_caller() {
-        let number = E164::from_normalized("+14165550199").unwrap();
+        let number = E164::parse_e164("+14165550199").unwrap();
         let vars = InitiationVariables::new(Some(&org()), &DynamicVariables::none(), Some(&number));
         assert_eq!(
             serde_json::to_value(&vars).unwrap(),

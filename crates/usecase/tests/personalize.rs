@@ -39,7 +39,7 @@ fn contact(org: &Organization) -> Contact {
         org_id: org.id,
         first_name: Some("Alex".into()),
         last_name: Some("Morgan".into()),
-        phone: E164::from_normalized("+14165550100").unwrap(),
+        phone: E164::parse_e164("+14165550100").unwrap(),
         updated_at: Utc::now(),
     }
 }
@@ -126,10 +126,7 @@ async fn matched_caller_gets_variables_and_context_is_cached_for_a_day() {
     let found = contact.clone();
     contacts
         .expect_find_by_phone()
-        .with(
-            eq(org.id),
-            eq(E164::from_normalized("+14165550100").unwrap()),
-        )
+        .with(eq(org.id), eq(E164::parse_e164("+14165550100").unwrap()))
         .times(1)
         .returning(move |_, _| Ok(Some(found.clone())));
     let (cache, written) = recording_cache();

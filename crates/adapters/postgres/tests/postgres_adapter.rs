@@ -182,3 +182,66 @@ async fn ping_fails_when_postgres_is_unreachable() {
     .unwrap();
     assert!(store.ping().await.is_err());
 }
+
+/// The `Unexpected` error of an admin call, with its message.
+fn unexpected_message<T: std::fmt::Debug>(result: Result<T, relay_ports::AdminError>) -> String {
+    match result {
+        Err(relay_ports::AdminError::Repository(relay_ports::RepositoryError::Unexpected(e))) => {
+            e.to_string()
+        }
+        other => panic!("expected unexpected data, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_stored_organization_the_domain_refuses_is_unexpected_data() {
+    use relay_ports::OrganizationAdmin as _;
+    let db = TestDb::create().await;
+    // Two capital letters pass the column's check, but name no country.
+    let id: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO organizations (name, default_region) VALUES ('Acme', 'XX') RETURNING id",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    let store = db.store();
+    let message = unexpected_message(store.list_organizations().await);
+    assert_eq!(
+        message,
+        format!(
+            "organization {id}: bad default_region: unknown region \"XX\": expected an ISO \
+             3166-1 alpha-2 country code such as CA or US"
+        )
+    );
+    unexpected_message(store.find_organization(OrgId::from_uuid(id)).await);
+}
+
+#[tokio::test]
+async fn a_stored_call_the_domain_refuses_is_unexpected_data() {
+    use relay_domain::{OrgName, Region};
+    use relay_ports::{CallLog as _, OrganizationAdmin as _};
+    let db = TestDb::create().await;
+    let store = db.store();
+    let org = store
+        .create_organization(
+            &OrgName::parse("Acme").unwrap(),
+            Region::parse("CA").unwrap(),
+        )
+        .await
+        .unwrap();
+    let call = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO calls (id, org_id, conversation_id, kind, event_at, received_at)
+         VALUES ($1, $2, 'has space', 'missed', now(), now())",
+    )
+    .bind(call)
+    .bind(org.id.as_uuid())
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let message = unexpected_message(store.list_calls(org.id, None, 10).await);
+    assert!(
+        message.starts_with(&format!("call {call}: bad conversation_id")),
+        "{message}"
+    );
+}

@@ -194,7 +194,7 @@ impl RedisCache {
     }
 
     async fn get_json(&self, key: String) -> Result<Option<CallContext>, CacheError> {
-        let raw: Option<String> = self.query(redis::cmd("GET").arg(key)).await?;
+        let raw: Option<String> = self.command(redis::cmd("GET").arg(key)).await?;
         raw.map(|json| serde_json::from_str(&json).map_err(|e| CacheError::Corrupt(Box::new(e))))
             .transpose()
     }
@@ -214,12 +214,18 @@ impl RedisCache {
         &self.prefix
     }
 
-    /// Runs one command on a pooled connection (to the node owning its key, on a cluster).
-    /// Public for tests and warm-up; the port methods are the interface.
+    /// Runs any command, for tests' fixtures and checks (`test-helpers`: the port methods are
+    /// the interface everywhere else).
     ///
     /// # Errors
     /// [`CacheError::Unavailable`] when no connection can be had or the command fails.
+    #[cfg(feature = "test-helpers")]
     pub async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheError> {
+        self.command(cmd).await
+    }
+
+    /// Runs one command on a pooled connection (to the node owning its key, on a cluster).
+    async fn command<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheError> {
         match &self.backend {
             Backend::Single(pool) => {
                 let mut conn = pool
@@ -264,7 +270,7 @@ impl CallContextCache for RedisCache {
                 .arg(&json)
                 .arg("EX")
                 .arg(ttl.as_secs().max(1));
-            self.query::<()>(&cmd).await?;
+            self.command::<()>(&cmd).await?;
         }
         Ok(())
     }
@@ -321,7 +327,7 @@ return dropped
 impl DeliveryOutbox for RedisCache {
     async fn append(&self, payload: &[u8], limits: OutboxLimits) -> Result<Appended, CacheError> {
         let answer: i64 = self
-            .query(
+            .command(
                 redis::cmd("EVAL")
                     .arg(APPEND_BOUNDED)
                     .arg(1)
@@ -341,7 +347,7 @@ impl DeliveryOutbox for RedisCache {
     async fn pending(&self, max: usize) -> Result<Vec<OutboxEntry>, CacheError> {
         // XRANGE answers [[id, [field, value, ...]], ...].
         let entries: Vec<(String, Vec<Vec<u8>>)> = self
-            .query(
+            .command(
                 redis::cmd("XRANGE")
                     .arg(self.outbox_key())
                     .arg("-")
@@ -374,7 +380,7 @@ impl DeliveryOutbox for RedisCache {
         // Copied first, then removed: a failure in between leaves a copy in each, never none.
         // (The two streams may live on different cluster nodes, so this cannot be one script.)
         let dropped: u64 = self
-            .query(
+            .command(
                 redis::cmd("EVAL")
                     .arg(DEAD_LETTER_BOUNDED)
                     .arg(1)
@@ -391,16 +397,16 @@ impl DeliveryOutbox for RedisCache {
     }
 
     async fn remove(&self, id: &str) -> Result<(), CacheError> {
-        self.query::<u64>(redis::cmd("XDEL").arg(self.outbox_key()).arg(id))
+        self.command::<u64>(redis::cmd("XDEL").arg(self.outbox_key()).arg(id))
             .await?;
         Ok(())
     }
 
     async fn usage(&self) -> Result<OutboxUsage, CacheError> {
         let key = self.outbox_key();
-        let entries: u64 = self.query(redis::cmd("XLEN").arg(&key)).await?;
+        let entries: u64 = self.command(redis::cmd("XLEN").arg(&key)).await?;
         let bytes: Option<u64> = self
-            .query(
+            .command(
                 redis::cmd("MEMORY")
                     .arg("USAGE")
                     .arg(&key)
@@ -419,7 +425,7 @@ impl DeliveryOutbox for RedisCache {
 impl Probe for RedisCache {
     async fn ping(&self) -> Result<(), BoxError> {
         // On a cluster, PING goes to every primary: ready means every shard answers.
-        self.query::<()>(&redis::cmd("PING")).await?;
+        self.command::<()>(&redis::cmd("PING")).await?;
         Ok(())
     }
 

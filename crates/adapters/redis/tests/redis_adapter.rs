@@ -19,7 +19,7 @@ fn context(conversation: &str, contact: Option<u128>) -> CallContext {
         call_sid: None,
         org_id: OrgId::from_uuid(uuid::Uuid::from_u128(1)),
         contact_id: contact.map(|c| ContactId::from_uuid(uuid::Uuid::from_u128(c))),
-        caller_number: Some(E164::from_normalized("+14165550100").unwrap()),
+        caller_number: Some(E164::parse_e164("+14165550100").unwrap()),
         called_number: Some("+12362320246".into()),
         agent_id: Some("agent_1".into()),
         received_at: DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap(),

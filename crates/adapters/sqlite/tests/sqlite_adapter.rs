@@ -86,3 +86,105 @@ async fn ping_answers_and_the_pool_gauges_do_not_claim_to_count_waiters() {
     assert!(stats.max >= 1 && stats.open >= 1, "{stats:?}");
     assert_eq!(stats.waiting, None);
 }
+
+/// The `Unexpected` error of an admin call, with its message.
+fn unexpected_message<T: std::fmt::Debug>(result: Result<T, relay_ports::AdminError>) -> String {
+    match result {
+        Err(relay_ports::AdminError::Repository(relay_ports::RepositoryError::Unexpected(e))) => {
+            e.to_string()
+        }
+        other => panic!("expected unexpected data, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_stored_organization_the_domain_refuses_is_unexpected_data() {
+    use relay_ports::OrganizationAdmin as _;
+    let fixture = SqliteFixture::new().await;
+    let id = uuid::Uuid::new_v4();
+    // Two letters pass the column's check, but name no country.
+    sqlx::query(
+        "INSERT INTO organizations (id, name, default_region, created_at)
+         VALUES (?1, 'Acme', 'XX', 0)",
+    )
+    .bind(id.to_string())
+    .execute(fixture.store.pool())
+    .await
+    .unwrap();
+    let message = unexpected_message(fixture.store.list_organizations().await);
+    assert_eq!(
+        message,
+        format!(
+            "organization {id}: bad default_region: unknown region \"XX\": expected an ISO \
+             3166-1 alpha-2 country code such as CA or US"
+        )
+    );
+    unexpected_message(fixture.store.find_organization(OrgId::from_uuid(id)).await);
+}
+
+#[tokio::test]
+async fn a_stored_row_with_an_unreadable_id_or_time_is_unexpected_data() {
+    use relay_ports::OrganizationAdmin as _;
+    let fixture = SqliteFixture::new().await;
+    sqlx::query(
+        "INSERT INTO organizations (id, name, default_region, created_at)
+         VALUES ('not-a-uuid', 'Acme', 'CA', 0)",
+    )
+    .execute(fixture.store.pool())
+    .await
+    .unwrap();
+    unexpected_message(fixture.store.list_organizations().await);
+
+    let fixture = SqliteFixture::new().await;
+    let org = OrgId::from_uuid(uuid::Uuid::new_v4());
+    sqlx::query(
+        "INSERT INTO organizations (id, name, default_region, created_at) VALUES (?1, 'Acme', 'CA', 0)",
+    )
+    .bind(org.to_string())
+    .execute(fixture.store.pool())
+    .await
+    .unwrap();
+    // Microseconds no `DateTime` holds.
+    sqlx::query(
+        "INSERT INTO organization_secrets (id, org_id, digest, created_at)
+         VALUES (?1, ?2, zeroblob(32), ?3)",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(org.to_string())
+    .bind(i64::MAX)
+    .execute(fixture.store.pool())
+    .await
+    .unwrap();
+    let message = unexpected_message(fixture.store.list_secrets(org).await);
+    assert_eq!(message, format!("bad timestamp {}", i64::MAX));
+}
+
+#[tokio::test]
+async fn a_stored_call_the_domain_refuses_is_unexpected_data() {
+    use relay_domain::{OrgName, Region};
+    use relay_ports::{CallLog as _, OrganizationAdmin as _};
+    let fixture = SqliteFixture::new().await;
+    let org = fixture
+        .store
+        .create_organization(
+            &OrgName::parse("Acme").unwrap(),
+            Region::parse("CA").unwrap(),
+        )
+        .await
+        .unwrap();
+    let call = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO calls (id, org_id, conversation_id, kind, event_at, received_at)
+         VALUES (?1, ?2, 'has space', 'missed', 0, 0)",
+    )
+    .bind(call.to_string())
+    .bind(org.id.to_string())
+    .execute(fixture.store.pool())
+    .await
+    .unwrap();
+    let message = unexpected_message(fixture.store.list_calls(org.id, None, 10).await);
+    assert!(
+        message.starts_with(&format!("call {call}: bad conversation_id")),
+        "{message}"
+    );
+}

@@ -1,0 +1,153 @@
+//! [`OrganizationDirectory`] (the webhook's lookup by tool-secret digest) and
+//! [`OrganizationAdmin`] (organizations, their tool secrets, their settings).
+
+use async_trait::async_trait;
+use relay_domain::{OrgId, OrgName, Organization, Region, SecretId, SecretInfo, TokenDigest};
+use relay_ports::{AdminError, OrganizationAdmin, OrganizationDirectory, RepositoryError};
+
+use crate::rows::{OrgRow, SecretRow, convert, org_columns, secret_columns};
+use crate::{PgStore, admin_error, repo_error};
+
+#[async_trait]
+impl OrganizationDirectory for PgStore {
+    async fn find_by_secret_digest(
+        &self,
+        digest: &TokenDigest,
+    ) -> Result<Option<Organization>, RepositoryError> {
+        let row: Option<OrgRow> = sqlx::query_as(
+            "SELECT o.id, o.name, o.default_region, o.unknown_caller_name
+               FROM organization_secrets s
+               JOIN organizations o ON o.id = s.org_id
+              WHERE s.digest = $1 AND s.revoked_at IS NULL",
+        )
+        .bind(digest.as_bytes().as_slice())
+        .fetch_optional(&mut *self.acquire().await?)
+        .await
+        .map_err(repo_error)?;
+        row.map(Organization::try_from).transpose()
+    }
+}
+
+#[async_trait]
+impl OrganizationAdmin for PgStore {
+    async fn create_organization(
+        &self,
+        name: &OrgName,
+        default_region: Region,
+    ) -> Result<Organization, AdminError> {
+        let row: OrgRow = sqlx::query_as(concat!(
+            "INSERT INTO organizations (name, default_region) VALUES ($1, $2)
+                 RETURNING ",
+            org_columns!()
+        ))
+        .bind(name.as_str())
+        .bind(default_region.code())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        Ok(row.try_into()?)
+    }
+
+    async fn list_organizations(&self) -> Result<Vec<Organization>, AdminError> {
+        let rows: Vec<OrgRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            org_columns!(),
+            " FROM organizations ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        Ok(convert(rows)?)
+    }
+
+    async fn add_secret(&self, org: OrgId, digest: &TokenDigest) -> Result<SecretInfo, AdminError> {
+        let row: SecretRow = sqlx::query_as(concat!(
+            "INSERT INTO organization_secrets (org_id, digest) VALUES ($1, $2)
+             RETURNING ",
+            secret_columns!()
+        ))
+        .bind(org.as_uuid())
+        .bind(digest.as_bytes().as_slice())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| admin_error(e, "organization"))?;
+        Ok(row.into())
+    }
+
+    async fn list_secrets(&self, org: OrgId) -> Result<Vec<SecretInfo>, AdminError> {
+        if self.find_organization(org).await?.is_none() {
+            return Err(AdminError::NotFound("organization"));
+        }
+        let rows: Vec<SecretRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            secret_columns!(),
+            " FROM organization_secrets
+              WHERE org_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(org.as_uuid())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        Ok(rows.into_iter().map(SecretInfo::from).collect())
+    }
+
+    async fn revoke_secret(&self, secret: SecretId) -> Result<SecretInfo, AdminError> {
+        let row: Option<SecretRow> = sqlx::query_as(concat!(
+            "UPDATE organization_secrets SET revoked_at = COALESCE(revoked_at, now())
+              WHERE id = $1
+             RETURNING ",
+            secret_columns!()
+        ))
+        .bind(secret.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        Ok(row.ok_or(AdminError::NotFound("secret"))?.into())
+    }
+
+    async fn find_organization(&self, org: OrgId) -> Result<Option<Organization>, AdminError> {
+        let row: Option<OrgRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            org_columns!(),
+            " FROM organizations WHERE id = $1"
+        ))
+        .bind(org.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        Ok(row.map(Organization::try_from).transpose()?)
+    }
+
+    async fn set_unknown_caller_name(
+        &self,
+        org: OrgId,
+        name: &str,
+    ) -> Result<Organization, AdminError> {
+        let row: Option<OrgRow> = sqlx::query_as(concat!(
+            "UPDATE organizations SET unknown_caller_name = $2 WHERE id = $1
+             RETURNING ",
+            org_columns!()
+        ))
+        .bind(org.as_uuid())
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        let row = row.ok_or(AdminError::NotFound("organization"))?;
+        Ok(row.try_into()?)
+    }
+
+    async fn set_webhook_secret(&self, org: OrgId, sealed: &[u8]) -> Result<(), AdminError> {
+        let updated =
+            sqlx::query("UPDATE organizations SET webhook_secret_sealed = $2 WHERE id = $1")
+                .bind(org.as_uuid())
+                .bind(sealed)
+                .execute(&self.pool)
+                .await
+                .map_err(repo_error)?;
+        if updated.rows_affected() == 0 {
+            return Err(AdminError::NotFound("organization"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,180 @@
+//! The rows the port modules read, as Postgres types them, and their conversion into domain
+//! values. The checks (names, regions, numbers, ids, kinds) are the domain's `from_stored`
+//! constructors, which the SQLite adapter calls too; a row they refuse is
+//! [`RepositoryError::Unexpected`].
+
+use chrono::{DateTime, Utc};
+use relay_domain::{
+    CallId, CallRecord, Contact, ContactId, OrgId, Organization, SecretId, SecretInfo, StoredCall,
+};
+use relay_ports::RepositoryError;
+use sqlx::types::Uuid;
+
+use crate::unexpected;
+
+/// The columns [`OrgRow`] reads (a macro, so queries stay `&'static str`).
+macro_rules! org_columns {
+    () => {
+        "id, name, default_region, unknown_caller_name"
+    };
+}
+pub(crate) use org_columns;
+
+/// The columns [`SecretRow`] reads.
+macro_rules! secret_columns {
+    () => {
+        "id, org_id, created_at, revoked_at"
+    };
+}
+pub(crate) use secret_columns;
+
+/// The columns [`CallRow`] reads, in insert order.
+macro_rules! call_columns {
+    () => {
+        "id, org_id, contact_id, conversation_id, call_sid, agent_id, kind, direction, \
+         external_number, agent_number, status, call_successful, summary, duration_secs, \
+         started_at, event_at, received_at"
+    };
+}
+pub(crate) use call_columns;
+
+/// An `organizations` row.
+#[derive(sqlx::FromRow)]
+pub(crate) struct OrgRow {
+    id: Uuid,
+    name: String,
+    default_region: String,
+    unknown_caller_name: String,
+}
+
+impl TryFrom<OrgRow> for Organization {
+    type Error = RepositoryError;
+
+    fn try_from(row: OrgRow) -> Result<Self, Self::Error> {
+        Organization::from_stored(
+            OrgId::from_uuid(row.id),
+            &row.name,
+            &row.default_region,
+            row.unknown_caller_name,
+        )
+        .map_err(unexpected)
+    }
+}
+
+/// An organization with its sealed webhook secret.
+#[derive(sqlx::FromRow)]
+pub(crate) struct SignerRow {
+    #[sqlx(flatten)]
+    pub(crate) org: OrgRow,
+    pub(crate) webhook_secret_sealed: Vec<u8>,
+}
+
+/// An `organization_secrets` row (never its digest).
+#[derive(sqlx::FromRow)]
+pub(crate) struct SecretRow {
+    id: Uuid,
+    org_id: Uuid,
+    created_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<SecretRow> for SecretInfo {
+    fn from(row: SecretRow) -> Self {
+        Self {
+            id: SecretId::from_uuid(row.id),
+            org_id: OrgId::from_uuid(row.org_id),
+            created_at: row.created_at,
+            revoked_at: row.revoked_at,
+        }
+    }
+}
+
+/// The newest `contacts` row of a number.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ContactRow {
+    id: Uuid,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    phone_e164: String,
+    updated_at: DateTime<Utc>,
+}
+
+impl ContactRow {
+    /// The contact, of `org` (the organization the query was scoped to).
+    pub(crate) fn into_contact(self, org: OrgId) -> Result<Contact, RepositoryError> {
+        Contact::from_stored(
+            ContactId::from_uuid(self.id),
+            org,
+            self.first_name,
+            self.last_name,
+            &self.phone_e164,
+            self.updated_at,
+        )
+        .map_err(unexpected)
+    }
+}
+
+/// A `calls` row.
+#[derive(sqlx::FromRow)]
+pub(crate) struct CallRow {
+    id: Uuid,
+    org_id: Uuid,
+    contact_id: Option<Uuid>,
+    conversation_id: String,
+    call_sid: Option<String>,
+    agent_id: Option<String>,
+    kind: String,
+    direction: Option<String>,
+    external_number: Option<String>,
+    agent_number: Option<String>,
+    status: Option<String>,
+    call_successful: Option<String>,
+    summary: Option<String>,
+    duration_secs: Option<i32>,
+    started_at: Option<DateTime<Utc>>,
+    event_at: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+}
+
+impl TryFrom<CallRow> for CallRecord {
+    type Error = RepositoryError;
+
+    fn try_from(row: CallRow) -> Result<Self, Self::Error> {
+        CallRecord::from_stored(StoredCall {
+            id: CallId::from_uuid(row.id),
+            org_id: OrgId::from_uuid(row.org_id),
+            contact_id: row.contact_id.map(ContactId::from_uuid),
+            conversation_id: row.conversation_id,
+            call_sid: row.call_sid,
+            agent_id: row.agent_id,
+            kind: row.kind,
+            direction: row.direction,
+            external_number: row.external_number,
+            agent_number: row.agent_number,
+            status: row.status,
+            call_successful: row.call_successful,
+            summary: row.summary,
+            duration_secs: row.duration_secs.map(i64::from),
+            started_at: row.started_at,
+            event_at: row.event_at,
+            received_at: row.received_at,
+        })
+        .map_err(unexpected)
+    }
+}
+
+/// What one batch of the contact upsert did, as Postgres counts it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct UpsertCounts {
+    pub(crate) inserted: i64,
+    pub(crate) updated: i64,
+    pub(crate) matched: i64,
+}
+
+/// Converts each row, stopping at the first the domain refuses.
+pub(crate) fn convert<R, T>(rows: Vec<R>) -> Result<Vec<T>, RepositoryError>
+where
+    T: TryFrom<R, Error = RepositoryError>,
+{
+    rows.into_iter().map(T::try_from).collect()
+}

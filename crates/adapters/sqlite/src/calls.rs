@@ -1,0 +1,109 @@
+//! [`CallLog`]: the post-call webhook's records (one per organization and conversation), their
+//! listing, and the organization's sealed webhook secret that signs them.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use relay_domain::{CallId, CallRecord, CallSid, OrgId};
+use relay_ports::{
+    AdminError, CallLog, OrganizationAdmin as _, Recorded, RepositoryError, WebhookSigner,
+};
+use uuid::fmt::Hyphenated;
+
+use crate::rows::{CallRow, SignerRow, call_columns, convert, micros, org_columns};
+use crate::{SqliteStore, repo_error};
+
+#[async_trait]
+impl CallLog for SqliteStore {
+    async fn record_call(&self, r: &CallRecord) -> Result<Recorded, RepositoryError> {
+        let inserted = sqlx::query(concat!(
+            "INSERT INTO calls (",
+            call_columns!(),
+            ")
+             VALUES (?1, ?2,
+                     (SELECT id FROM contacts WHERE id = ?3 AND org_id = ?2), ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+             ON CONFLICT (org_id, conversation_id) DO NOTHING
+             RETURNING id"
+        ))
+        .bind(r.id.to_string())
+        .bind(r.org_id.to_string())
+        .bind(r.contact_id.map(|c| c.to_string()))
+        .bind(r.conversation_id.as_str())
+        .bind(r.call_sid.as_ref().map(CallSid::as_str))
+        .bind(r.agent_id.as_deref())
+        .bind(r.kind.as_str())
+        .bind(r.direction.as_deref())
+        .bind(r.external_number.as_deref())
+        .bind(r.agent_number.as_deref())
+        .bind(r.status.as_deref())
+        .bind(r.call_successful.as_deref())
+        .bind(r.summary.as_deref())
+        .bind(r.duration_secs.map(i64::from))
+        .bind(r.started_at.map(micros))
+        .bind(micros(r.event_at))
+        .bind(micros(r.received_at))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        if inserted.is_some() {
+            return Ok(Recorded {
+                id: r.id,
+                inserted: true,
+            });
+        }
+        let existing: Hyphenated =
+            sqlx::query_scalar("SELECT id FROM calls WHERE org_id = ?1 AND conversation_id = ?2")
+                .bind(r.org_id.to_string())
+                .bind(r.conversation_id.as_str())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(repo_error)?;
+        Ok(Recorded {
+            id: CallId::from_uuid(existing.into_uuid()),
+            inserted: false,
+        })
+    }
+
+    async fn list_calls(
+        &self,
+        org: OrgId,
+        since: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<CallRecord>, AdminError> {
+        if self.find_organization(org).await?.is_none() {
+            return Err(AdminError::NotFound("organization"));
+        }
+        let rows: Vec<CallRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            call_columns!(),
+            " FROM calls
+              WHERE org_id = ?1 AND received_at >= ?2
+              ORDER BY received_at DESC, id DESC
+              LIMIT ?3"
+        ))
+        .bind(org.to_string())
+        .bind(since.map_or(i64::MIN, micros))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        Ok(convert(rows)?)
+    }
+
+    async fn webhook_signer(&self, org: OrgId) -> Result<Option<WebhookSigner>, RepositoryError> {
+        let row: Option<SignerRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            org_columns!(),
+            ", webhook_secret_sealed FROM organizations
+              WHERE id = ?1 AND webhook_secret_sealed IS NOT NULL"
+        ))
+        .bind(org.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(WebhookSigner {
+            org: row.org.try_into()?,
+            sealed_secret: row.webhook_secret_sealed,
+        }))
+    }
+}
