@@ -126,14 +126,6 @@ impl E164 {
         }
     }
 
-    /// The former name of [`E164::parse_e164`], the same check.
-    // TODO: remove once crates/ports/src/conformance.rs and crates/ports/src/fakes.rs call
-    // parse_e164 (they were being edited on another branch when this was renamed).
-    #[doc(hidden)]
-    pub fn from_normalized(s: &str) -> Result<Self, PhoneError> {
-        Self::parse_e164(s)
-    }
-
     /// The E.164 text, e.g. `+14165550100`.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -445,13 +437,6 @@ mod tests {
             r#""""#,
         ] {
             assert!(serde_json::from_str::<E164>(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn the_former_name_is_the_same_check() {
-        for s in ["+14165550100", "+1", "14165550100", "+1416a550100"] {
-            assert_eq!(E164::from_normalized(s), E164::parse_e164(s), "{s}");
         }
     }
 

@@ -175,7 +175,7 @@ impl InMemoryStore {
             org_id: org,
             first_name: first.map(str::to_owned),
             last_name: last.map(str::to_owned),
-            phone: E164::from_normalized(e164).expect("E.164 test number"),
+            phone: E164::parse_e164(e164).expect("E.164 test number"),
             updated_at: Utc::now(),
         };
         data.contacts.push(ContactRow {

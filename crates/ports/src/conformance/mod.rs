@@ -73,7 +73,7 @@ fn org1() -> OrgId {
 }
 
 fn e164(s: &str) -> E164 {
-    E164::from_normalized(s).expect("E.164 test number")
+    E164::parse_e164(s).expect("E.164 test number")
 }
 
 fn conv(s: &str) -> CallKey {
