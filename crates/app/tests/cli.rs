@@ -44,7 +44,10 @@ fn help_opens_with_what_the_program_is_for() {
         help.starts_with("ElevenLabs personalization webhook: greets callers by name"),
         "{help}"
     );
-    assert!(!help.contains("wiring of adapters"), "the crate's description: {help}");
+    assert!(
+        !help.contains("wiring of adapters"),
+        "the crate's description: {help}"
+    );
 }
 
 #[test]

@@ -15,8 +15,8 @@ use relay_domain::{
 };
 use relay_ports::{
     AdminError, Appended, CacheError, CallContextCache, CallLog, ContactDirectory, DeliveryOutbox,
-    OrganizationDirectory, OutboxEntry, OutboxLimits, OutboxUsage, Recorded, RepositoryError,
-    WebhookSigner,
+    OrganizationDirectory, OutboxEntry, OutboxError, OutboxLimits, OutboxUsage, Recorded,
+    RepositoryError, WebhookSigner,
 };
 use tracing::Instrument as _;
 use tracing::field::Empty;
@@ -133,6 +133,12 @@ impl Drop for Call<'_> {
     }
 }
 
+fn outbox_error_type(error: &OutboxError) -> &'static str {
+    match error {
+        OutboxError::Unavailable(_) => "unavailable",
+    }
+}
+
 fn repository_error_type(error: &RepositoryError) -> &'static str {
     match error {
         RepositoryError::Unavailable(_) => "unavailable",
@@ -245,32 +251,32 @@ impl CallLog for Observed<dyn CallLog> {
 }
 
 /// An outbox command's result: `ok`, or `error` with the error's type.
-fn outbox_result<T>(result: &Result<T, CacheError>) -> (CallResult, Option<&'static str>) {
+fn outbox_result<T>(result: &Result<T, OutboxError>) -> (CallResult, Option<&'static str>) {
     match result {
         Ok(_) => (CallResult::Answered("ok"), None),
-        Err(e) => (CallResult::Failed, Some(cache_error_type(e))),
+        Err(e) => (CallResult::Failed, Some(outbox_error_type(e))),
     }
 }
 
 #[async_trait]
 impl DeliveryOutbox for Observed<dyn DeliveryOutbox> {
-    async fn append(&self, payload: &[u8], limits: OutboxLimits) -> Result<Appended, CacheError> {
+    async fn append(&self, payload: &[u8], limits: OutboxLimits) -> Result<Appended, OutboxError> {
         let call = self.inner.append(payload, limits);
         self.observe("append_outbox", "XADD", call, |r| match r {
             Ok(Appended::Stored) => (CallResult::Answered("ok"), None),
             Ok(Appended::Full(_)) => (CallResult::Answered("full"), None),
-            Err(e) => (CallResult::Failed, Some(cache_error_type(e))),
+            Err(e) => (CallResult::Failed, Some(outbox_error_type(e))),
         })
         .await
     }
 
-    async fn pending(&self, max: usize) -> Result<Vec<OutboxEntry>, CacheError> {
+    async fn pending(&self, max: usize) -> Result<Vec<OutboxEntry>, OutboxError> {
         let call = self.inner.pending(max);
         self.observe("read_outbox", "XRANGE", call, outbox_result)
             .await
     }
 
-    async fn remove(&self, id: &str) -> Result<(), CacheError> {
+    async fn remove(&self, id: &str) -> Result<(), OutboxError> {
         let call = self.inner.remove(id);
         self.observe("remove_from_outbox", "XDEL", call, outbox_result)
             .await
@@ -281,13 +287,13 @@ impl DeliveryOutbox for Observed<dyn DeliveryOutbox> {
         entry: &OutboxEntry,
         reason: &str,
         limits: OutboxLimits,
-    ) -> Result<u64, CacheError> {
+    ) -> Result<u64, OutboxError> {
         let call = self.inner.dead_letter(entry, reason, limits);
         self.observe("dead_letter", "XADD", call, outbox_result)
             .await
     }
 
-    async fn usage(&self) -> Result<OutboxUsage, CacheError> {
+    async fn usage(&self) -> Result<OutboxUsage, OutboxError> {
         let call = self.inner.usage();
         self.observe("outbox_usage", "XLEN", call, outbox_result)
             .await

@@ -18,9 +18,9 @@ use tokio::time::Instant;
 
 use crate::{
     AdminError, Appended, BoxError, CacheError, CallContextCache, CallLog, ContactDirectory,
-    ContactImport, DeliveryOutbox, OrganizationAdmin, OrganizationDirectory, OutboxBound,
-    OutboxEntry, OutboxLimits, OutboxUsage, PoolStats, Probe, Recorded, RepositoryError,
-    UpsertSummary, WebhookSigner,
+    ContactImport, DeliveryOutbox, Entity, OrganizationAdmin, OrganizationDirectory, OutboxBound,
+    OutboxEntry, OutboxError, OutboxLimits, OutboxUsage, PoolStats, Probe, Recorded,
+    RepositoryError, UpsertSummary, WebhookSigner,
 };
 
 /// How a fake behaves on each call.
@@ -336,7 +336,7 @@ impl CallLog for InMemoryStore {
             .map_err(|e| AdminError::Repository(RepositoryError::Unavailable(e)))?;
         let data = lock(&self.data);
         if !data.org_exists(org) {
-            return Err(AdminError::NotFound("organization"));
+            return Err(AdminError::NotFound(Entity::Organization));
         }
         let mut records: Vec<CallRecord> = data
             .records
@@ -391,7 +391,7 @@ impl OrganizationAdmin for InMemoryStore {
         self.begin_admin().await?;
         let mut data = lock(&self.data);
         if !data.org_exists(org) {
-            return Err(AdminError::NotFound("organization"));
+            return Err(AdminError::NotFound(Entity::Organization));
         }
         let info = new_secret(org);
         data.secrets.push(SecretRow {
@@ -405,7 +405,7 @@ impl OrganizationAdmin for InMemoryStore {
         self.begin_admin().await?;
         let data = lock(&self.data);
         if !data.org_exists(org) {
-            return Err(AdminError::NotFound("organization"));
+            return Err(AdminError::NotFound(Entity::Organization));
         }
         Ok(data
             .secrets
@@ -422,7 +422,7 @@ impl OrganizationAdmin for InMemoryStore {
             .secrets
             .iter_mut()
             .find(|s| s.info.id == secret)
-            .ok_or(AdminError::NotFound("secret"))?;
+            .ok_or(AdminError::NotFound(Entity::Secret))?;
         row.info.revoked_at.get_or_insert_with(Utc::now);
         Ok(row.info.clone())
     }
@@ -443,7 +443,7 @@ impl OrganizationAdmin for InMemoryStore {
             .orgs
             .iter_mut()
             .find(|o| o.id == org)
-            .ok_or(AdminError::NotFound("organization"))?;
+            .ok_or(AdminError::NotFound(Entity::Organization))?;
         name.clone_into(&mut found.unknown_caller_name);
         Ok(found.clone())
     }
@@ -452,7 +452,7 @@ impl OrganizationAdmin for InMemoryStore {
         self.begin_admin().await?;
         let mut data = lock(&self.data);
         if !data.org_exists(org) {
-            return Err(AdminError::NotFound("organization"));
+            return Err(AdminError::NotFound(Entity::Organization));
         }
         data.webhook_secrets.insert(org, sealed.to_vec());
         Ok(())
@@ -470,7 +470,7 @@ impl ContactImport for InMemoryStore {
         self.begin_admin().await?;
         let mut data = lock(&self.data);
         if !data.org_exists(org) {
-            return Err(AdminError::NotFound("organization"));
+            return Err(AdminError::NotFound(Entity::Organization));
         }
         let now = Utc::now();
         let mut summary = UpsertSummary::default();
@@ -703,9 +703,9 @@ fn payload_bytes<'a>(entries: impl Iterator<Item = &'a OutboxEntry>) -> u64 {
 
 #[async_trait]
 impl DeliveryOutbox for InMemoryOutbox {
-    async fn append(&self, payload: &[u8], limits: OutboxLimits) -> Result<Appended, CacheError> {
+    async fn append(&self, payload: &[u8], limits: OutboxLimits) -> Result<Appended, OutboxError> {
         let behaviour = lock(&self.data).behaviour;
-        behaviour.apply().await.map_err(CacheError::Unavailable)?;
+        behaviour.apply().await.map_err(OutboxError::Unavailable)?;
         let mut data = lock(&self.data);
         if data.entries.len() as u64 >= limits.max_entries {
             return Ok(Appended::Full(OutboxBound::Entries));
@@ -722,15 +722,15 @@ impl DeliveryOutbox for InMemoryOutbox {
         Ok(Appended::Stored)
     }
 
-    async fn pending(&self, max: usize) -> Result<Vec<OutboxEntry>, CacheError> {
+    async fn pending(&self, max: usize) -> Result<Vec<OutboxEntry>, OutboxError> {
         let behaviour = lock(&self.data).behaviour;
-        behaviour.apply().await.map_err(CacheError::Unavailable)?;
+        behaviour.apply().await.map_err(OutboxError::Unavailable)?;
         Ok(lock(&self.data).entries.iter().take(max).cloned().collect())
     }
 
-    async fn remove(&self, id: &str) -> Result<(), CacheError> {
+    async fn remove(&self, id: &str) -> Result<(), OutboxError> {
         let behaviour = lock(&self.data).behaviour;
-        behaviour.apply().await.map_err(CacheError::Unavailable)?;
+        behaviour.apply().await.map_err(OutboxError::Unavailable)?;
         lock(&self.data).entries.retain(|e| e.id != id);
         Ok(())
     }
@@ -740,9 +740,9 @@ impl DeliveryOutbox for InMemoryOutbox {
         entry: &OutboxEntry,
         reason: &str,
         limits: OutboxLimits,
-    ) -> Result<u64, CacheError> {
+    ) -> Result<u64, OutboxError> {
         let behaviour = lock(&self.data).behaviour;
-        behaviour.apply().await.map_err(CacheError::Unavailable)?;
+        behaviour.apply().await.map_err(OutboxError::Unavailable)?;
         let mut data = lock(&self.data);
         data.entries.retain(|e| e.id != entry.id);
         data.dead.push((entry.clone(), reason.to_owned()));
@@ -757,9 +757,9 @@ impl DeliveryOutbox for InMemoryOutbox {
         Ok(dropped)
     }
 
-    async fn usage(&self) -> Result<OutboxUsage, CacheError> {
+    async fn usage(&self) -> Result<OutboxUsage, OutboxError> {
         let behaviour = lock(&self.data).behaviour;
-        behaviour.apply().await.map_err(CacheError::Unavailable)?;
+        behaviour.apply().await.map_err(OutboxError::Unavailable)?;
         let data = lock(&self.data);
         Ok(OutboxUsage {
             entries: data.entries.len() as u64,

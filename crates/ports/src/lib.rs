@@ -37,15 +37,41 @@ pub enum RepositoryError {
     Unexpected(#[source] BoxError),
 }
 
+/// What an administrative operation named that does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity {
+    /// An organization.
+    Organization,
+    /// A tool secret.
+    Secret,
+}
+
+impl std::fmt::Display for Entity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Organization => "organization",
+            Self::Secret => "secret",
+        })
+    }
+}
+
 /// An administrative storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     /// The organization or secret named does not exist.
     #[error("{0} not found")]
-    NotFound(&'static str),
+    NotFound(Entity),
     /// The store failed.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
+}
+
+/// The delivery outbox failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// The outbox could not be reached or did not answer. Retrying later may succeed.
+    #[error("outbox unavailable")]
+    Unavailable(#[source] BoxError),
 }
 
 /// The call-context cache failed.
@@ -187,7 +213,7 @@ pub trait CallLog: Send + Sync {
     /// Records of `org` received at or after `since` (all when `None`), newest first, at most
     /// `limit`.
     ///
-    /// - MUST return `Err(AdminError::NotFound("organization"))` when `org` does not exist.
+    /// - MUST return `Err(AdminError::NotFound(Entity::Organization))` when `org` does not exist.
     async fn list_calls(
         &self,
         org: OrgId,
@@ -283,20 +309,20 @@ pub trait DeliveryOutbox: Send + Sync {
     ///   concurrent appends cannot overshoot.
     /// - MUST return `Ok(Appended::Stored)` only once the entry is stored (as durable as the
     ///   backend is configured).
-    /// - MUST return `Err(CacheError::Unavailable)` when the backend cannot be reached.
-    async fn append(&self, payload: &[u8], limits: OutboxLimits) -> Result<Appended, CacheError>;
+    /// - MUST return `Err(OutboxError::Unavailable)` when the backend cannot be reached.
+    async fn append(&self, payload: &[u8], limits: OutboxLimits) -> Result<Appended, OutboxError>;
 
     /// Up to `max` entries, oldest first. Entries stay until removed. An entry whose payload
     /// cannot be read back is returned with an empty payload (so it can be dead-lettered, never
     /// blocking the others).
     ///
-    /// - MUST return `Err(CacheError::Unavailable)` when the backend cannot be reached.
-    async fn pending(&self, max: usize) -> Result<Vec<OutboxEntry>, CacheError>;
+    /// - MUST return `Err(OutboxError::Unavailable)` when the backend cannot be reached.
+    async fn pending(&self, max: usize) -> Result<Vec<OutboxEntry>, OutboxError>;
 
     /// Removes an entry; removing a missing entry is not an error.
     ///
-    /// - MUST return `Err(CacheError::Unavailable)` when the backend cannot be reached.
-    async fn remove(&self, id: &str) -> Result<(), CacheError>;
+    /// - MUST return `Err(OutboxError::Unavailable)` when the backend cannot be reached.
+    async fn remove(&self, id: &str) -> Result<(), OutboxError>;
 
     /// Moves an entry that can never be recorded (refused credentials, invalid, unreadable, or a
     /// store that refuses it) out of the way, with the reason, where an operator can inspect
@@ -305,19 +331,19 @@ pub trait DeliveryOutbox: Send + Sync {
     /// many were dropped.
     ///
     /// - MUST keep the payload and the reason.
-    /// - MUST return `Err(CacheError::Unavailable)` when the backend cannot be reached; the entry
+    /// - MUST return `Err(OutboxError::Unavailable)` when the backend cannot be reached; the entry
     ///   then stays pending.
     async fn dead_letter(
         &self,
         entry: &OutboxEntry,
         reason: &str,
         limits: OutboxLimits,
-    ) -> Result<u64, CacheError>;
+    ) -> Result<u64, OutboxError>;
 
     /// What waits now.
     ///
-    /// - MUST return `Err(CacheError::Unavailable)` when the backend cannot be reached.
-    async fn usage(&self) -> Result<OutboxUsage, CacheError>;
+    /// - MUST return `Err(OutboxError::Unavailable)` when the backend cannot be reached.
+    async fn usage(&self) -> Result<OutboxUsage, OutboxError>;
 }
 
 /// A call-context cache the service can also probe (what the app wires from `REDIS_URL`, or in
@@ -365,18 +391,18 @@ pub trait OrganizationAdmin: Send + Sync {
     /// Stores the digest of a new tool secret of `org`; the secret is live at once, beside any
     /// other live secret of `org` (rotation without downtime).
     ///
-    /// - MUST return `Err(AdminError::NotFound("organization"))` when `org` does not exist.
+    /// - MUST return `Err(AdminError::NotFound(Entity::Organization))` when `org` does not exist.
     async fn add_secret(&self, org: OrgId, digest: &TokenDigest) -> Result<SecretInfo, AdminError>;
 
     /// The secrets of `org`, live and revoked, oldest first. Never the tokens.
     ///
-    /// - MUST return `Err(AdminError::NotFound("organization"))` when `org` does not exist.
+    /// - MUST return `Err(AdminError::NotFound(Entity::Organization))` when `org` does not exist.
     async fn list_secrets(&self, org: OrgId) -> Result<Vec<SecretInfo>, AdminError>;
 
     /// Revokes a secret: from now on it authenticates nothing. Revoking twice keeps the first
     /// revocation time.
     ///
-    /// - MUST return `Err(AdminError::NotFound("secret"))` when no secret has this id.
+    /// - MUST return `Err(AdminError::NotFound(Entity::Secret))` when no secret has this id.
     async fn revoke_secret(&self, secret: SecretId) -> Result<SecretInfo, AdminError>;
 
     /// The organization with this id.
@@ -388,7 +414,7 @@ pub trait OrganizationAdmin: Send + Sync {
     /// ([`Organization::unknown_caller_name`]; the caller passes it sanitized, `""` for none)
     /// and returns the updated organization.
     ///
-    /// - MUST return `Err(AdminError::NotFound("organization"))` when `org` does not exist.
+    /// - MUST return `Err(AdminError::NotFound(Entity::Organization))` when `org` does not exist.
     async fn set_unknown_caller_name(
         &self,
         org: OrgId,
@@ -398,7 +424,7 @@ pub trait OrganizationAdmin: Send + Sync {
     /// Stores the sealed (encrypted) post-call webhook signing secret of `org`, replacing any
     /// earlier one.
     ///
-    /// - MUST return `Err(AdminError::NotFound("organization"))` when `org` does not exist.
+    /// - MUST return `Err(AdminError::NotFound(Entity::Organization))` when `org` does not exist.
     async fn set_webhook_secret(&self, org: OrgId, sealed: &[u8]) -> Result<(), AdminError>;
 }
 
@@ -412,7 +438,7 @@ pub trait ContactImport: Send + Sync {
     ///
     /// - The caller MUST NOT pass two contacts with the same number in one batch.
     /// - MUST apply the whole batch or none of it.
-    /// - MUST return `Err(AdminError::NotFound("organization"))` when `org` does not exist.
+    /// - MUST return `Err(AdminError::NotFound(Entity::Organization))` when `org` does not exist.
     async fn upsert_contacts(
         &self,
         org: OrgId,

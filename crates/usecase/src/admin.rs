@@ -6,7 +6,7 @@ use relay_domain::{
     MAX_NAME_CHARS, OrgId, OrgName, Organization, PROMPT_SYNTAX, Region, SecretId, SecretInfo,
     ToolToken, is_prompt_safe,
 };
-use relay_ports::{AdminError, OrganizationAdmin};
+use relay_ports::{AdminError, Entity, OrganizationAdmin};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use crate::post_call::SecretSealer;
@@ -188,19 +188,19 @@ impl Admin {
     /// The organization with this id.
     ///
     /// # Errors
-    /// `NotFound("organization")` when there is none; the store's errors.
+    /// `NotFound(Entity::Organization)` when there is none; the store's errors.
     pub async fn organization(&self, org: OrgId) -> Result<Organization, AdminError> {
         self.store
             .find_organization(org)
             .await?
-            .ok_or(AdminError::NotFound("organization"))
+            .ok_or(AdminError::NotFound(Entity::Organization))
     }
 
     /// Issues a new tool secret of `org` from 32 bytes of the operating system's random source.
     /// Earlier secrets stay live, so ElevenLabs can be switched over without downtime.
     ///
     /// # Errors
-    /// `NotFound("organization")`; the store's errors.
+    /// `NotFound(Entity::Organization)`; the store's errors.
     pub async fn issue_secret(&self, org: OrgId) -> Result<IssuedSecret, AdminError> {
         let mut bytes = [0u8; ToolToken::RANDOM_BYTES];
         getrandom::fill(&mut bytes).map_err(|e| {
@@ -216,7 +216,7 @@ impl Admin {
     /// The secrets of `org` (never the tokens).
     ///
     /// # Errors
-    /// `NotFound("organization")`; the store's errors.
+    /// `NotFound(Entity::Organization)`; the store's errors.
     pub async fn list_secrets(&self, org: OrgId) -> Result<Vec<SecretInfo>, AdminError> {
         self.store.list_secrets(org).await
     }
@@ -224,7 +224,7 @@ impl Admin {
     /// Revokes a secret at once.
     ///
     /// # Errors
-    /// `NotFound("secret")`; the store's errors.
+    /// `NotFound(Entity::Secret)`; the store's errors.
     pub async fn revoke_secret(&self, secret: SecretId) -> Result<SecretInfo, AdminError> {
         self.store.revoke_secret(secret).await
     }
@@ -234,7 +234,7 @@ impl Admin {
     ///
     /// # Errors
     /// [`FallbackNameError::Refused`], before the store is called, when `name` would not reach
-    /// the agent as typed ([`check_prompt_text`]); `NotFound("organization")`; the store's errors.
+    /// the agent as typed ([`check_prompt_text`]); `NotFound(Entity::Organization)`; the store's errors.
     pub async fn set_unknown_caller_name(
         &self,
         org: OrgId,
@@ -250,7 +250,7 @@ impl Admin {
     /// and stores it, replacing any earlier one.
     ///
     /// # Errors
-    /// `NotFound("organization")`; the store's errors.
+    /// `NotFound(Entity::Organization)`; the store's errors.
     pub async fn set_webhook_secret(
         &self,
         org: OrgId,
@@ -427,6 +427,6 @@ mod tests {
             .organization(OrgId::from_uuid(uuid::Uuid::nil()))
             .await
             .unwrap_err();
-        assert!(matches!(err, AdminError::NotFound("organization")));
+        assert!(matches!(err, AdminError::NotFound(Entity::Organization)));
     }
 }

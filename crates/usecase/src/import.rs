@@ -283,7 +283,7 @@ mod tests {
     use std::sync::Mutex;
 
     use relay_domain::{OrgId, OrgName, Region};
-    use relay_ports::MockContactImport;
+    use relay_ports::{Entity, MockContactImport};
 
     use super::*;
 
@@ -404,13 +404,13 @@ mod tests {
         store
             .expect_upsert_contacts()
             .times(1)
-            .returning(|_, _| Err(AdminError::NotFound("organization")));
+            .returning(|_, _| Err(AdminError::NotFound(Entity::Organization)));
         let importer = ContactImporter::new(Arc::new(store), 1);
         let rows = vec![row(2, "A", "4165550100"), row(3, "B", "4165550101")];
         let err = importer.import(&org(), rows, |_| {}).await.unwrap_err();
         assert!(matches!(
             err,
-            ImportError::Store(AdminError::NotFound("organization"))
+            ImportError::Store(AdminError::NotFound(Entity::Organization))
         ));
     }
 

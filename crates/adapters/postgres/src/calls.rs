@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use relay_domain::{CallId, CallRecord, CallSid, OrgId};
 use relay_ports::{
-    AdminError, CallLog, OrganizationAdmin as _, Recorded, RepositoryError, WebhookSigner,
+    AdminError, CallLog, Entity, OrganizationAdmin as _, Recorded, RepositoryError, WebhookSigner,
 };
 use sqlx::types::Uuid;
 
@@ -77,7 +77,7 @@ impl CallLog for PgStore {
         limit: u32,
     ) -> Result<Vec<CallRecord>, AdminError> {
         if self.find_organization(org).await?.is_none() {
-            return Err(AdminError::NotFound("organization"));
+            return Err(AdminError::NotFound(Entity::Organization));
         }
         let rows: Vec<CallRow> = sqlx::query_as(concat!(
             "SELECT ",

@@ -3,7 +3,9 @@
 
 use async_trait::async_trait;
 use relay_domain::{Contact, E164, NewContact, OrgId};
-use relay_ports::{AdminError, ContactDirectory, ContactImport, RepositoryError, UpsertSummary};
+use relay_ports::{
+    AdminError, ContactDirectory, ContactImport, Entity, RepositoryError, UpsertSummary,
+};
 
 use crate::rows::{ContactRow, UpsertCounts};
 use crate::{PgStore, admin_error, repo_error};
@@ -96,7 +98,7 @@ impl ContactImport for PgStore {
             .bind(&e164)
             .fetch_one(&mut *tx)
             .await
-            .map_err(|e| admin_error(e, "organization"))?;
+            .map_err(|e| admin_error(e, Entity::Organization))?;
         tx.commit().await.map_err(repo_error)?;
         let count = |n: i64| u64::try_from(n).unwrap_or_default();
         let matched = count(counts.matched);

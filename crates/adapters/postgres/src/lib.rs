@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use relay_domain::StoredDataError;
-use relay_ports::{AdminError, RepositoryError};
+use relay_ports::{AdminError, Entity, RepositoryError};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -214,7 +214,7 @@ fn repo_error(e: sqlx::Error) -> RepositoryError {
     }
 }
 
-fn admin_error(e: sqlx::Error, missing: &'static str) -> AdminError {
+fn admin_error(e: sqlx::Error, missing: Entity) -> AdminError {
     if let sqlx::Error::Database(db) = &e
         && db.is_foreign_key_violation()
     {

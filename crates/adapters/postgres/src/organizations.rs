@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use relay_domain::{OrgId, OrgName, Organization, Region, SecretId, SecretInfo, TokenDigest};
-use relay_ports::{AdminError, OrganizationAdmin, OrganizationDirectory, RepositoryError};
+use relay_ports::{AdminError, Entity, OrganizationAdmin, OrganizationDirectory, RepositoryError};
 
 use crate::rows::{OrgRow, SecretRow, convert, org_columns, secret_columns};
 use crate::{PgStore, admin_error, repo_error};
@@ -70,13 +70,13 @@ impl OrganizationAdmin for PgStore {
         .bind(digest.as_bytes().as_slice())
         .fetch_one(&self.pool)
         .await
-        .map_err(|e| admin_error(e, "organization"))?;
+        .map_err(|e| admin_error(e, Entity::Organization))?;
         Ok(row.into())
     }
 
     async fn list_secrets(&self, org: OrgId) -> Result<Vec<SecretInfo>, AdminError> {
         if self.find_organization(org).await?.is_none() {
-            return Err(AdminError::NotFound("organization"));
+            return Err(AdminError::NotFound(Entity::Organization));
         }
         let rows: Vec<SecretRow> = sqlx::query_as(concat!(
             "SELECT ",
@@ -102,7 +102,7 @@ impl OrganizationAdmin for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(repo_error)?;
-        Ok(row.ok_or(AdminError::NotFound("secret"))?.into())
+        Ok(row.ok_or(AdminError::NotFound(Entity::Secret))?.into())
     }
 
     async fn find_organization(&self, org: OrgId) -> Result<Option<Organization>, AdminError> {
@@ -133,7 +133,7 @@ impl OrganizationAdmin for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(repo_error)?;
-        let row = row.ok_or(AdminError::NotFound("organization"))?;
+        let row = row.ok_or(AdminError::NotFound(Entity::Organization))?;
         Ok(row.try_into()?)
     }
 
@@ -146,7 +146,7 @@ impl OrganizationAdmin for PgStore {
                 .await
                 .map_err(repo_error)?;
         if updated.rows_affected() == 0 {
-            return Err(AdminError::NotFound("organization"));
+            return Err(AdminError::NotFound(Entity::Organization));
         }
         Ok(())
     }

@@ -19,7 +19,7 @@ use deadpool_redis::{PoolConfig, Runtime, Timeouts, cluster};
 use relay_domain::{CallContext, CallKey, OrgId};
 use relay_ports::{
     Appended, BoxError, CacheError, CallContextCache, DeliveryOutbox, OutboxBound, OutboxEntry,
-    OutboxLimits, OutboxUsage, PoolStats, Probe,
+    OutboxError, OutboxLimits, OutboxUsage, PoolStats, Probe,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -253,6 +253,13 @@ fn pool_error(e: &deadpool_redis::CreatePoolError) -> &'static str {
     }
 }
 
+/// The outbox's commands fail only by not being answered.
+fn outbox_error(e: CacheError) -> OutboxError {
+    match e {
+        CacheError::Unavailable(e) | CacheError::Corrupt(e) => OutboxError::Unavailable(e),
+    }
+}
+
 fn unavailable(e: redis::RedisError) -> CacheError {
     CacheError::Unavailable(Box::new(e))
 }
@@ -325,7 +332,7 @@ return dropped
 
 #[async_trait]
 impl DeliveryOutbox for RedisCache {
-    async fn append(&self, payload: &[u8], limits: OutboxLimits) -> Result<Appended, CacheError> {
+    async fn append(&self, payload: &[u8], limits: OutboxLimits) -> Result<Appended, OutboxError> {
         let answer: i64 = self
             .command(
                 redis::cmd("EVAL")
@@ -336,7 +343,8 @@ impl DeliveryOutbox for RedisCache {
                     .arg(limits.max_entries)
                     .arg(limits.max_bytes),
             )
-            .await?;
+            .await
+            .map_err(outbox_error)?;
         Ok(match answer {
             -1 => Appended::Full(OutboxBound::Entries),
             -2 => Appended::Full(OutboxBound::Bytes),
@@ -344,7 +352,7 @@ impl DeliveryOutbox for RedisCache {
         })
     }
 
-    async fn pending(&self, max: usize) -> Result<Vec<OutboxEntry>, CacheError> {
+    async fn pending(&self, max: usize) -> Result<Vec<OutboxEntry>, OutboxError> {
         // XRANGE answers [[id, [field, value, ...]], ...].
         let entries: Vec<(String, Vec<Vec<u8>>)> = self
             .command(
@@ -355,7 +363,8 @@ impl DeliveryOutbox for RedisCache {
                     .arg("COUNT")
                     .arg(max),
             )
-            .await?;
+            .await
+            .map_err(outbox_error)?;
         Ok(entries
             .into_iter()
             .map(|(id, fields)| {
@@ -376,7 +385,7 @@ impl DeliveryOutbox for RedisCache {
         entry: &OutboxEntry,
         reason: &str,
         limits: OutboxLimits,
-    ) -> Result<u64, CacheError> {
+    ) -> Result<u64, OutboxError> {
         // Copied first, then removed: a failure in between leaves a copy in each, never none.
         // (The two streams may live on different cluster nodes, so this cannot be one script.)
         let dropped: u64 = self
@@ -391,20 +400,25 @@ impl DeliveryOutbox for RedisCache {
                     .arg(limits.max_entries)
                     .arg(limits.max_bytes),
             )
-            .await?;
+            .await
+            .map_err(outbox_error)?;
         self.remove(&entry.id).await?;
         Ok(dropped)
     }
 
-    async fn remove(&self, id: &str) -> Result<(), CacheError> {
+    async fn remove(&self, id: &str) -> Result<(), OutboxError> {
         self.command::<u64>(redis::cmd("XDEL").arg(self.outbox_key()).arg(id))
-            .await?;
+            .await
+            .map_err(outbox_error)?;
         Ok(())
     }
 
-    async fn usage(&self) -> Result<OutboxUsage, CacheError> {
+    async fn usage(&self) -> Result<OutboxUsage, OutboxError> {
         let key = self.outbox_key();
-        let entries: u64 = self.command(redis::cmd("XLEN").arg(&key)).await?;
+        let entries: u64 = self
+            .command(redis::cmd("XLEN").arg(&key))
+            .await
+            .map_err(outbox_error)?;
         let bytes: Option<u64> = self
             .command(
                 redis::cmd("MEMORY")
@@ -413,7 +427,8 @@ impl DeliveryOutbox for RedisCache {
                     .arg("SAMPLES")
                     .arg(0),
             )
-            .await?;
+            .await
+            .map_err(outbox_error)?;
         Ok(OutboxUsage {
             entries,
             bytes: bytes.unwrap_or(0),

@@ -3,7 +3,9 @@
 
 use async_trait::async_trait;
 use relay_domain::{Contact, E164, NewContact, OrgId};
-use relay_ports::{AdminError, ContactDirectory, ContactImport, RepositoryError, UpsertSummary};
+use relay_ports::{
+    AdminError, ContactDirectory, ContactImport, Entity, RepositoryError, UpsertSummary,
+};
 use uuid::Uuid;
 
 use crate::rows::{ContactRow, ExistingContact, now_micros};
@@ -55,7 +57,7 @@ impl ContactImport for SqliteStore {
             .await
             .map_err(repo_error)?;
         if exists.is_none() {
-            return Err(AdminError::NotFound("organization"));
+            return Err(AdminError::NotFound(Entity::Organization));
         }
         let now = now_micros();
         let mut summary = UpsertSummary::default();

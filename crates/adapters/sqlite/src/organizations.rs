@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use relay_domain::{OrgId, OrgName, Organization, Region, SecretId, SecretInfo, TokenDigest};
-use relay_ports::{AdminError, OrganizationAdmin, OrganizationDirectory, RepositoryError};
+use relay_ports::{AdminError, Entity, OrganizationAdmin, OrganizationDirectory, RepositoryError};
 use uuid::Uuid;
 
 use crate::rows::{
@@ -71,7 +71,7 @@ impl OrganizationAdmin for SqliteStore {
 
     async fn add_secret(&self, org: OrgId, digest: &TokenDigest) -> Result<SecretInfo, AdminError> {
         if self.find_organization(org).await?.is_none() {
-            return Err(AdminError::NotFound("organization"));
+            return Err(AdminError::NotFound(Entity::Organization));
         }
         let info = SecretInfo {
             id: SecretId::from_uuid(Uuid::new_v4()),
@@ -94,7 +94,7 @@ impl OrganizationAdmin for SqliteStore {
 
     async fn list_secrets(&self, org: OrgId) -> Result<Vec<SecretInfo>, AdminError> {
         if self.find_organization(org).await?.is_none() {
-            return Err(AdminError::NotFound("organization"));
+            return Err(AdminError::NotFound(Entity::Organization));
         }
         let rows: Vec<SecretRow> = sqlx::query_as(concat!(
             "SELECT ",
@@ -121,7 +121,9 @@ impl OrganizationAdmin for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(repo_error)?;
-        Ok(row.ok_or(AdminError::NotFound("secret"))?.try_into()?)
+        Ok(row
+            .ok_or(AdminError::NotFound(Entity::Secret))?
+            .try_into()?)
     }
 
     async fn find_organization(&self, org: OrgId) -> Result<Option<Organization>, AdminError> {
@@ -152,7 +154,7 @@ impl OrganizationAdmin for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(repo_error)?;
-        let row = row.ok_or(AdminError::NotFound("organization"))?;
+        let row = row.ok_or(AdminError::NotFound(Entity::Organization))?;
         Ok(row.try_into()?)
     }
 
@@ -165,7 +167,7 @@ impl OrganizationAdmin for SqliteStore {
                 .await
                 .map_err(repo_error)?;
         if updated.rows_affected() == 0 {
-            return Err(AdminError::NotFound("organization"));
+            return Err(AdminError::NotFound(Entity::Organization));
         }
         Ok(())
     }

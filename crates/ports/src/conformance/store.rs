@@ -9,7 +9,7 @@ use relay_domain::{
 };
 
 use super::{StoreFixture, e164};
-use crate::{AdminError, RepositoryError, UpsertSummary};
+use crate::{AdminError, Entity, RepositoryError, UpsertSummary};
 
 fn token(seed: u8) -> ToolToken {
     ToolToken::from_random_bytes(&[seed; 32])
@@ -158,21 +158,21 @@ cases! {
         let nobody = OrgId::from_uuid(uuid::Uuid::new_v4());
         assert!(matches!(
             s.add_secret(nobody, &token(1).digest()).await,
-            Err(AdminError::NotFound("organization"))
+            Err(AdminError::NotFound(Entity::Organization))
         ));
         assert!(matches!(
             s.list_secrets(nobody).await,
-            Err(AdminError::NotFound("organization"))
+            Err(AdminError::NotFound(Entity::Organization))
         ));
         assert!(matches!(
             s.revoke_secret(SecretId::from_uuid(uuid::Uuid::new_v4()))
                 .await,
-            Err(AdminError::NotFound("secret"))
+            Err(AdminError::NotFound(Entity::Secret))
         ));
         assert!(matches!(
             s.upsert_contacts(nobody, &[contact("A", "+14165550100")])
                 .await,
-            Err(AdminError::NotFound("organization"))
+            Err(AdminError::NotFound(Entity::Organization))
         ));
         assert_eq!(s.find_organization(nobody).await.expect("find"), None);
     }
@@ -381,7 +381,7 @@ cases! {
         assert!(matches!(
             s.set_unknown_caller_name(OrgId::from_uuid(uuid::Uuid::new_v4()), "x")
                 .await,
-            Err(AdminError::NotFound("organization"))
+            Err(AdminError::NotFound(Entity::Organization))
         ));
     }
 
@@ -408,7 +408,7 @@ cases! {
         assert!(matches!(
             s.set_webhook_secret(OrgId::from_uuid(uuid::Uuid::new_v4()), b"x")
                 .await,
-            Err(AdminError::NotFound("organization"))
+            Err(AdminError::NotFound(Entity::Organization))
         ));
     }
 
@@ -504,7 +504,7 @@ cases! {
         assert!(matches!(
             s.list_calls(OrgId::from_uuid(uuid::Uuid::new_v4()), None, 10)
                 .await,
-            Err(AdminError::NotFound("organization"))
+            Err(AdminError::NotFound(Entity::Organization))
         ));
     }
 

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use relay_ports::{Appended, CacheError, OutboxBound};
+use relay_ports::{Appended, OutboxBound, OutboxError};
 
 use super::{
     AuthFailure, Credentials, Delivered, Delivery, Failure, MAX_QUEUED_BODY_BYTES, RecordCall,
@@ -138,7 +138,7 @@ impl RecordCall {
     ///
     /// # Errors
     /// The outbox cannot be read.
-    pub async fn replay_queued(&self, max: usize) -> Result<ReplayReport, CacheError> {
+    pub async fn replay_queued(&self, max: usize) -> Result<ReplayReport, OutboxError> {
         let Some(outbox) = &self.ports.outbox else {
             return Ok(ReplayReport::default());
         };
@@ -198,7 +198,7 @@ impl RecordCall {
     ///
     /// # Errors
     /// The outbox cannot be read.
-    pub async fn queued(&self) -> Result<u64, CacheError> {
+    pub async fn queued(&self) -> Result<u64, OutboxError> {
         match &self.ports.outbox {
             Some(outbox) => Ok(outbox.usage().await?.entries),
             None => Ok(0),
