@@ -25,7 +25,7 @@ pub use conversation::{
 };
 pub use ids::{CallId, ContactId, OrgId, SecretId};
 pub use name::{MAX_NAME_CHARS, PROMPT_SYNTAX, is_prompt_safe, sanitize_name};
-pub use organization::{OrgName, OrgNameError, Organization};
+pub use organization::{FallbackName, OrgName, OrgNameError, Organization};
 pub use phone::{CallerNumber, E164, PhoneError, Region, RegionError, mask_phone};
 pub use secret::{SecretInfo, TokenDigest, ToolToken};
 pub use stored::StoredDataError;

@@ -1,6 +1,6 @@
 use std::fmt;
 
-use crate::{OrgId, Region, StoredDataError};
+use crate::{OrgId, Region, StoredDataError, sanitize_name};
 
 /// An organization (tenant): the company whose phone line the agent answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,10 +13,8 @@ pub struct Organization {
     pub default_region: Region,
     /// What ElevenLabs' initiation route answers as `caller_name` (and `caller_first_name`)
     /// when the caller is not recognized: `""` by default, or a word such as `there` ("Hi
-    /// there"). Refused when it is set unless it reaches the prompt as typed
-    /// ([`crate::is_prompt_safe`]); sanitized again when it is answered
-    /// ([`crate::sanitize_name`]), for values stored before that rule.
-    pub unknown_caller_name: String,
+    /// there").
+    pub unknown_caller_name: FallbackName,
 }
 
 impl Organization {
@@ -30,7 +28,7 @@ impl Organization {
         id: OrgId,
         name: &str,
         default_region: &str,
-        unknown_caller_name: String,
+        unknown_caller_name: &str,
     ) -> Result<Self, StoredDataError> {
         let bad = |field| StoredDataError::new("organization", id, field);
         Ok(Self {
@@ -38,8 +36,58 @@ impl Organization {
             name: OrgName::parse(name).map_err(|e| bad("name").because(e))?,
             default_region: Region::parse(default_region)
                 .map_err(|e| bad("default_region").because(e))?,
-            unknown_caller_name,
+            unknown_caller_name: FallbackName::sanitized(unknown_caller_name),
         })
+    }
+}
+
+/// What the agent calls a caller it does not recognize ([`Organization::unknown_caller_name`]):
+/// always sanitized ([`sanitize_name`]), so it can go into the prompt as it is; empty for none.
+///
+/// The only constructor sanitizes, so a value stored before the sanitizer learned a rule gets it
+/// when it is read back. Whoever sets one refuses what would not reach the agent as typed
+/// ([`crate::is_prompt_safe`]) before building it, so nothing is changed silently.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct FallbackName(String);
+
+impl FallbackName {
+    /// `raw`, sanitized (empty when nothing is left).
+    pub fn sanitized(raw: &str) -> Self {
+        Self(sanitize_name(raw).unwrap_or_default())
+    }
+
+    /// The name, as the agent gets it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// No fallback: the agent gets `""`.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for FallbackName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for FallbackName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for FallbackName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for FallbackName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
     }
 }
 
@@ -128,13 +176,13 @@ mod tests {
         assert_eq!(org.default_region, Region::parse("CA").unwrap());
         assert_eq!(org.unknown_caller_name, "there");
 
-        let bad_name = Organization::from_stored(id, " ", "CA", String::new()).unwrap_err();
+        let bad_name = Organization::from_stored(id, " ", "CA", "").unwrap_err();
         assert_eq!(bad_name.field(), "name");
         assert_eq!(
             bad_name.to_string(),
             format!("organization {id}: bad name: organization name must not be empty")
         );
-        let bad_region = Organization::from_stored(id, "Acme", "XX", String::new()).unwrap_err();
+        let bad_region = Organization::from_stored(id, "Acme", "XX", "").unwrap_err();
         assert_eq!(
             (bad_region.record(), bad_region.field()),
             ("organization", "default_region")

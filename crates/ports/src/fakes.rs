@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use relay_domain::{
     CallContext, CallId, CallKey, CallRecord, CallSid, Contact, ContactId, ConversationId, E164,
-    NewContact, OrgId, OrgName, Organization, Region, SecretId, SecretInfo, TokenDigest, ToolToken,
+    FallbackName, NewContact, OrgId, OrgName, Organization, Region, SecretId, SecretInfo,
+    TokenDigest, ToolToken,
 };
 use tokio::time::Instant;
 
@@ -128,7 +129,7 @@ impl InMemoryStore {
             id: lock(&self.data).next_org_id(),
             name: OrgName::parse(name).expect("valid org name"),
             default_region: Region::parse(region).expect("valid region"),
-            unknown_caller_name: String::new(),
+            unknown_caller_name: FallbackName::default(),
         };
         let token = self.add_secret(org.id);
         lock(&self.data).orgs.push(org.clone());
@@ -197,7 +198,7 @@ impl InMemoryStore {
     /// Sets what an unknown caller of `org` is called (as `relay org set-fallback` does).
     pub fn set_unknown_caller_name(&self, org: OrgId, name: &str) {
         if let Some(o) = lock(&self.data).orgs.iter_mut().find(|o| o.id == org) {
-            o.unknown_caller_name = name.to_owned();
+            o.unknown_caller_name = FallbackName::sanitized(name);
         }
     }
 
@@ -376,7 +377,7 @@ impl OrganizationAdmin for InMemoryStore {
             id: data.next_org_id(),
             name: name.clone(),
             default_region,
-            unknown_caller_name: String::new(),
+            unknown_caller_name: FallbackName::default(),
         };
         data.orgs.push(org.clone());
         Ok(org)
@@ -435,7 +436,7 @@ impl OrganizationAdmin for InMemoryStore {
     async fn set_unknown_caller_name(
         &self,
         org: OrgId,
-        name: &str,
+        name: &FallbackName,
     ) -> Result<Organization, AdminError> {
         self.begin_admin().await?;
         let mut data = lock(&self.data);
@@ -444,7 +445,7 @@ impl OrganizationAdmin for InMemoryStore {
             .iter_mut()
             .find(|o| o.id == org)
             .ok_or(AdminError::NotFound(Entity::Organization))?;
-        name.clone_into(&mut found.unknown_caller_name);
+        found.unknown_caller_name = name.clone();
         Ok(found.clone())
     }
 

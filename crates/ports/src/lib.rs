@@ -17,8 +17,8 @@ pub mod fakes;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use relay_domain::{
-    CallContext, CallId, CallKey, CallRecord, Contact, E164, NewContact, OrgId, OrgName,
-    Organization, Region, SecretId, SecretInfo, TokenDigest,
+    CallContext, CallId, CallKey, CallRecord, Contact, E164, FallbackName, NewContact, OrgId,
+    OrgName, Organization, Region, SecretId, SecretInfo, TokenDigest,
 };
 
 /// The error a driver gave, kept as the source of a port error for logs.
@@ -411,14 +411,14 @@ pub trait OrganizationAdmin: Send + Sync {
     async fn find_organization(&self, org: OrgId) -> Result<Option<Organization>, AdminError>;
 
     /// Sets what an unrecognized caller is called on ElevenLabs' initiation route
-    /// ([`Organization::unknown_caller_name`]; the caller passes it sanitized, `""` for none)
-    /// and returns the updated organization.
+    /// ([`Organization::unknown_caller_name`], empty for none) and returns the updated
+    /// organization.
     ///
     /// - MUST return `Err(AdminError::NotFound(Entity::Organization))` when `org` does not exist.
     async fn set_unknown_caller_name(
         &self,
         org: OrgId,
-        name: &str,
+        name: &FallbackName,
     ) -> Result<Organization, AdminError>;
 
     /// Stores the sealed (encrypted) post-call webhook signing secret of `org`, replacing any

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use relay_domain::{
-    MAX_NAME_CHARS, OrgId, OrgName, Organization, PROMPT_SYNTAX, Region, SecretId, SecretInfo,
-    ToolToken, is_prompt_safe,
+    FallbackName, MAX_NAME_CHARS, OrgId, OrgName, Organization, PROMPT_SYNTAX, Region, SecretId,
+    SecretInfo, ToolToken, is_prompt_safe,
 };
 use relay_ports::{AdminError, Entity, OrganizationAdmin};
 use secrecy::{ExposeSecret as _, SecretString};
@@ -243,7 +243,9 @@ impl Admin {
         if !name.is_empty() {
             check_prompt_text(name).map_err(FallbackNameError::Refused)?;
         }
-        Ok(self.store.set_unknown_caller_name(org, name).await?)
+        // Checked above, so sanitizing changes nothing.
+        let name = FallbackName::sanitized(name);
+        Ok(self.store.set_unknown_caller_name(org, &name).await?)
     }
 
     /// Seals `secret` (the post-call webhook's HMAC secret, as ElevenLabs shows it) for `org`

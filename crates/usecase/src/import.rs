@@ -292,7 +292,7 @@ mod tests {
             id: OrgId::from_uuid(uuid::Uuid::from_u128(7)),
             name: OrgName::parse("Acme").unwrap(),
             default_region: Region::parse("CA").unwrap(),
-            unknown_caller_name: String::new(),
+            unknown_caller_name: relay_domain::FallbackName::default(),
         }
     }
 

@@ -29,7 +29,7 @@ fn org() -> Organization {
         id: OrgId::from_uuid(uuid::Uuid::from_u128(42)),
         name: OrgName::parse("Acme Corp").unwrap(),
         default_region: Region::parse("CA").unwrap(),
-        unknown_caller_name: String::new(),
+        unknown_caller_name: relay_domain::FallbackName::default(),
     }
 }
 

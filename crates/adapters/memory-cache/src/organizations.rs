@@ -103,7 +103,7 @@ mod tests {
                 .unwrap(),
             name: OrgName::parse("Acme").unwrap(),
             default_region: Region::parse("CA").unwrap(),
-            unknown_caller_name: String::new(),
+            unknown_caller_name: relay_domain::FallbackName::default(),
         }
     }
 

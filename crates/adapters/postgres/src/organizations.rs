@@ -2,7 +2,9 @@
 //! [`OrganizationAdmin`] (organizations, their tool secrets, their settings).
 
 use async_trait::async_trait;
-use relay_domain::{OrgId, OrgName, Organization, Region, SecretId, SecretInfo, TokenDigest};
+use relay_domain::{
+    FallbackName, OrgId, OrgName, Organization, Region, SecretId, SecretInfo, TokenDigest,
+};
 use relay_ports::{AdminError, Entity, OrganizationAdmin, OrganizationDirectory, RepositoryError};
 
 use crate::rows::{OrgRow, SecretRow, convert, org_columns, secret_columns};
@@ -121,7 +123,7 @@ impl OrganizationAdmin for PgStore {
     async fn set_unknown_caller_name(
         &self,
         org: OrgId,
-        name: &str,
+        name: &FallbackName,
     ) -> Result<Organization, AdminError> {
         let row: Option<OrgRow> = sqlx::query_as(concat!(
             "UPDATE organizations SET unknown_caller_name = $2 WHERE id = $1
@@ -129,7 +131,7 @@ impl OrganizationAdmin for PgStore {
             org_columns!()
         ))
         .bind(org.as_uuid())
-        .bind(name)
+        .bind(name.as_str())
         .fetch_optional(&self.pool)
         .await
         .map_err(repo_error)?;

@@ -2,7 +2,9 @@
 //! [`OrganizationAdmin`] (organizations, their tool secrets, their settings).
 
 use async_trait::async_trait;
-use relay_domain::{OrgId, OrgName, Organization, Region, SecretId, SecretInfo, TokenDigest};
+use relay_domain::{
+    FallbackName, OrgId, OrgName, Organization, Region, SecretId, SecretInfo, TokenDigest,
+};
 use relay_ports::{AdminError, Entity, OrganizationAdmin, OrganizationDirectory, RepositoryError};
 use uuid::Uuid;
 
@@ -42,7 +44,7 @@ impl OrganizationAdmin for SqliteStore {
             id: OrgId::from_uuid(Uuid::new_v4()),
             name: name.clone(),
             default_region,
-            unknown_caller_name: String::new(),
+            unknown_caller_name: FallbackName::default(),
         };
         sqlx::query(
             "INSERT INTO organizations (id, name, default_region, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -142,7 +144,7 @@ impl OrganizationAdmin for SqliteStore {
     async fn set_unknown_caller_name(
         &self,
         org: OrgId,
-        name: &str,
+        name: &FallbackName,
     ) -> Result<Organization, AdminError> {
         let row: Option<OrgRow> = sqlx::query_as(concat!(
             "UPDATE organizations SET unknown_caller_name = ?2 WHERE id = ?1
@@ -150,7 +152,7 @@ impl OrganizationAdmin for SqliteStore {
             org_columns!()
         ))
         .bind(org.to_string())
-        .bind(name)
+        .bind(name.as_str())
         .fetch_optional(&self.pool)
         .await
         .map_err(repo_error)?;

@@ -76,7 +76,7 @@ impl TryFrom<OrgRow> for Organization {
             OrgId::from_uuid(row.id.into_uuid()),
             &row.name,
             &row.default_region,
-            row.unknown_caller_name,
+            &row.unknown_caller_name,
         )
         .map_err(unexpected)
     }

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use relay_domain::{
-    CallId, CallKind, CallRecord, CallSid, Contact, ContactId, ConversationId, NewContact, OrgId,
-    OrgName, Organization, Region, SecretId, ToolToken,
+    CallId, CallKind, CallRecord, CallSid, Contact, ContactId, ConversationId, FallbackName,
+    NewContact, OrgId, OrgName, Organization, Region, SecretId, ToolToken,
 };
 
 use super::{StoreFixture, e164};
@@ -368,7 +368,7 @@ cases! {
             .await
             .expect("add");
         let updated = s
-            .set_unknown_caller_name(acme.id, "there")
+            .set_unknown_caller_name(acme.id, &FallbackName::sanitized("there"))
             .await
             .expect("set");
         assert_eq!(updated.unknown_caller_name, "there");
@@ -379,7 +379,10 @@ cases! {
             .expect("org");
         assert_eq!(found.unknown_caller_name, "there");
         assert!(matches!(
-            s.set_unknown_caller_name(OrgId::from_uuid(uuid::Uuid::new_v4()), "x")
+            s.set_unknown_caller_name(
+                OrgId::from_uuid(uuid::Uuid::new_v4()),
+                &FallbackName::sanitized("x"),
+            )
                 .await,
             Err(AdminError::NotFound(Entity::Organization))
         ));
