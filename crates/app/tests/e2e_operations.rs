@@ -7,20 +7,20 @@ use std::time::{Duration, Instant};
 
 use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
-use support::{Adapters, Mode, Proxy, Setup, call, post, socket_of, via};
+use support::{Adapters, Mode, Proxy, Service, Setup, TestStore, call, post, socket_of, via};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_drains_then_refuses_new_connections_and_every_request_in_flight_succeeds() {
     let s = Setup::new().await;
     let token = s.acme_with_alex();
-    let db_url = s.db.url();
-    let proxy = Proxy::start(socket_of(db_url.expose_secret())).await;
-    let proxied = via(db_url.expose_secret(), proxy.addr);
     let mut service = s.serve(&[
-        ("DATABASE_URL", &proxied),
-        // Requests stay in flight for the whole budget while Postgres hangs.
-        ("LOOKUP_TIMEOUT_MS", "2500"),
-        ("SHUTDOWN_DRAIN_SECONDS", "2"),
+        // The requests below wait on the test's lock, not on the clock: the budget only has to
+        // outlast the whole shutdown sequence.
+        ("LOOKUP_TIMEOUT_MS", "30000"),
+        // Each step below waits for an event, not for a time. The drain only has to outlast the
+        // two steps inside it (a readiness probe and one request, milliseconds apart) with room
+        // for a stalled machine; it is the only clock left in the sequence.
+        ("SHUTDOWN_DRAIN_SECONDS", "3"),
         ("SHUTDOWN_TIMEOUT_SECONDS", "10"),
     ]);
     let (_, body, _) = post(&service, &token, call("warm", "4165550100")).await;
@@ -39,15 +39,15 @@ async fn sigterm_drains_then_refuses_new_connections_and_every_request_in_flight
                 .map(|r| r.status().as_u16())
         })
     };
-
-    proxy.set(Mode::Hang);
+    let lock = s.db.lock_contacts().await;
     let mut in_flight: Vec<_> = (0..4).map(|i| send(format!("inflight{i}"))).collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let signalled = Instant::now();
+    wait_in_flight(&s.db, &service, &in_flight).await;
     service.terminate();
 
     // During the drain: readiness says so at once, and new connections are still served.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    service
+        .logs_until("shutdown: readiness is 503", Duration::from_secs(10))
+        .await;
     let ready = reqwest::get(format!("http://{}/readyz", service.addr))
         .await
         .expect("a new connection is accepted during the drain");
@@ -57,19 +57,23 @@ async fn sigterm_drains_then_refuses_new_connections_and_every_request_in_flight
         json!({"status": "draining", "checks": {}})
     );
     in_flight.push(send("during-drain".into()));
+    wait_in_flight(&s.db, &service, &in_flight).await;
 
-    // After the drain: new connections are refused while the last request is still in flight.
-    tokio::time::sleep(Duration::from_millis(2_400).saturating_sub(signalled.elapsed())).await;
-    let refused = reqwest::Client::new()
-        .get(format!("http://{}/healthz", service.addr))
-        .timeout(Duration::from_secs(2))
-        .send()
+    // After the drain: new connections are refused while every request is still in flight.
+    service
+        .logs_until("no longer accepting connections", Duration::from_secs(30))
         .await;
+    let refused = refused_connection(service.addr).await;
     assert!(
         refused.as_ref().is_err_and(reqwest::Error::is_connect),
         "a connection was accepted after the drain: {refused:?}"
     );
+    assert!(
+        in_flight.iter().all(|request| !request.is_finished()),
+        "the requests were to be in flight (waiting on the lock) while connections are refused"
+    );
 
+    lock.rollback().await.unwrap();
     for request in in_flight {
         assert_eq!(request.await.unwrap().expect("answered"), 200);
     }
@@ -81,6 +85,60 @@ async fn sigterm_drains_then_refuses_new_connections_and_every_request_in_flight
     let logs = service.logs();
     assert!(logs.contains("shutdown: readiness is 503"), "{logs}");
     assert!(logs.contains("\"signal\":\"SIGTERM\""), "{logs}");
+}
+
+/// Waits (up to 20 s) until each of `requests` is in flight: its contact lookup waits on the
+/// test's lock on `contacts`.
+async fn wait_in_flight(
+    db: &TestStore,
+    service: &Service,
+    requests: &[tokio::task::JoinHandle<reqwest::Result<u16>>],
+) {
+    let expected = i64::try_from(requests.len()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let waiting = db.queries_waiting_on_a_lock().await;
+        if waiting >= expected {
+            return;
+        }
+        assert!(
+            !requests.iter().any(tokio::task::JoinHandle::is_finished),
+            "a request ended before it reached the store (refused because the drain was over?):\n{}",
+            service.logs()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "{waiting} of {expected} requests in flight after 20 s:\n{}",
+            service.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A `GET /healthz` once the service has said it stops accepting connections: the stop reaches
+/// the listener a moment after that line, so this retries (up to 10 s) until a connection is
+/// refused, then checks that the next one is refused too. Returns that last attempt.
+async fn refused_connection(
+    addr: std::net::SocketAddr,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let attempt = || {
+        reqwest::Client::new()
+            .get(format!("http://{addr}/healthz"))
+            .timeout(Duration::from_secs(2))
+            .send()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let result = attempt().await;
+        if result.as_ref().is_err_and(reqwest::Error::is_connect) {
+            return attempt().await;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connections were still accepted 10 s after the drain: {result:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

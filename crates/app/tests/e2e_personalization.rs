@@ -168,7 +168,9 @@ async fn secrets_rotate_without_downtime_and_revoked_ones_stop_working(s: Setup)
     relay_ok(&s.db.url(), &["secret", "revoke", &old_id]);
 
     // Each replica keeps the organization found for a token for ORG_CACHE_TTL_SECONDS (1 s
-    // here), so the revoked token is refused once that has passed.
+    // here), so the revoked token is refused once that has passed. That elapsed time is what
+    // this checks, so the sleep stays: 1.5 s after the revocation is over 1.5 s after the old
+    // token's organization was cached (its first request above), past the TTL.
     tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
     let (status, body, _) = post(&service, &old, call("c2", "4165550100")).await;
     assert_eq!((status, body), (401, json!({"error": "Unauthorized"})));

@@ -181,6 +181,23 @@ impl Service {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+
+    /// Waits (up to `limit`) until the logs hold `marker`, and returns them all: a test that
+    /// must act after an event the service logs waits for that line, not for a guessed time.
+    pub async fn logs_until(&self, marker: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let logs = self.logs();
+            if logs.contains(marker) {
+                return logs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the logs never showed {marker:?} within {limit:?}:\n{logs}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl Service {
@@ -402,6 +419,36 @@ impl TestStore {
 }
 
 impl TestStore {
+    /// Locks the `contacts` table (Postgres only) until the returned transaction ends: every
+    /// contact lookup waits on it meanwhile, so a webhook request stays in flight for exactly as
+    /// long as a test needs, whatever the machine's speed.
+    pub async fn lock_contacts(&self) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let Self::Postgres(db) = self else {
+            panic!("only a Postgres store can be locked from a test")
+        };
+        let mut tx = db.pool().begin().await.unwrap();
+        sqlx::query("LOCK TABLE contacts IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx
+    }
+
+    /// How many of the service's queries (Postgres only) are waiting on a lock right now.
+    pub async fn queries_waiting_on_a_lock(&self) -> i64 {
+        let Self::Postgres(db) = self else {
+            panic!("only a Postgres store shows its waiting queries")
+        };
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+              WHERE datname = current_database() AND application_name = 'relay' \
+                AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+    }
+
     /// Every organization as (name, unknown-caller fallback, has a webhook secret), oldest
     /// first: what the `org` commands really stored.
     pub async fn organizations(&self) -> Vec<(String, String, bool)> {
