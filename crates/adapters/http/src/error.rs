@@ -15,6 +15,26 @@ pub struct FieldIssue {
     pub message: String,
 }
 
+/// The methods a path accepts, as the `Allow` header of its 405 names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowed {
+    /// The webhooks.
+    Post,
+    /// The probes and the scrape. Only `GET`: actix-web routes `HEAD` to no `GET` handler, so
+    /// `HEAD` is refused too.
+    Get,
+}
+
+impl Allowed {
+    /// The `Allow` header's value.
+    pub fn header_value(self) -> &'static str {
+        match self {
+            Self::Post => "POST",
+            Self::Get => "GET",
+        }
+    }
+}
+
 /// Every failure the HTTP layer answers, with its status and envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
@@ -30,8 +50,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     /// 404: no such route.
     NotFound,
-    /// 405: the route exists for other methods.
-    MethodNotAllowed,
+    /// 405: the route exists for other methods: those in `Allow`.
+    MethodNotAllowed(Allowed),
     /// 503: nothing could take the request durably (the post-call webhook when both the
     /// store and the outbox are down, or the outbox is full).
     ServiceUnavailable,
@@ -66,7 +86,7 @@ impl ApiError {
             Self::PayloadTooLarge => Some("payload_too_large"),
             Self::UnsupportedMediaType => Some("unsupported_media_type"),
             Self::NotFound => Some("not_found"),
-            Self::MethodNotAllowed => Some("method_not_allowed"),
+            Self::MethodNotAllowed(_) => Some("method_not_allowed"),
             Self::ServiceUnavailable => Some("unavailable"),
             Self::Unverifiable => Some("unverifiable"),
             Self::RequestTimeout => Some("request_timeout"),
@@ -87,7 +107,7 @@ impl ApiError {
             | Self::PayloadTooLarge
             | Self::UnsupportedMediaType
             | Self::NotFound
-            | Self::MethodNotAllowed => "invalid",
+            | Self::MethodNotAllowed(_) => "invalid",
         }
     }
 
@@ -98,7 +118,7 @@ impl ApiError {
             Self::PayloadTooLarge => "Payload too large",
             Self::UnsupportedMediaType => "Unsupported media type",
             Self::NotFound => "Not found",
-            Self::MethodNotAllowed => "Method not allowed",
+            Self::MethodNotAllowed(_) => "Method not allowed",
             Self::ServiceUnavailable | Self::Unverifiable => "Service unavailable",
             Self::RequestTimeout => "Request timeout",
             Self::TooManyRequests { .. } => "Too many requests",
@@ -120,7 +140,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::ServiceUnavailable | Self::Unverifiable => StatusCode::SERVICE_UNAVAILABLE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -138,8 +158,8 @@ impl ResponseError for ApiError {
             Self::Unauthorized => {
                 response.insert_header((WWW_AUTHENTICATE, "Bearer"));
             }
-            Self::MethodNotAllowed => {
-                response.insert_header((ALLOW, "POST"));
+            Self::MethodNotAllowed(allowed) => {
+                response.insert_header((ALLOW, allowed.header_value()));
             }
             Self::TooManyRequests { retry_after } => {
                 response.insert_header((RETRY_AFTER, retry_after.to_string()));
@@ -179,8 +199,9 @@ pub(crate) async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
-pub(crate) async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
+/// A resource's default service: a 405 naming the methods the resource routes (`allowed`).
+pub(crate) fn method_not_allowed(allowed: Allowed) -> actix_web::Route {
+    actix_web::web::to(move || async move { ApiError::MethodNotAllowed(allowed) })
 }
 
 impl actix_web::Responder for ApiError {

@@ -33,7 +33,7 @@ use tracing_actix_web::TracingLogger;
 
 pub use access::Access;
 pub use client::{InvalidProxy, TrustedProxies};
-pub use error::ApiError;
+pub use error::{Allowed, ApiError};
 pub use personalization::{INITIATION_PATH, MAX_BODY_BYTES, PERSONALIZATION_PATH};
 pub use post_call::{MAX_POST_CALL_BODY_BYTES, POST_CALL_PATH, SIGNATURE_HEADER};
 pub use throttle::ThrottleSettings;
@@ -105,7 +105,7 @@ pub fn configure(
                         TracingLogger::<root_span::WebhookRootSpan>::new(),
                     ))
                     .route(web::post().to(personalization::contract))
-                    .default_service(web::to(error::method_not_allowed)),
+                    .default_service(error::method_not_allowed(Allowed::Post)),
             )
             .service(
                 web::resource(INITIATION_PATH)
@@ -114,7 +114,7 @@ pub fn configure(
                         TracingLogger::<root_span::WebhookRootSpan>::new(),
                     ))
                     .route(web::post().to(personalization::initiation))
-                    .default_service(web::to(error::method_not_allowed)),
+                    .default_service(error::method_not_allowed(Allowed::Post)),
             )
             .service(
                 web::resource(POST_CALL_PATH)
@@ -123,22 +123,22 @@ pub fn configure(
                         TracingLogger::<root_span::WebhookRootSpan>::new(),
                     ))
                     .route(web::post().to(post_call::handle))
-                    .default_service(web::to(error::method_not_allowed)),
+                    .default_service(error::method_not_allowed(Allowed::Post)),
             )
             .service(
                 web::resource(HEALTHZ_PATH)
                     .route(web::get().to(ops::healthz))
-                    .default_service(web::to(error::method_not_allowed)),
+                    .default_service(error::method_not_allowed(Allowed::Get)),
             )
             .service(
                 web::resource(READYZ_PATH)
                     .route(web::get().to(ops::readyz))
-                    .default_service(web::to(error::method_not_allowed)),
+                    .default_service(error::method_not_allowed(Allowed::Get)),
             )
             .service(
                 web::resource(METRICS_PATH)
                     .route(web::get().to(ops::metrics))
-                    .default_service(web::to(error::method_not_allowed)),
+                    .default_service(error::method_not_allowed(Allowed::Get)),
             );
     }
 }

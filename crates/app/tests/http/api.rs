@@ -7,7 +7,7 @@ use crate::world::{World, world};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use actix_web::test::{self, TestRequest};
-use relay_http::{MAX_BODY_BYTES, PERSONALIZATION_PATH, test_app};
+use relay_http::{INITIATION_PATH, MAX_BODY_BYTES, PERSONALIZATION_PATH, POST_CALL_PATH, test_app};
 use relay_ports::fakes::Behaviour;
 use serde_json::{Value, json};
 
@@ -314,18 +314,22 @@ async fn unknown_route_is_404_and_wrong_method_is_405() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body, json!({"error": "Not found", "code": "not_found"}));
 
-    for req in [
-        TestRequest::get(),
-        TestRequest::put(),
-        TestRequest::delete(),
-    ] {
-        let (status, headers, body) = send(&w, req.uri(PERSONALIZATION_PATH)).await;
-        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
-        assert_eq!(headers.get(ALLOW).unwrap(), "POST");
-        assert_eq!(
-            body,
-            json!({"error": "Method not allowed", "code": "method_not_allowed"})
-        );
+    // Every webhook route is POST only, and its 405 says so.
+    for path in [PERSONALIZATION_PATH, INITIATION_PATH, POST_CALL_PATH] {
+        for req in [
+            TestRequest::get(),
+            TestRequest::put(),
+            TestRequest::delete(),
+        ] {
+            let (status, headers, body) = send(&w, req.uri(path)).await;
+            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{path}");
+            assert_eq!(headers.get(ALLOW).unwrap(), "POST", "{path}");
+            assert_eq!(
+                body,
+                json!({"error": "Method not allowed", "code": "method_not_allowed"}),
+                "{path}"
+            );
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! `/metrics`, `/healthz` and `/readyz` on the real routes over the in-memory fakes: what a
 //! Prometheus scrape and a Kubernetes probe see.
 
-use actix_web::http::StatusCode;
-use actix_web::http::header::CONTENT_TYPE;
+use actix_web::http::header::{ALLOW, CONTENT_TYPE};
+use actix_web::http::{Method, StatusCode};
 use actix_web::test::{self, TestRequest};
 use relay_http::{PERSONALIZATION_PATH, test_app};
 use relay_observability::scrape::sample;
@@ -146,9 +146,19 @@ async fn operations_routes_refuse_other_methods_with_the_envelope() {
     let w = world();
     let app = test::init_service(test_app(w.webhooks(), w.operations.clone())).await;
     for path in ["/metrics", "/healthz", "/readyz"] {
-        let res = test::call_service(&app, TestRequest::post().uri(path).to_request()).await;
-        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
-        let body: Value = test::read_body_json(res).await;
-        assert_eq!(body["code"], "method_not_allowed", "{path}");
+        // HEAD too: actix-web serves it only where a route is registered for it, and these
+        // routes are GET only, which their `Allow` says.
+        for method in [Method::POST, Method::PUT, Method::DELETE, Method::HEAD] {
+            let req = TestRequest::default().method(method.clone()).uri(path);
+            let res = test::call_service(&app, req.to_request()).await;
+            assert_eq!(
+                res.status(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            assert_eq!(res.headers().get(ALLOW).unwrap(), "GET", "{method} {path}");
+            let body: Value = test::read_body_json(res).await;
+            assert_eq!(body["code"], "method_not_allowed", "{method} {path}");
+        }
     }
 }

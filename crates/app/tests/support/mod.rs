@@ -12,8 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use relay_postgres::testing::{TestDb, sqlx};
+use relay_redis::testing::{TestRedis, redis};
 use relay_sqlite::SqliteStore;
 use secrecy::{ExposeSecret as _, SecretString};
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -177,6 +179,23 @@ impl Service {
                 "stdout never showed {marker:?}:\n{out}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits (up to `limit`) until the logs hold `marker`, and returns them all: a test that
+    /// must act after an event the service logs waits for that line, not for a guessed time.
+    pub async fn logs_until(&self, marker: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let logs = self.logs();
+            if logs.contains(marker) {
+                return logs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the logs never showed {marker:?} within {limit:?}:\n{logs}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
@@ -400,6 +419,36 @@ impl TestStore {
 }
 
 impl TestStore {
+    /// Locks the `contacts` table (Postgres only) until the returned transaction ends: every
+    /// contact lookup waits on it meanwhile, so a webhook request stays in flight for exactly as
+    /// long as a test needs, whatever the machine's speed.
+    pub async fn lock_contacts(&self) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let Self::Postgres(db) = self else {
+            panic!("only a Postgres store can be locked from a test")
+        };
+        let mut tx = db.pool().begin().await.unwrap();
+        sqlx::query("LOCK TABLE contacts IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx
+    }
+
+    /// How many of the service's queries (Postgres only) are waiting on a lock right now.
+    pub async fn queries_waiting_on_a_lock(&self) -> i64 {
+        let Self::Postgres(db) = self else {
+            panic!("only a Postgres store shows its waiting queries")
+        };
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+              WHERE datname = current_database() AND application_name = 'relay' \
+                AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap()
+    }
+
     /// Every organization as (name, unknown-caller fallback, has a webhook secret), oldest
     /// first: what the `org` commands really stored.
     pub async fn organizations(&self) -> Vec<(String, String, bool)> {
@@ -433,4 +482,112 @@ macro_rules! on_both_stores {
             }
         )+
     };
+}
+
+// --- End to end: one store and cache per test, data set up through the CLI ---------------------
+
+/// The store and cache of one end-to-end test, with the CLI steps that fill them and the
+/// `relay serve` that runs on them.
+pub struct Setup {
+    pub db: TestStore,
+    /// `None`: the service uses its in-process cache.
+    pub redis: Option<TestRedis>,
+}
+
+/// Which adapters a behaviour test runs on.
+#[derive(Clone, Copy)]
+pub enum Adapters {
+    Embedded,
+    PostgresRedis,
+}
+
+impl Setup {
+    pub async fn new() -> Self {
+        Self::on(Adapters::PostgresRedis).await
+    }
+
+    pub async fn on(adapters: Adapters) -> Self {
+        match adapters {
+            Adapters::Embedded => Self {
+                db: TestStore::sqlite(),
+                redis: None,
+            },
+            Adapters::PostgresRedis => Self {
+                db: TestStore::postgres().await,
+                redis: Some(TestRedis::create().await),
+            },
+        }
+    }
+
+    pub fn redis(&self) -> &TestRedis {
+        self.redis.as_ref().expect("a Postgres + Redis setup")
+    }
+
+    pub fn org(&self, name: &str, region: &str) -> String {
+        relay_ok(
+            &self.db.url(),
+            &["org", "create", "--name", name, "--region", region],
+        )
+    }
+
+    pub fn secret(&self, org: &str) -> String {
+        relay_ok(&self.db.url(), &["secret", "add", org])
+    }
+
+    /// Organization "Acme" (region CA) with the contact Alex at 4165550100; returns its token.
+    pub fn acme_with_alex(&self) -> String {
+        let org = self.org("Acme", "CA");
+        let token = self.secret(&org);
+        self.import(&org, "phone,first_name\n4165550100,Alex\n");
+        token
+    }
+
+    pub fn import(&self, org: &str, csv: &str) -> String {
+        self.import_with(org, csv, &[])
+    }
+
+    pub fn import_with(&self, org: &str, csv: &str, options: &[&str]) -> String {
+        use std::io::Write as _;
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(csv.as_bytes()).unwrap();
+        let mut args = vec!["contacts", "import", org, file.path().to_str().unwrap()];
+        args.extend(options);
+        relay_ok(&self.db.url(), &args)
+    }
+
+    pub fn serve(&self, extra: &[(&str, &str)]) -> Service {
+        let db = self.db.url();
+        let redis_url = self.redis.as_ref().map(|redis| {
+            if redis.cache().is_cluster() {
+                ("REDIS_CLUSTER_URLS", redis.cluster_urls())
+            } else {
+                ("REDIS_URL", redis.url())
+            }
+        });
+        let mut vars = vec![("DATABASE_URL", db.expose_secret())];
+        if let (Some(redis), Some((name, url))) = (&self.redis, &redis_url) {
+            vars.push((name, url.expose_secret()));
+            vars.push(("REDIS_KEY_PREFIX", redis.prefix()));
+        }
+        vars.extend_from_slice(extra);
+        Service::start(&vars)
+    }
+
+    pub async fn redis_get(&self, key: &str) -> (Option<String>, i64) {
+        let cache = self.redis().cache();
+        let key = format!("{}{key}", self.redis().prefix());
+        let value: Option<String> = cache.query(redis::cmd("GET").arg(&key)).await.unwrap();
+        let ttl: i64 = cache.query(redis::cmd("TTL").arg(&key)).await.unwrap();
+        (value, ttl)
+    }
+}
+
+/// A personalization request body for this conversation and caller.
+pub fn call(conversation: &str, caller: &str) -> Value {
+    json!({
+        "conversation_id": conversation,
+        "caller_id": caller,
+        "called_id": "+12362320246",
+        "agent_id": "agent_a8d3c4e09b2f4e1ab3c45f6a7b8c9d01"
+    })
 }
