@@ -170,7 +170,7 @@ mod tests {
     #[test]
     fn a_stored_organization_is_checked_as_when_it_was_created() {
         let id = OrgId::from_uuid(uuid::Uuid::from_u128(1));
-        let org = Organization::from_stored(id, "Acme Corp", "ca", "there".into()).unwrap();
+        let org = Organization::from_stored(id, "Acme Corp", "ca", "there").unwrap();
         assert_eq!(org.id, id);
         assert_eq!(org.name.as_str(), "Acme Corp");
         assert_eq!(org.default_region, Region::parse("CA").unwrap());
