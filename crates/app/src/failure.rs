@@ -15,15 +15,6 @@ pub enum Failure {
     Other(anyhow::Error),
 }
 
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Config(e) => write!(f, "configuration error: {e}"),
-            Self::Other(e) => write!(f, "{e:#}"),
-        }
-    }
-}
-
 impl From<ConfigError> for Failure {
     fn from(e: ConfigError) -> Self {
         Self::Config(e)
