@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{CallId, CallSid, ContactId, ConversationId, OrgId, StoredDataError};
+use crate::{CallId, CallSid, ContactId, ConversationId, E164, OrgId, StoredDataError};
 
 /// How a call ended, as far as the post-call webhook tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -57,6 +57,9 @@ pub struct CallRecord {
     pub direction: Option<String>,
     /// The other party's number (the caller, on an inbound call), as sent.
     pub external_number: Option<String>,
+    /// The other party's number in E.164 (read in the organization's region): the key of the
+    /// caller's memory, and how erasure finds the record.
+    pub caller: Option<E164>,
     /// The agent's number, as sent.
     pub agent_number: Option<String>,
     /// ElevenLabs' conversation status (`done`, `failed`, ...), or the failure reason of a
@@ -98,6 +101,8 @@ pub struct StoredCall {
     pub direction: Option<String>,
     /// See [`CallRecord::external_number`].
     pub external_number: Option<String>,
+    /// See [`CallRecord::caller`].
+    pub caller: Option<String>,
     /// See [`CallRecord::agent_number`].
     pub agent_number: Option<String>,
     /// See [`CallRecord::status`].
@@ -133,6 +138,7 @@ impl CallRecord {
             kind,
             direction,
             external_number,
+            caller,
             agent_number,
             status,
             call_successful,
@@ -157,6 +163,11 @@ impl CallRecord {
             kind: CallKind::parse(&kind).ok_or_else(|| bad("kind"))?,
             direction,
             external_number,
+            caller: caller
+                .as_deref()
+                .map(E164::parse_e164)
+                .transpose()
+                .map_err(|e| bad("caller_e164").because(e))?,
             agent_number,
             status,
             call_successful,
@@ -196,6 +207,7 @@ mod tests {
             kind: "missed".into(),
             direction: Some("inbound".into()),
             external_number: Some("+14165550100".into()),
+            caller: Some("+14165550100".into()),
             agent_number: Some("+12362320246".into()),
             status: Some("busy".into()),
             call_successful: None,
@@ -223,6 +235,7 @@ mod tests {
                 kind: CallKind::Missed,
                 direction: s.direction,
                 external_number: s.external_number,
+                caller: Some(E164::parse_e164("+14165550100").unwrap()),
                 agent_number: s.agent_number,
                 status: s.status,
                 call_successful: None,
@@ -250,6 +263,13 @@ mod tests {
                 "call_sid",
                 StoredCall {
                     call_sid: Some(String::new()),
+                    ..stored()
+                },
+            ),
+            (
+                "caller_e164",
+                StoredCall {
+                    caller: Some("4165550100".into()),
                     ..stored()
                 },
             ),

@@ -10,6 +10,7 @@ mod call_record;
 mod contact;
 mod conversation;
 mod ids;
+mod memory;
 mod name;
 mod organization;
 mod phone;
@@ -24,7 +25,11 @@ pub use conversation::{
     CallKey, CallSid, ConversationId, ConversationIdError, MAX_CONVERSATION_ID_CHARS,
 };
 pub use ids::{CallId, ContactId, OrgId, SecretId};
-pub use name::{MAX_NAME_CHARS, PROMPT_SYNTAX, is_prompt_safe, sanitize_name};
+pub use memory::{
+    CallOutcome, CallSummary, CallerMemory, MAX_RETENTION_DAYS, MAX_MEMORY_SUMMARY_CHARS,
+    MemorySettings, MemoryVariables, RetentionError, StoredMemory, last_call_ago,
+};
+pub use name::{MAX_NAME_CHARS, PROMPT_SYNTAX, is_prompt_safe, sanitize_name, sanitize_text};
 pub use organization::{FallbackName, OrgName, OrgNameError, Organization};
 pub use phone::{CallerNumber, E164, PhoneError, Region, RegionError, mask_phone};
 pub use secret::{SecretInfo, TokenDigest, ToolToken};

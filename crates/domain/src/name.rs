@@ -20,7 +20,13 @@ pub const PROMPT_SYNTAX: [char; 11] = ['{', '}', '[', ']', '<', '>', '"', '`', '
 /// Every name and word the service answers goes through here (contact names, the organization's
 /// name, its fallback for unknown callers), however it was stored.
 pub fn sanitize_name(raw: &str) -> Option<String> {
-    let mut out = String::with_capacity(raw.len().min(MAX_NAME_CHARS * 4));
+    sanitize_text(raw, MAX_NAME_CHARS)
+}
+
+/// Cleans any text for the agent's prompt as [`sanitize_name`] does, capped at `max_chars`
+/// characters instead (a call summary, say). Returns `None` when nothing is left.
+pub fn sanitize_text(raw: &str, max_chars: usize) -> Option<String> {
+    let mut out = String::with_capacity(raw.len().min(max_chars * 4));
     let mut chars = 0;
     let mut pending_space = false;
     for c in raw.chars() {
@@ -32,14 +38,14 @@ pub fn sanitize_name(raw: &str) -> Option<String> {
             continue;
         }
         if pending_space {
-            if chars + 1 >= MAX_NAME_CHARS {
+            if chars + 1 >= max_chars {
                 break;
             }
             out.push(' ');
             chars += 1;
             pending_space = false;
         }
-        if chars == MAX_NAME_CHARS {
+        if chars == max_chars {
             break;
         }
         out.push(c);

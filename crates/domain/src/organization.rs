@@ -1,6 +1,6 @@
 use std::fmt;
 
-use crate::{OrgId, Region, StoredDataError, sanitize_name};
+use crate::{MemorySettings, OrgId, Region, StoredDataError, sanitize_name};
 
 /// An organization (tenant): the company whose phone line the agent answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +15,8 @@ pub struct Organization {
     /// when the caller is not recognized: `""` by default, or a word such as `there` ("Hi
     /// there").
     pub unknown_caller_name: FallbackName,
+    /// Its returning-caller memory rules.
+    pub memory: MemorySettings,
 }
 
 impl Organization {
@@ -29,6 +31,8 @@ impl Organization {
         name: &str,
         default_region: &str,
         unknown_caller_name: &str,
+        memory_retention_days: i64,
+        memory_unknown_callers: bool,
     ) -> Result<Self, StoredDataError> {
         let bad = |field| StoredDataError::new("organization", id, field);
         Ok(Self {
@@ -37,6 +41,10 @@ impl Organization {
             default_region: Region::parse(default_region)
                 .map_err(|e| bad("default_region").because(e))?,
             unknown_caller_name: FallbackName::sanitized(unknown_caller_name),
+            memory: u16::try_from(memory_retention_days)
+                .ok()
+                .and_then(|days| MemorySettings::new(days, memory_unknown_callers).ok())
+                .ok_or_else(|| bad("memory_retention_days"))?,
         })
     }
 }
@@ -170,22 +178,28 @@ mod tests {
     #[test]
     fn a_stored_organization_is_checked_as_when_it_was_created() {
         let id = OrgId::from_uuid(uuid::Uuid::from_u128(1));
-        let org = Organization::from_stored(id, "Acme Corp", "ca", "there").unwrap();
+        let org = Organization::from_stored(id, "Acme Corp", "ca", "there", 30, true).unwrap();
         assert_eq!(org.id, id);
         assert_eq!(org.name.as_str(), "Acme Corp");
         assert_eq!(org.default_region, Region::parse("CA").unwrap());
         assert_eq!(org.unknown_caller_name, "there");
+        assert_eq!(org.memory, MemorySettings::new(30, true).unwrap());
 
-        let bad_name = Organization::from_stored(id, " ", "CA", "").unwrap_err();
+        let bad_name = Organization::from_stored(id, " ", "CA", "", 90, false).unwrap_err();
         assert_eq!(bad_name.field(), "name");
         assert_eq!(
             bad_name.to_string(),
             format!("organization {id}: bad name: organization name must not be empty")
         );
-        let bad_region = Organization::from_stored(id, "Acme", "XX", "").unwrap_err();
+        let bad_region = Organization::from_stored(id, "Acme", "XX", "", 90, false).unwrap_err();
         assert_eq!(
             (bad_region.record(), bad_region.field()),
             ("organization", "default_region")
         );
+        for days in [-1, 3651, i64::MAX] {
+            let bad_retention =
+                Organization::from_stored(id, "Acme", "CA", "", days, false).unwrap_err();
+            assert_eq!(bad_retention.field(), "memory_retention_days");
+        }
     }
 }

@@ -1,6 +1,7 @@
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::{Contact, E164, Organization, sanitize_name};
+use crate::{CallerMemory, Contact, E164, MemoryVariables, Organization, sanitize_name};
 
 /// The dynamic variables the voice agent puts into its prompt.
 ///
@@ -23,6 +24,13 @@ pub struct DynamicVariables {
     /// The organization's name, sanitized.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub org_name: Option<String>,
+    /// What is remembered of the caller's previous calls, only when there is something to say.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryVariables>,
+    /// Whether these are a contact's variables (not sent; ElevenLabs' route says it as
+    /// `is_known_caller`).
+    #[serde(skip)]
+    pub is_contact: bool,
 }
 
 impl DynamicVariables {
@@ -47,7 +55,38 @@ impl DynamicVariables {
             caller_last_name: last,
             caller_number: Some(caller.as_str().to_owned()),
             org_name: sanitize_name(org.name.as_str()),
+            memory: None,
+            is_contact: true,
         }
+    }
+
+    /// The variables for a caller who is not a contact but whom the organization remembers
+    /// (`memory`): the number, the organization's name and the memory. Without anything to
+    /// say, none at all (`{}`).
+    pub fn for_remembered_stranger(
+        org: &Organization,
+        caller: &E164,
+        memory: Option<&CallerMemory>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        match memory.filter(|m| m.has_something_to_say()) {
+            Some(memory) => Self {
+                caller_number: Some(caller.as_str().to_owned()),
+                org_name: sanitize_name(org.name.as_str()),
+                memory: Some(MemoryVariables::new(memory, now)),
+                ..Self::default()
+            },
+            None => Self::none(),
+        }
+    }
+
+    /// Adds what is remembered of the caller, when there is something to say.
+    #[must_use]
+    pub fn with_memory(mut self, memory: Option<&CallerMemory>, now: DateTime<Utc>) -> Self {
+        self.memory = memory
+            .filter(|m| m.has_something_to_say())
+            .map(|m| MemoryVariables::new(m, now));
+        self
     }
 
     /// True when there is nothing to say (the `{}` answer).
@@ -79,6 +118,10 @@ pub struct InitiationVariables {
     pub org_name: String,
     /// Whether a contact of the organization has the caller's number.
     pub is_known_caller: bool,
+    /// The memory variables, neutral when nothing is remembered; left out for an organization
+    /// whose memory is off (its agent need not define them).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryVariables>,
 }
 
 impl InitiationVariables {
@@ -103,7 +146,16 @@ impl InitiationVariables {
             org_name: org
                 .and_then(|o| sanitize_name(o.name.as_str()))
                 .unwrap_or_default(),
-            is_known_caller: !matched.is_empty(),
+            is_known_caller: matched.is_contact,
+            memory: match org {
+                Some(org) if !org.memory.is_on() => None,
+                _ => Some(
+                    matched
+                        .memory
+                        .clone()
+                        .unwrap_or_else(MemoryVariables::neutral),
+                ),
+            },
         }
     }
 }
@@ -121,6 +173,7 @@ mod tests {
             name: OrgName::parse("Acme Corp").unwrap(),
             default_region: Region::parse("CA").unwrap(),
             unknown_caller_name: crate::FallbackName::sanitized("there"),
+            memory: crate::MemorySettings::new(0, false).unwrap(),
         }
     }
 
@@ -257,9 +310,92 @@ mod tests {
                 "caller_last_name": "",
                 "caller_number": "",
                 "org_name": "",
-                "is_known_caller": false
+                "is_known_caller": false,
+                "is_returning_caller": false,
+                "previous_calls": 0,
+                "last_call_at": "",
+                "last_call_ago": "",
+                "last_call_summary": "",
+                "last_call_outcome": "",
+                "missed_calls_since_last": 0
             }),
-            "the store being down still answers every variable"
+            "the store being down still answers every variable, memory's neutral too"
         );
+    }
+
+    fn remembered() -> CallerMemory {
+        CallerMemory {
+            previous_calls: 3,
+            last_call_at: Some(Utc::now() - chrono::TimeDelta::days(2) - chrono::TimeDelta::hours(1)),
+            last_call_summary: crate::CallSummary::from_untrusted("Asked for a callback"),
+            last_call_outcome: crate::CallOutcome::Failure,
+            missed_calls_since_last: 0,
+        }
+    }
+
+    #[test]
+    fn the_contract_route_adds_memory_only_when_there_is_something_to_say() {
+        let c = contact(Some("Alex"), None);
+        let now = Utc::now();
+        let with = DynamicVariables::for_match(&org(), &c, &c.phone)
+            .with_memory(Some(&remembered()), now);
+        let json = serde_json::to_value(&with).unwrap();
+        assert_eq!(json["caller_name"], "Alex");
+        assert_eq!(json["is_returning_caller"], true);
+        assert_eq!(json["previous_calls"], 3);
+        assert_eq!(json["last_call_ago"], "2 days ago");
+        assert_eq!(json["last_call_summary"], "Asked for a callback");
+        assert_eq!(json["last_call_outcome"], "failure");
+
+        let nothing = CallerMemory {
+            previous_calls: 0,
+            missed_calls_since_last: 0,
+            ..remembered()
+        };
+        let without =
+            DynamicVariables::for_match(&org(), &c, &c.phone).with_memory(Some(&nothing), now);
+        assert!(
+            !serde_json::to_string(&without)
+                .unwrap()
+                .contains("is_returning_caller")
+        );
+        let stranger = DynamicVariables::for_remembered_stranger(&org(), &c.phone, None, now);
+        assert_eq!(serde_json::to_string(&stranger).unwrap(), "{}");
+        let known_stranger =
+            DynamicVariables::for_remembered_stranger(&org(), &c.phone, Some(&remembered()), now);
+        let json = serde_json::to_value(&known_stranger).unwrap();
+        assert_eq!(json["caller_number"], "+14165550100");
+        assert_eq!(json["previous_calls"], 3);
+        assert!(json.get("caller_name").is_none());
+    }
+
+    #[test]
+    fn the_initiation_route_sends_memory_only_to_organizations_that_keep_it() {
+        let c = contact(Some("Alex"), None);
+        let mut on = org();
+        on.memory = crate::MemorySettings::default();
+        let matched = DynamicVariables::for_match(&on, &c, &c.phone)
+            .with_memory(Some(&remembered()), Utc::now());
+        let vars = InitiationVariables::new(Some(&on), &matched, Some(&c.phone));
+        assert!(vars.is_known_caller);
+        assert_eq!(vars.memory.as_ref().unwrap().previous_calls, 3);
+
+        let neutral = InitiationVariables::new(Some(&on), &DynamicVariables::none(), None);
+        assert_eq!(neutral.memory, Some(MemoryVariables::neutral()));
+
+        let stranger = DynamicVariables::for_remembered_stranger(
+            &on,
+            &c.phone,
+            Some(&remembered()),
+            Utc::now(),
+        );
+        let vars = InitiationVariables::new(Some(&on), &stranger, Some(&c.phone));
+        assert!(!vars.is_known_caller, "remembered is not a contact");
+        assert_eq!(vars.caller_name, "there");
+        assert!(vars.memory.unwrap().is_returning_caller);
+
+        let off = InitiationVariables::new(Some(&org()), &matched, Some(&c.phone));
+        let json = serde_json::to_value(&off).unwrap();
+        assert!(json.get("is_returning_caller").is_none(), "{json}");
     }
 }

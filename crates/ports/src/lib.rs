@@ -17,8 +17,9 @@ pub mod fakes;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use relay_domain::{
-    CallContext, CallId, CallKey, CallRecord, Contact, E164, FallbackName, NewContact, OrgId,
-    OrgName, Organization, Region, SecretId, SecretInfo, TokenDigest,
+    CallContext, CallId, CallKey, CallRecord, CallerMemory, Contact, ContactId, E164,
+    FallbackName, MemorySettings, NewContact, OrgId, OrgName, Organization, Region, SecretId,
+    SecretInfo, TokenDigest,
 };
 
 /// The error a driver gave, kept as the source of a port error for logs.
@@ -115,6 +116,32 @@ pub trait ContactDirectory: Send + Sync {
         org: OrgId,
         phone: &E164,
     ) -> Result<Option<Contact>, RepositoryError>;
+
+    /// The caller with this number, as the personalization routes need them, in one round trip:
+    /// the contact [`ContactDirectory::find_by_phone`] would return, and what is remembered of
+    /// the number's calls ([`CallLog::record_call`]) when its last activity is at or after
+    /// `memory_since` (`None`: memory is off, none is read).
+    ///
+    /// - MUST follow [`ContactDirectory::find_by_phone`]'s rules for the contact, and return
+    ///   memory of `org` only, whether or not the number is a contact's.
+    /// - MUST return `Ok` with `memory: Err(_)` when the contact could be read but the memory
+    ///   could not (a stored memory this service cannot read): the caller is still answered.
+    /// - MUST return `Err(RepositoryError::Unavailable)` when the store cannot be reached.
+    async fn find_caller(
+        &self,
+        org: OrgId,
+        phone: &E164,
+        memory_since: Option<DateTime<Utc>>,
+    ) -> Result<Caller, RepositoryError>;
+}
+
+/// What [`ContactDirectory::find_caller`] found.
+#[derive(Debug)]
+pub struct Caller {
+    /// The organization's contact with the number.
+    pub contact: Option<Contact>,
+    /// What is remembered of the number's calls; `Ok(None)` for nothing (or memory off).
+    pub memory: Result<Option<CallerMemory>, RepositoryError>,
 }
 
 /// Keeps the context of a call between the personalization webhook and the post-call webhook.
@@ -144,6 +171,20 @@ pub trait CallContextCache: Send + Sync {
     /// - MUST return `Err(CacheError::Corrupt)` when the stored entry cannot be read.
     /// - MUST return `Err(CacheError::Unavailable)` when the cache cannot be reached.
     async fn get(&self, org: OrgId, key: &CallKey) -> Result<Option<CallContext>, CacheError>;
+
+    /// Deletes every context of `org` whose caller is `phone` or whose contact is one of
+    /// `contacts` (erasure on request), under every key it was stored by. Returns how many
+    /// entries were deleted (a context stored under both a conversation id and a call sid is
+    /// two).
+    ///
+    /// - MUST NOT touch another organization's contexts.
+    /// - MUST return `Err(CacheError::Unavailable)` when the cache cannot be reached.
+    async fn forget_caller(
+        &self,
+        org: OrgId,
+        phone: &E164,
+        contacts: &[ContactId],
+    ) -> Result<u64, CacheError>;
 }
 
 /// Connection-pool gauges of a backing service, read when metrics are scraped.
@@ -177,12 +218,24 @@ pub trait Probe: Send + Sync {
 /// A store implementing every storage port and its probe (what the app wires from one database
 /// URL).
 pub trait Store:
-    OrganizationDirectory + ContactDirectory + OrganizationAdmin + ContactImport + CallLog + Probe
+    OrganizationDirectory
+    + ContactDirectory
+    + OrganizationAdmin
+    + ContactImport
+    + CallLog
+    + MemoryKeeper
+    + Probe
 {
 }
 
 impl<
-    T: OrganizationDirectory + ContactDirectory + OrganizationAdmin + ContactImport + CallLog + Probe,
+    T: OrganizationDirectory
+        + ContactDirectory
+        + OrganizationAdmin
+        + ContactImport
+        + CallLog
+        + MemoryKeeper
+        + Probe,
 > Store for T
 {
 }
@@ -201,14 +254,27 @@ pub struct Recorded {
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait CallLog: Send + Sync {
-    /// Stores `record` unless the organization already has a record of its conversation.
+    /// Stores `record` unless the organization already has a record of its conversation, and
+    /// when `remember` is true and the record has a caller number, updates the memory of that
+    /// number ([`ContactDirectory::find_caller`]) in the same transaction:
+    ///
+    /// - a completed call counts once; the newest completed call (by `event_at`) gives the last
+    ///   call's time, summary ([`relay_domain::CallSummary`]) and outcome, and clears the missed
+    ///   calls that happened before it; an older one arriving late only counts;
+    /// - a missed call after the newest completed call counts as missed since the last;
+    /// - the memory's last activity is its newest call of either kind.
     ///
     /// - MUST be idempotent per (`org_id`, `conversation_id`): a second call, even concurrent
-    ///   with the first, stores nothing, changes nothing and returns the first record's id with
-    ///   `inserted: false`.
-    /// - MUST return only once the record is durable (committed).
+    ///   with the first, stores nothing, changes nothing (the memory neither) and returns the
+    ///   first record's id with `inserted: false`.
+    /// - Concurrent records of different conversations of the same number MUST all count.
+    /// - MUST return only once the record (and memory) is durable (committed).
     /// - MUST return `Err(RepositoryError::Unavailable)` when the store cannot be reached.
-    async fn record_call(&self, record: &CallRecord) -> Result<Recorded, RepositoryError>;
+    async fn record_call(
+        &self,
+        record: &CallRecord,
+        remember: bool,
+    ) -> Result<Recorded, RepositoryError>;
 
     /// Records of `org` received at or after `since` (all when `None`), newest first, at most
     /// `limit`.
@@ -421,6 +487,17 @@ pub trait OrganizationAdmin: Send + Sync {
         name: &FallbackName,
     ) -> Result<Organization, AdminError>;
 
+    /// Sets the returning-caller memory rules of `org` and returns the updated organization.
+    /// Memory beyond a shorter retention goes with the next purge
+    /// ([`MemoryKeeper::purge_expired`]), and is no longer read from now on.
+    ///
+    /// - MUST return `Err(AdminError::NotFound(Entity::Organization))` when `org` does not exist.
+    async fn set_memory(
+        &self,
+        org: OrgId,
+        settings: MemorySettings,
+    ) -> Result<Organization, AdminError>;
+
     /// Stores the sealed (encrypted) post-call webhook signing secret of `org`, replacing any
     /// earlier one.
     ///
@@ -444,4 +521,64 @@ pub trait ContactImport: Send + Sync {
         org: OrgId,
         contacts: &[NewContact],
     ) -> Result<UpsertSummary, AdminError>;
+}
+
+/// What one [`MemoryKeeper::purge_expired`] batch removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Caller memories whose last activity is past their organization's retention (or whose
+    /// organization turned memory off).
+    pub memories: u64,
+    /// Call records whose summary was past their organization's retention (the summary is
+    /// removed, the record stays).
+    pub summaries: u64,
+    /// False when another process was purging at the same time and this batch did nothing.
+    pub ran: bool,
+}
+
+impl std::ops::AddAssign for Purged {
+    fn add_assign(&mut self, rhs: Self) {
+        self.memories += rhs.memories;
+        self.summaries += rhs.summaries;
+        self.ran |= rhs.ran;
+    }
+}
+
+/// What [`MemoryKeeper::forget_caller`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Forgotten {
+    /// The contacts deleted (every contact of the organization with the number).
+    pub contacts: Vec<ContactId>,
+    /// Caller memories deleted (0 or 1).
+    pub memories: u64,
+    /// Call records whose summary, numbers and contact link were removed.
+    pub calls: u64,
+}
+
+/// Keeps the returning-caller memory within each organization's rules: retention and erasure.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait MemoryKeeper: Send + Sync {
+    /// Deletes at most `batch` expired memories and removes at most `batch` expired summaries
+    /// from call records: those whose time (a memory's last activity, a record's `event_at`) is
+    /// more than their organization's retention before `now`, and every memory of an
+    /// organization whose memory is off. Run again until a batch removes less than `batch`.
+    ///
+    /// - At most one process purges at a time: a concurrent call returns at once with
+    ///   `ran: false`.
+    /// - MUST return `Err(RepositoryError::Unavailable)` when the store cannot be reached.
+    async fn purge_expired(
+        &self,
+        now: DateTime<Utc>,
+        batch: u32,
+    ) -> Result<Purged, RepositoryError>;
+
+    /// Erasure on request, in one transaction: deletes every contact of `org` with the number
+    /// `phone` and the memory of that number, and removes the summary, both numbers and the
+    /// contact link from every call record of `org` with that caller number or one of those
+    /// contacts. Idempotent: a second call removes nothing and says so.
+    ///
+    /// - MUST NOT touch another organization's data.
+    /// - MUST return `Err(AdminError::NotFound(Entity::Organization))` when `org` does not exist.
+    async fn forget_caller(&self, org: OrgId, phone: &E164) -> Result<Forgotten, AdminError>;
 }

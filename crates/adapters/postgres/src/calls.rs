@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use relay_domain::{CallId, CallRecord, CallSid, OrgId};
+use relay_domain::{CallId, CallKind, CallOutcome, CallRecord, CallSid, CallSummary, OrgId};
 use relay_ports::{
     AdminError, CallLog, Entity, OrganizationAdmin as _, Recorded, RepositoryError, WebhookSigner,
 };
@@ -12,10 +12,49 @@ use sqlx::types::Uuid;
 use crate::rows::{CallRow, SignerRow, call_columns, convert, org_columns};
 use crate::{PgStore, repo_error};
 
+/// Adds one call to the memory of a number ([`CallLog::record_call`]'s rules): `$3` is true for
+/// a completed call, `$4` its event time, `$5` its cleaned summary, `$6` its outcome. Every
+/// `SET` expression reads the row as it was before this update.
+const REMEMBER: &str = "
+INSERT INTO caller_memory AS m (org_id, phone_e164, completed_calls, last_call_at, last_summary,
+                                last_outcome, missed_since_last, last_missed_at, last_activity_at)
+VALUES ($1, $2,
+        CASE WHEN $3 THEN 1 ELSE 0 END,
+        CASE WHEN $3 THEN $4::timestamptz END,
+        CASE WHEN $3 THEN $5::text END,
+        CASE WHEN $3 THEN $6::text END,
+        CASE WHEN $3 THEN 0 ELSE 1 END,
+        CASE WHEN $3 THEN NULL ELSE $4::timestamptz END,
+        $4)
+ON CONFLICT (org_id, phone_e164) DO UPDATE SET
+    completed_calls = m.completed_calls + EXCLUDED.completed_calls,
+    last_call_at = CASE WHEN $3 AND (m.last_call_at IS NULL OR $4 >= m.last_call_at)
+                        THEN $4 ELSE m.last_call_at END,
+    last_summary = CASE WHEN $3 AND (m.last_call_at IS NULL OR $4 >= m.last_call_at)
+                        THEN $5 ELSE m.last_summary END,
+    last_outcome = CASE WHEN $3 AND (m.last_call_at IS NULL OR $4 >= m.last_call_at)
+                        THEN $6 ELSE m.last_outcome END,
+    missed_since_last = CASE
+        WHEN $3 AND (m.last_call_at IS NULL OR $4 >= m.last_call_at)
+            THEN CASE WHEN m.last_missed_at > $4 THEN m.missed_since_last ELSE 0 END
+        WHEN NOT $3 AND (m.last_call_at IS NULL OR $4 > m.last_call_at)
+            THEN m.missed_since_last + 1
+        ELSE m.missed_since_last END,
+    last_missed_at = CASE WHEN NOT $3 AND (m.last_missed_at IS NULL OR $4 > m.last_missed_at)
+                          THEN $4 ELSE m.last_missed_at END,
+    last_activity_at = GREATEST(m.last_activity_at, $4)";
+
 #[async_trait]
 impl CallLog for PgStore {
-    async fn record_call(&self, r: &CallRecord) -> Result<Recorded, RepositoryError> {
+    async fn record_call(
+        &self,
+        r: &CallRecord,
+        remember: bool,
+    ) -> Result<Recorded, RepositoryError> {
         let mut conn = self.acquire().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn)
+            .await
+            .map_err(repo_error)?;
         // ON CONFLICT DO NOTHING waits for a concurrent insert of the same conversation to commit,
         // so the loser's SELECT below sees the winner's row. A contact deleted since the call
         // started (or not this organization's) is stored as none rather than failing the insert.
@@ -24,7 +63,7 @@ impl CallLog for PgStore {
             call_columns!(),
             ")
              VALUES ($1, $2,
-                     (SELECT id FROM contacts WHERE id = $3 AND org_id = $2), $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                     (SELECT id FROM contacts WHERE id = $3 AND org_id = $2), $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)
              ON CONFLICT (org_id, conversation_id) DO NOTHING
              RETURNING id"
         ))
@@ -37,6 +76,7 @@ impl CallLog for PgStore {
         .bind(r.kind.as_str())
         .bind(r.direction.as_deref())
         .bind(r.external_number.as_deref())
+        .bind(r.caller.as_ref().map(|c| c.as_str()))
         .bind(r.agent_number.as_deref())
         .bind(r.status.as_deref())
         .bind(r.call_successful.as_deref())
@@ -48,10 +88,29 @@ impl CallLog for PgStore {
         .bind(r.started_at)
         .bind(r.event_at)
         .bind(r.received_at)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(repo_error)?;
         if inserted.is_some() {
+            if remember && let Some(caller) = &r.caller {
+                // An upsert is atomic per row: concurrent calls of one number each add theirs.
+                sqlx::query(REMEMBER)
+                    .bind(r.org_id.as_uuid())
+                    .bind(caller.as_str())
+                    .bind(r.kind == CallKind::Completed)
+                    .bind(r.event_at)
+                    .bind(
+                        r.summary
+                            .as_deref()
+                            .and_then(CallSummary::from_untrusted)
+                            .map(|s| s.as_str().to_owned()),
+                    )
+                    .bind(CallOutcome::from_evaluation(r.call_successful.as_deref()).as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(repo_error)?;
+            }
+            tx.commit().await.map_err(repo_error)?;
             return Ok(Recorded {
                 id: r.id,
                 inserted: true,
@@ -61,9 +120,10 @@ impl CallLog for PgStore {
             sqlx::query_scalar("SELECT id FROM calls WHERE org_id = $1 AND conversation_id = $2")
                 .bind(r.org_id.as_uuid())
                 .bind(r.conversation_id.as_str())
-                .fetch_one(&mut *conn)
+                .fetch_one(&mut *tx)
                 .await
                 .map_err(repo_error)?;
+        tx.commit().await.map_err(repo_error)?;
         Ok(Recorded {
             id: CallId::from_uuid(existing),
             inserted: false,

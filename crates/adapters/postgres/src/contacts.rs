@@ -2,12 +2,13 @@
 //! statement per batch of an import).
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use relay_domain::{Contact, E164, NewContact, OrgId};
 use relay_ports::{
-    AdminError, ContactDirectory, ContactImport, Entity, RepositoryError, UpsertSummary,
+    AdminError, Caller, ContactDirectory, ContactImport, Entity, RepositoryError, UpsertSummary,
 };
 
-use crate::rows::{ContactRow, UpsertCounts};
+use crate::rows::{CallerRow, ContactRow, UpsertCounts};
 use crate::{PgStore, admin_error, repo_error};
 
 #[async_trait]
@@ -30,6 +31,42 @@ impl ContactDirectory for PgStore {
         .await
         .map_err(repo_error)?;
         row.map(|row| row.into_contact(org)).transpose()
+    }
+
+    async fn find_caller(
+        &self,
+        org: OrgId,
+        phone: &E164,
+        memory_since: Option<DateTime<Utc>>,
+    ) -> Result<Caller, RepositoryError> {
+        // One row, always: the newest contact of the number and its memory, each possibly
+        // missing. Both are primary-key-sized index lookups in one round trip.
+        let row: CallerRow = sqlx::query_as(
+            "SELECT c.id, c.first_name, c.last_name, c.phone_e164, c.updated_at,
+                    m.completed_calls, m.last_call_at, m.last_summary, m.last_outcome,
+                    m.missed_since_last
+               FROM (SELECT 1) AS one
+               LEFT JOIN LATERAL (
+                    SELECT id, first_name, last_name, phone_e164, updated_at
+                      FROM contacts
+                     WHERE org_id = $1 AND phone_e164 = $2
+                     ORDER BY updated_at DESC, id DESC
+                     LIMIT 1) AS c ON true
+               LEFT JOIN caller_memory AS m
+                      ON $3::timestamptz IS NOT NULL
+                     AND m.org_id = $1 AND m.phone_e164 = $2 AND m.last_activity_at >= $3",
+        )
+        .bind(org.as_uuid())
+        .bind(phone.as_str())
+        .bind(memory_since)
+        .fetch_one(&mut *self.acquire().await?)
+        .await
+        .map_err(repo_error)?;
+        let contact = row.contact(org)?;
+        Ok(Caller {
+            contact,
+            memory: row.memory(org),
+        })
     }
 }
 

@@ -21,6 +21,7 @@ use sqlx::{PgPool, Postgres};
 
 mod calls;
 mod contacts;
+mod memory;
 mod organizations;
 mod probe;
 mod rows;

@@ -3,7 +3,8 @@
 
 use async_trait::async_trait;
 use relay_domain::{
-    FallbackName, OrgId, OrgName, Organization, Region, SecretId, SecretInfo, TokenDigest,
+    FallbackName, MemorySettings, OrgId, OrgName, Organization, Region, SecretId, SecretInfo,
+    TokenDigest,
 };
 use relay_ports::{AdminError, Entity, OrganizationAdmin, OrganizationDirectory, RepositoryError};
 
@@ -17,7 +18,8 @@ impl OrganizationDirectory for PgStore {
         digest: &TokenDigest,
     ) -> Result<Option<Organization>, RepositoryError> {
         let row: Option<OrgRow> = sqlx::query_as(
-            "SELECT o.id, o.name, o.default_region, o.unknown_caller_name
+            "SELECT o.id, o.name, o.default_region, o.unknown_caller_name,
+                    o.memory_retention_days, o.memory_unknown_callers
                FROM organization_secrets s
                JOIN organizations o ON o.id = s.org_id
               WHERE s.digest = $1 AND s.revoked_at IS NULL",
@@ -132,6 +134,27 @@ impl OrganizationAdmin for PgStore {
         ))
         .bind(org.as_uuid())
         .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        let row = row.ok_or(AdminError::NotFound(Entity::Organization))?;
+        Ok(row.try_into()?)
+    }
+
+    async fn set_memory(
+        &self,
+        org: OrgId,
+        settings: MemorySettings,
+    ) -> Result<Organization, AdminError> {
+        let row: Option<OrgRow> = sqlx::query_as(concat!(
+            "UPDATE organizations SET memory_retention_days = $2, memory_unknown_callers = $3
+              WHERE id = $1
+             RETURNING ",
+            org_columns!()
+        ))
+        .bind(org.as_uuid())
+        .bind(i32::from(settings.retention_days))
+        .bind(settings.unknown_callers)
         .fetch_optional(&self.pool)
         .await
         .map_err(repo_error)?;

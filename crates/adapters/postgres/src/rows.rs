@@ -5,7 +5,8 @@
 
 use chrono::{DateTime, Utc};
 use relay_domain::{
-    CallId, CallRecord, Contact, ContactId, OrgId, Organization, SecretId, SecretInfo, StoredCall,
+    CallId, CallRecord, CallerMemory, Contact, ContactId, OrgId, Organization, SecretId,
+    SecretInfo, StoredCall, StoredMemory,
 };
 use relay_ports::RepositoryError;
 use sqlx::types::Uuid;
@@ -15,7 +16,7 @@ use crate::unexpected;
 /// The columns [`OrgRow`] reads (a macro, so queries stay `&'static str`).
 macro_rules! org_columns {
     () => {
-        "id, name, default_region, unknown_caller_name"
+        "id, name, default_region, unknown_caller_name, memory_retention_days, memory_unknown_callers"
     };
 }
 pub(crate) use org_columns;
@@ -32,8 +33,8 @@ pub(crate) use secret_columns;
 macro_rules! call_columns {
     () => {
         "id, org_id, contact_id, conversation_id, call_sid, agent_id, kind, direction, \
-         external_number, agent_number, status, call_successful, summary, duration_secs, \
-         started_at, event_at, received_at"
+         external_number, caller_e164, agent_number, status, call_successful, summary, \
+         duration_secs, started_at, event_at, received_at"
     };
 }
 pub(crate) use call_columns;
@@ -45,6 +46,8 @@ pub(crate) struct OrgRow {
     name: String,
     default_region: String,
     unknown_caller_name: String,
+    memory_retention_days: i32,
+    memory_unknown_callers: bool,
 }
 
 impl TryFrom<OrgRow> for Organization {
@@ -56,6 +59,8 @@ impl TryFrom<OrgRow> for Organization {
             &row.name,
             &row.default_region,
             &row.unknown_caller_name,
+            i64::from(row.memory_retention_days),
+            row.memory_unknown_callers,
         )
         .map_err(unexpected)
     }
@@ -114,6 +119,63 @@ impl ContactRow {
     }
 }
 
+/// The caller lookup's one row: the newest contact of the number (if any) beside the number's
+/// memory (if any, and asked for).
+#[derive(sqlx::FromRow)]
+pub(crate) struct CallerRow {
+    pub(crate) id: Option<Uuid>,
+    pub(crate) first_name: Option<String>,
+    pub(crate) last_name: Option<String>,
+    pub(crate) phone_e164: Option<String>,
+    pub(crate) updated_at: Option<DateTime<Utc>>,
+    pub(crate) completed_calls: Option<i32>,
+    pub(crate) last_call_at: Option<DateTime<Utc>>,
+    pub(crate) last_summary: Option<String>,
+    pub(crate) last_outcome: Option<String>,
+    pub(crate) missed_since_last: Option<i32>,
+}
+
+impl CallerRow {
+    /// The contact (when the row has one) of `org`.
+    pub(crate) fn contact(&self, org: OrgId) -> Result<Option<Contact>, RepositoryError> {
+        let (Some(id), Some(phone), Some(updated_at)) = (self.id, &self.phone_e164, self.updated_at)
+        else {
+            return Ok(None);
+        };
+        Contact::from_stored(
+            ContactId::from_uuid(id),
+            org,
+            self.first_name.clone(),
+            self.last_name.clone(),
+            phone,
+            updated_at,
+        )
+        .map(Some)
+        .map_err(unexpected)
+    }
+
+    /// The memory (when the row has one) of `org`.
+    pub(crate) fn memory(self, org: OrgId) -> Result<Option<CallerMemory>, RepositoryError> {
+        let (Some(completed_calls), Some(missed_since_last)) =
+            (self.completed_calls, self.missed_since_last)
+        else {
+            return Ok(None);
+        };
+        CallerMemory::from_stored(
+            org,
+            StoredMemory {
+                completed_calls: i64::from(completed_calls),
+                last_call_at: self.last_call_at,
+                last_summary: self.last_summary,
+                last_outcome: self.last_outcome,
+                missed_since_last: i64::from(missed_since_last),
+            },
+        )
+        .map(Some)
+        .map_err(unexpected)
+    }
+}
+
 /// A `calls` row.
 #[derive(sqlx::FromRow)]
 pub(crate) struct CallRow {
@@ -126,6 +188,7 @@ pub(crate) struct CallRow {
     kind: String,
     direction: Option<String>,
     external_number: Option<String>,
+    caller_e164: Option<String>,
     agent_number: Option<String>,
     status: Option<String>,
     call_successful: Option<String>,
@@ -150,6 +213,7 @@ impl TryFrom<CallRow> for CallRecord {
             kind: row.kind,
             direction: row.direction,
             external_number: row.external_number,
+            caller: row.caller_e164,
             agent_number: row.agent_number,
             status: row.status,
             call_successful: row.call_successful,

@@ -16,6 +16,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
 mod calls;
 mod contacts;
+mod memory;
 mod organizations;
 mod probe;
 mod rows;

@@ -5,8 +5,8 @@
 
 use chrono::{DateTime, Utc};
 use relay_domain::{
-    CallId, CallRecord, Contact, ContactId, NewContact, OrgId, Organization, SecretId, SecretInfo,
-    StoredCall,
+    CallId, CallRecord, CallerMemory, Contact, ContactId, NewContact, OrgId, Organization,
+    SecretId, SecretInfo, StoredCall, StoredMemory,
 };
 use relay_ports::RepositoryError;
 use uuid::fmt::Hyphenated;
@@ -16,7 +16,7 @@ use crate::unexpected;
 /// The columns [`OrgRow`] reads (a macro, so queries stay `&'static str`).
 macro_rules! org_columns {
     () => {
-        "id, name, default_region, unknown_caller_name"
+        "id, name, default_region, unknown_caller_name, memory_retention_days, memory_unknown_callers"
     };
 }
 pub(crate) use org_columns;
@@ -33,8 +33,8 @@ pub(crate) use secret_columns;
 macro_rules! call_columns {
     () => {
         "id, org_id, contact_id, conversation_id, call_sid, agent_id, kind, direction, \
-         external_number, agent_number, status, call_successful, summary, duration_secs, \
-         started_at, event_at, received_at"
+         external_number, caller_e164, agent_number, status, call_successful, summary, \
+         duration_secs, started_at, event_at, received_at"
     };
 }
 pub(crate) use call_columns;
@@ -66,6 +66,8 @@ pub(crate) struct OrgRow {
     name: String,
     default_region: String,
     unknown_caller_name: String,
+    memory_retention_days: i64,
+    memory_unknown_callers: bool,
 }
 
 impl TryFrom<OrgRow> for Organization {
@@ -77,6 +79,8 @@ impl TryFrom<OrgRow> for Organization {
             &row.name,
             &row.default_region,
             &row.unknown_caller_name,
+            row.memory_retention_days,
+            row.memory_unknown_callers,
         )
         .map_err(unexpected)
     }
@@ -137,6 +141,33 @@ impl ContactRow {
     }
 }
 
+/// A `caller_memory` row's remembered part.
+#[derive(sqlx::FromRow)]
+pub(crate) struct MemoryRow {
+    completed_calls: i64,
+    last_call_at: Option<i64>,
+    last_summary: Option<String>,
+    last_outcome: Option<String>,
+    missed_since_last: i64,
+}
+
+impl MemoryRow {
+    /// The memory, of `org`.
+    pub(crate) fn into_memory(self, org: OrgId) -> Result<CallerMemory, RepositoryError> {
+        CallerMemory::from_stored(
+            org,
+            StoredMemory {
+                completed_calls: self.completed_calls,
+                last_call_at: self.last_call_at.map(from_micros).transpose()?,
+                last_summary: self.last_summary,
+                last_outcome: self.last_outcome,
+                missed_since_last: self.missed_since_last,
+            },
+        )
+        .map_err(unexpected)
+    }
+}
+
 /// The newest `contacts` row of a number, as an import sees it.
 #[derive(sqlx::FromRow)]
 pub(crate) struct ExistingContact {
@@ -167,6 +198,7 @@ pub(crate) struct CallRow {
     kind: String,
     direction: Option<String>,
     external_number: Option<String>,
+    caller_e164: Option<String>,
     agent_number: Option<String>,
     status: Option<String>,
     call_successful: Option<String>,
@@ -191,6 +223,7 @@ impl TryFrom<CallRow> for CallRecord {
             kind: row.kind,
             direction: row.direction,
             external_number: row.external_number,
+            caller: row.caller_e164,
             agent_number: row.agent_number,
             status: row.status,
             call_successful: row.call_successful,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use relay_domain::{CallContext, CallSid, ContactId, OrgId};
 
-use super::{CacheFixture, context, conv, org1, sid};
+use super::{CacheFixture, context, conv, e164, org1, sid};
 use crate::CacheError;
 
 cases! {
@@ -68,6 +68,48 @@ cases! {
                 .expect("get"),
             None,
             "a call sid is not a conversation id"
+        );
+    }
+
+    /// Erasure deletes the organization's contexts of the number or of the contacts, under
+    /// every key, and nothing of another caller or organization.
+    pub async fn forgetting_a_caller_deletes_their_contexts_only(f: &impl CacheFixture) {
+        let c = f.cache();
+        let mut by_number = context("conv_forget_1", None);
+        by_number.call_sid = Some(CallSid::parse("CA_forget_1").expect("sid"));
+        let mut by_contact = context("conv_forget_2", Some(9));
+        by_contact.caller_number = None;
+        let mut other_caller = context("conv_forget_3", Some(10));
+        other_caller.caller_number = Some(e164("+14165550111"));
+        let mut other_org = context("conv_forget_1", None);
+        other_org.org_id = OrgId::from_uuid(uuid::Uuid::from_u128(2));
+        for ctx in [&by_number, &by_contact, &other_caller, &other_org] {
+            c.put(ctx, CallContext::TTL).await.expect("put");
+        }
+        let deleted = c
+            .forget_caller(
+                org1(),
+                &e164("+14165550100"),
+                &[ContactId::from_uuid(uuid::Uuid::from_u128(9))],
+            )
+            .await
+            .expect("forget");
+        assert_eq!(deleted, 3, "two keys of one context, one of the other");
+        for key in [conv("conv_forget_1"), sid("CA_forget_1"), conv("conv_forget_2")] {
+            assert_eq!(c.get(org1(), &key).await.expect("get"), None, "{key}");
+        }
+        assert_eq!(
+            c.get(org1(), &conv("conv_forget_3")).await.expect("get"),
+            Some(other_caller)
+        );
+        assert_eq!(
+            c.get(other_org.org_id, &conv("conv_forget_1")).await.expect("get"),
+            Some(other_org)
+        );
+        assert_eq!(
+            c.forget_caller(org1(), &e164("+14165550100"), &[]).await.expect("forget"),
+            0,
+            "idempotent"
         );
     }
 

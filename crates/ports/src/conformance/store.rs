@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use relay_domain::{
-    CallId, CallKind, CallRecord, CallSid, Contact, ContactId, ConversationId, FallbackName,
-    NewContact, OrgId, OrgName, Organization, Region, SecretId, ToolToken,
+    CallId, CallKind, CallOutcome, CallRecord, CallSid, CallerMemory, Contact, ContactId,
+    ConversationId, FallbackName, MemorySettings, NewContact, OrgId, OrgName, Organization,
+    Region, SecretId, ToolToken,
 };
 
 use super::{StoreFixture, e164};
@@ -46,6 +47,7 @@ fn record(org: OrgId, conversation: &str, received_secs: i64) -> CallRecord {
         kind: CallKind::Completed,
         direction: Some("inbound".into()),
         external_number: Some("+14165550100".into()),
+        caller: Some(e164("+14165550100")),
         agent_number: Some("+12362320246".into()),
         status: Some("done".into()),
         call_successful: Some("success".into()),
@@ -55,6 +57,21 @@ fn record(org: OrgId, conversation: &str, received_secs: i64) -> CallRecord {
         event_at: at - TimeDelta::seconds(2),
         received_at: at,
     }
+}
+
+/// Long before any test record.
+fn since_epoch() -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(0, 0).expect("time")
+}
+
+/// The memory `org` keeps of `phone`, read with an unbounded window.
+async fn memory_of(f: &impl StoreFixture, org: OrgId, phone: &str) -> Option<CallerMemory> {
+    f.store()
+        .find_caller(org, &e164(phone), Some(since_epoch()))
+        .await
+        .expect("find")
+        .memory
+        .expect("readable")
 }
 
 /// Imports one contact of `org` and reads it back.
@@ -423,12 +440,12 @@ cases! {
         let alex = imported(f, acme.id, "Alex", "+14165550100").await;
         let mut first = record(acme.id, "conv_once", 0);
         first.contact_id = Some(alex.id);
-        let stored = s.record_call(&first).await.expect("record");
+        let stored = s.record_call(&first, false).await.expect("record");
         assert_eq!((stored.id, stored.inserted), (first.id, true));
 
         let mut again = record(acme.id, "conv_once", 60);
         again.summary = Some("a different summary".into());
-        let duplicate = s.record_call(&again).await.expect("record");
+        let duplicate = s.record_call(&again, false).await.expect("record");
         assert_eq!((duplicate.id, duplicate.inserted), (first.id, false));
         assert_eq!(
             s.list_calls(acme.id, None, 10).await.expect("list"),
@@ -449,7 +466,7 @@ cases! {
         let mut deleted = record(acme.id, "conv_deleted", 1);
         deleted.contact_id = Some(ContactId::from_uuid(uuid::Uuid::new_v4()));
         for r in [&other_org, &deleted] {
-            assert!(s.record_call(r).await.expect("recorded").inserted);
+            assert!(s.record_call(r, false).await.expect("recorded").inserted);
         }
         let stored = s.list_calls(acme.id, None, 10).await.expect("list");
         assert_eq!(stored.len(), 2);
@@ -462,7 +479,7 @@ cases! {
         let acme = org(f, "Acme").await;
         let attempts: Vec<CallRecord> = (0..8).map(|_| record(acme.id, "conv_race", 0)).collect();
         let results =
-            futures_util::future::join_all(attempts.iter().map(|r| s.record_call(r))).await;
+            futures_util::future::join_all(attempts.iter().map(|r| s.record_call(r, false))).await;
         let results: Vec<_> = results.into_iter().map(|r| r.expect("record")).collect();
         assert_eq!(results.iter().filter(|r| r.inserted).count(), 1);
         let winner = results.iter().find(|r| r.inserted).expect("one insert").id;
@@ -479,11 +496,11 @@ cases! {
         let acme = org(f, "Acme").await;
         let globex = org(f, "Globex").await;
         for (i, conv) in ["conv_l1", "conv_l2", "conv_l3"].iter().enumerate() {
-            s.record_call(&record(acme.id, conv, i as i64 * 60))
+            s.record_call(&record(acme.id, conv, i as i64 * 60), false)
                 .await
                 .expect("record");
         }
-        s.record_call(&record(globex.id, "conv_l1", 0))
+        s.record_call(&record(globex.id, "conv_l1", 0), false)
             .await
             .expect("same conversation id, other organization");
         let ids = |v: Vec<CallRecord>| {
@@ -511,6 +528,239 @@ cases! {
         ));
     }
 
+    /// The memory of a number counts each completed call once, and the newest call (by event
+    /// time, whatever order deliveries arrive in) gives the time, summary and outcome.
+    pub async fn memory_counts_calls_and_keeps_the_newest(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        let alex = imported(f, acme.id, "Alex", "+14165550100").await;
+        let mut older = record(acme.id, "conv_m1", 0);
+        older.summary = Some("First call.".into());
+        let mut newest = record(acme.id, "conv_m2", 120);
+        newest.summary = Some("Asked about\nthe {{invoice}}.".into());
+        newest.call_successful = Some("failure".into());
+        let mut late = record(acme.id, "conv_m3", 60);
+        late.summary = Some("Arrived late.".into());
+        for r in [&older, &newest, &late] {
+            assert!(s.record_call(r, true).await.expect("record").inserted);
+        }
+        let caller = s
+            .find_caller(acme.id, &e164("+14165550100"), Some(since_epoch()))
+            .await
+            .expect("find");
+        assert_eq!(caller.contact.map(|c| c.id), Some(alex.id));
+        let memory = caller.memory.expect("readable").expect("remembered");
+        assert_eq!(memory.previous_calls, 3);
+        assert_eq!(memory.last_call_at, Some(newest.event_at));
+        assert_eq!(
+            memory.last_call_summary.as_ref().map(|s| s.as_str()),
+            Some("Asked about the invoice."),
+            "stored one line, without template syntax"
+        );
+        assert_eq!(memory.last_call_outcome, CallOutcome::Failure);
+        let off = s
+            .find_caller(acme.id, &e164("+14165550100"), None)
+            .await
+            .expect("find");
+        assert!(matches!(off.memory, Ok(None)), "memory off reads none");
+        assert!(off.contact.is_some());
+    }
+
+    /// A duplicate delivery changes no memory; a record stored with `remember: false` leaves
+    /// none.
+    pub async fn memory_is_idempotent_and_only_kept_when_asked(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        s.record_call(&record(acme.id, "conv_i1", 0), true).await.expect("record");
+        let again = s.record_call(&record(acme.id, "conv_i1", 30), true).await.expect("record");
+        assert!(!again.inserted);
+        let mut stranger = record(acme.id, "conv_i2", 60);
+        stranger.caller = Some(e164("+14165550199"));
+        s.record_call(&stranger, false).await.expect("record");
+        assert_eq!(memory_of(f, acme.id, "+14165550100").await.map(|m| m.previous_calls), Some(1));
+        assert_eq!(memory_of(f, acme.id, "+14165550199").await, None);
+    }
+
+    /// Concurrent calls of one number (different conversations) all count.
+    pub async fn concurrent_calls_of_one_number_all_count(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        let records: Vec<CallRecord> = (0..8)
+            .map(|i| record(acme.id, &format!("conv_c{i}"), i))
+            .collect();
+        let results =
+            futures_util::future::join_all(records.iter().map(|r| s.record_call(r, true))).await;
+        assert!(results.into_iter().all(|r| r.expect("record").inserted));
+        assert_eq!(memory_of(f, acme.id, "+14165550100").await.map(|m| m.previous_calls), Some(8));
+    }
+
+    /// Memory belongs to one organization, contact or not: another organization with the same
+    /// number remembers nothing.
+    pub async fn memory_is_scoped_by_organization(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        let globex = org(f, "Globex").await;
+        imported(f, globex.id, "Alex", "+14165550100").await;
+        s.record_call(&record(acme.id, "conv_s1", 0), true).await.expect("record");
+        let acme_side = s
+            .find_caller(acme.id, &e164("+14165550100"), Some(since_epoch()))
+            .await
+            .expect("find");
+        assert!(acme_side.contact.is_none(), "not Acme's contact");
+        assert_eq!(acme_side.memory.expect("readable").map(|m| m.previous_calls), Some(1));
+        let globex_side = s
+            .find_caller(globex.id, &e164("+14165550100"), Some(since_epoch()))
+            .await
+            .expect("find");
+        assert!(globex_side.contact.is_some());
+        assert!(matches!(globex_side.memory, Ok(None)));
+    }
+
+    /// Missed calls count from the newest completed call on; a completed call clears those
+    /// before it, and a missed call older than it does not count.
+    pub async fn missed_calls_count_since_the_last_completed_call(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        let missed = |conv: &str, secs| {
+            let mut r = record(acme.id, conv, secs);
+            r.kind = CallKind::Missed;
+            r.summary = None;
+            r
+        };
+        s.record_call(&missed("conv_x0", 0), true).await.expect("record");
+        let only_missed = memory_of(f, acme.id, "+14165550100").await.expect("memory");
+        assert_eq!((only_missed.previous_calls, only_missed.missed_calls_since_last), (0, 1));
+        assert_eq!(only_missed.last_call_at, None);
+        s.record_call(&record(acme.id, "conv_x1", 10), true).await.expect("record");
+        s.record_call(&missed("conv_x2", 60), true).await.expect("record");
+        s.record_call(&missed("conv_x3", 90), true).await.expect("record");
+        assert_eq!(memory_of(f, acme.id, "+14165550100").await.expect("memory").missed_calls_since_last, 2);
+        s.record_call(&record(acme.id, "conv_x4", 120), true).await.expect("record");
+        s.record_call(&missed("conv_x5", 100), true).await.expect("record");
+        let memory = memory_of(f, acme.id, "+14165550100").await.expect("memory");
+        assert_eq!((memory.previous_calls, memory.missed_calls_since_last), (2, 0));
+    }
+
+    /// Memory older than the window is not read; the purge deletes it (and summaries of older
+    /// call records) per organization's retention, in bounded batches, and all of an
+    /// organization whose memory is off.
+    pub async fn memory_and_summaries_expire_with_the_retention(f: &impl StoreFixture) {
+        let s = f.store();
+        let short = org(f, "Short").await;
+        let long = org(f, "Long").await;
+        let off = org(f, "Off").await;
+        s.set_memory(short.id, MemorySettings::new(1, true).expect("settings")).await.expect("set");
+        s.set_memory(long.id, MemorySettings::new(3650, true).expect("settings")).await.expect("set");
+        for (o, conv) in [(short.id, "conv_e1"), (long.id, "conv_e2"), (off.id, "conv_e3")] {
+            s.record_call(&record(o, conv, 0), true).await.expect("record");
+        }
+        let mut second = record(short.id, "conv_e4", 10);
+        second.caller = Some(e164("+14165550111"));
+        s.record_call(&second, true).await.expect("record");
+        s.set_memory(off.id, MemorySettings::new(0, false).expect("settings")).await.expect("set");
+        let event = record(short.id, "x", 0).event_at;
+        let after_window = event + TimeDelta::days(2);
+        let unread = s
+            .find_caller(short.id, &e164("+14165550100"), Some(event + TimeDelta::seconds(1)))
+            .await
+            .expect("find");
+        assert!(matches!(unread.memory, Ok(None)), "older than the window is not read");
+
+        let first = s.purge_expired(after_window, 1).await.expect("purge");
+        assert!(first.ran);
+        assert_eq!((first.memories, first.summaries), (1, 1), "bounded by the batch");
+        let mut total = first;
+        loop {
+            let more = s.purge_expired(after_window, 1).await.expect("purge");
+            if more.memories == 0 && more.summaries == 0 {
+                break;
+            }
+            total += more;
+        }
+        assert_eq!(total.memories, 3, "short's two and off's one");
+        assert_eq!(total.summaries, 2, "short's two records");
+        for (o, n) in [(short.id, "+14165550100"), (short.id, "+14165550111"), (off.id, "+14165550100")] {
+            let all = s.find_caller(o, &e164(n), Some(since_epoch())).await.expect("find");
+            assert!(matches!(all.memory, Ok(None)), "purged");
+        }
+        assert!(memory_of(f, long.id, "+14165550100").await.is_some(), "within its window");
+        let summaries = |v: Vec<CallRecord>| v.into_iter().map(|r| r.summary.is_some()).collect::<Vec<_>>();
+        assert_eq!(summaries(s.list_calls(short.id, None, 10).await.expect("list")), [false, false]);
+        assert_eq!(summaries(s.list_calls(long.id, None, 10).await.expect("list")), [true]);
+        assert_eq!(
+            summaries(s.list_calls(off.id, None, 10).await.expect("list")),
+            [true],
+            "memory off keeps the call log's summaries"
+        );
+    }
+
+    /// Erasure deletes the organization's contacts with the number, its memory and the caller's
+    /// details in its call records, nothing of another organization's, and a second run removes
+    /// nothing.
+    pub async fn forgetting_a_caller_removes_everything_of_them(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        let globex = org(f, "Globex").await;
+        let alex = imported(f, acme.id, "Alex", "+14165550100").await;
+        imported(f, globex.id, "Alex", "+14165550100").await;
+        let mut linked = record(acme.id, "conv_f1", 0);
+        linked.contact_id = Some(alex.id);
+        linked.caller = None;
+        let by_number = record(acme.id, "conv_f2", 10);
+        let mut other = record(acme.id, "conv_f3", 20);
+        other.caller = Some(e164("+14165550111"));
+        for r in [&linked, &by_number, &other] {
+            s.record_call(r, true).await.expect("record");
+        }
+        s.record_call(&record(globex.id, "conv_f1", 0), true).await.expect("record");
+
+        let forgotten = s.forget_caller(acme.id, &e164("+14165550100")).await.expect("forget");
+        assert_eq!(forgotten.contacts, vec![alex.id]);
+        assert_eq!((forgotten.memories, forgotten.calls), (1, 2));
+        let after = s.find_caller(acme.id, &e164("+14165550100"), Some(since_epoch())).await.expect("find");
+        assert!(after.contact.is_none());
+        assert!(matches!(after.memory, Ok(None)));
+        let records = s.list_calls(acme.id, None, 10).await.expect("list");
+        for r in records.iter().filter(|r| r.conversation_id.as_str() != "conv_f3") {
+            assert_eq!(
+                (&r.summary, &r.external_number, &r.caller, &r.agent_number, r.contact_id),
+                (&None, &None, &None, &None, None),
+                "{}", r.conversation_id
+            );
+        }
+        let kept = records.iter().find(|r| r.conversation_id.as_str() == "conv_f3").expect("other caller");
+        assert!(kept.summary.is_some() && kept.caller.is_some());
+        assert!(memory_of(f, acme.id, "+14165550111").await.is_some());
+        assert!(memory_of(f, globex.id, "+14165550100").await.is_some(), "another organization's");
+        let globex_side = s.find_caller(globex.id, &e164("+14165550100"), None).await.expect("find");
+        assert!(globex_side.contact.is_some());
+
+        let again = s.forget_caller(acme.id, &e164("+14165550100")).await.expect("forget");
+        assert_eq!(again, crate::Forgotten::default(), "idempotent");
+        assert!(matches!(
+            s.forget_caller(OrgId::from_uuid(uuid::Uuid::new_v4()), &e164("+14165550100")).await,
+            Err(AdminError::NotFound(Entity::Organization))
+        ));
+    }
+
+    /// Memory rules round-trip and new organizations get the defaults.
+    pub async fn memory_settings_are_stored(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        assert_eq!(acme.memory, MemorySettings::default());
+        let settings = MemorySettings::new(7, true).expect("settings");
+        let updated = s.set_memory(acme.id, settings).await.expect("set");
+        assert_eq!(updated.memory, settings);
+        assert_eq!(
+            s.find_organization(acme.id).await.expect("find").map(|o| o.memory),
+            Some(settings)
+        );
+        assert!(matches!(
+            s.set_memory(OrgId::from_uuid(uuid::Uuid::new_v4()), settings).await,
+            Err(AdminError::NotFound(Entity::Organization))
+        ));
+    }
+
     needs a backend:
 
     /// A backend that is gone gives `Unavailable` on the webhook path, never "not found".
@@ -531,7 +781,7 @@ cases! {
         ));
         let nobody = OrgId::from_uuid(uuid::Uuid::nil());
         assert!(matches!(
-            dead.record_call(&record(nobody, "conv_dead", 0)).await,
+            dead.record_call(&record(nobody, "conv_dead", 0), false).await,
             Err(RepositoryError::Unavailable(_))
         ));
         assert!(matches!(

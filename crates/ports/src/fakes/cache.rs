@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use relay_domain::{CallContext, CallKey, CallSid, ConversationId, OrgId};
+use relay_domain::{CallContext, CallKey, CallSid, ContactId, ConversationId, E164, OrgId};
 use tokio::time::Instant;
 
 use super::{Behaviour, lock};
@@ -132,6 +132,24 @@ impl CallContextCache for InMemoryCache {
             .get(&(org, key.clone()))
             .filter(|e| e.is_live(now))
             .map(|e| e.context.clone()))
+    }
+
+    async fn forget_caller(
+        &self,
+        org: OrgId,
+        phone: &E164,
+        contacts: &[ContactId],
+    ) -> Result<u64, CacheError> {
+        let behaviour = lock(&self.data).behaviour;
+        behaviour.apply().await.map_err(CacheError::Unavailable)?;
+        let mut data = lock(&self.data);
+        let before = data.entries.len();
+        data.entries.retain(|(owner, _), e| {
+            !(*owner == org
+                && (e.context.caller_number.as_ref() == Some(phone)
+                    || e.context.contact_id.is_some_and(|c| contacts.contains(&c))))
+        });
+        Ok((before - data.entries.len()) as u64)
     }
 }
 

@@ -6,15 +6,16 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use relay_domain::{
-    CallId, CallRecord, Contact, ContactId, E164, FallbackName, NewContact, OrgId, OrgName,
-    Organization, Region, SecretId, SecretInfo, TokenDigest, ToolToken,
+    CallId, CallKind, CallOutcome, CallRecord, CallSummary, CallerMemory, Contact, ContactId,
+    E164, FallbackName, MemorySettings, NewContact, OrgId, OrgName, Organization, Region,
+    SecretId, SecretInfo, TokenDigest, ToolToken,
 };
 
 use super::{Behaviour, lock};
 use crate::{
-    AdminError, BoxError, CallLog, ContactDirectory, ContactImport, Entity, OrganizationAdmin,
-    OrganizationDirectory, PoolStats, Probe, Recorded, RepositoryError, UpsertSummary,
-    WebhookSigner,
+    AdminError, BoxError, CallLog, Caller, ContactDirectory, ContactImport, Entity, Forgotten,
+    MemoryKeeper, OrganizationAdmin, OrganizationDirectory, PoolStats, Probe, Purged, Recorded,
+    RepositoryError, UpsertSummary, WebhookSigner,
 };
 
 /// A tool secret as the store keeps it: the digest it authenticates, and its bookkeeping.
@@ -39,6 +40,8 @@ struct StoreData {
     secrets: Vec<SecretRow>,
     contacts: Vec<ContactRow>,
     records: Vec<CallRecord>,
+    memories: HashMap<(OrgId, E164), MemoryRow>,
+    unreadable_memory: Vec<(OrgId, E164)>,
     webhook_secrets: HashMap<OrgId, Vec<u8>>,
     behaviour: Behaviour,
     calls: usize,
@@ -71,6 +74,67 @@ impl StoreData {
     }
 }
 
+/// A caller's memory as the SQL adapters keep it (one row per organization and number).
+#[derive(Debug, Clone)]
+struct MemoryRow {
+    completed_calls: u32,
+    last_call_at: Option<DateTime<Utc>>,
+    last_summary: Option<CallSummary>,
+    last_outcome: CallOutcome,
+    missed_since_last: u32,
+    last_missed_at: Option<DateTime<Utc>>,
+    last_activity_at: DateTime<Utc>,
+}
+
+impl MemoryRow {
+    fn new(at: DateTime<Utc>) -> Self {
+        Self {
+            completed_calls: 0,
+            last_call_at: None,
+            last_summary: None,
+            last_outcome: CallOutcome::Unknown,
+            missed_since_last: 0,
+            last_missed_at: None,
+            last_activity_at: at,
+        }
+    }
+
+    /// [`CallLog::record_call`]'s rules, as the SQL adapters' upsert applies them.
+    fn apply(&mut self, record: &CallRecord) {
+        let at = record.event_at;
+        match record.kind {
+            CallKind::Completed => {
+                self.completed_calls += 1;
+                if self.last_call_at.is_none_or(|last| at >= last) {
+                    self.last_call_at = Some(at);
+                    self.last_summary = record.summary.as_deref().and_then(CallSummary::from_untrusted);
+                    self.last_outcome = CallOutcome::from_evaluation(record.call_successful.as_deref());
+                    if self.last_missed_at.is_none_or(|missed| missed <= at) {
+                        self.missed_since_last = 0;
+                    }
+                }
+            }
+            CallKind::Missed => {
+                if self.last_call_at.is_none_or(|last| at > last) {
+                    self.missed_since_last += 1;
+                }
+                self.last_missed_at = self.last_missed_at.max(Some(at));
+            }
+        }
+        self.last_activity_at = self.last_activity_at.max(at);
+    }
+
+    fn memory(&self) -> CallerMemory {
+        CallerMemory {
+            previous_calls: self.completed_calls,
+            last_call_at: self.last_call_at,
+            last_call_summary: self.last_summary.clone(),
+            last_call_outcome: self.last_outcome,
+            missed_calls_since_last: self.missed_since_last,
+        }
+    }
+}
+
 /// An in-memory store implementing every storage port ([`crate::Store`]).
 ///
 /// Like a database, it records a call in two steps (look up the conversation, then insert
@@ -94,6 +158,7 @@ impl InMemoryStore {
             name: OrgName::parse(name).expect("valid org name"),
             default_region: Region::parse(region).expect("valid region"),
             unknown_caller_name: FallbackName::default(),
+            memory: MemorySettings::default(),
         };
         let token = self.add_secret(org.id);
         lock(&self.data).orgs.push(org.clone());
@@ -169,6 +234,17 @@ impl InMemoryStore {
     /// Stores a sealed webhook secret of `org` (as `relay org set-webhook-secret` does).
     pub fn set_sealed_webhook_secret(&self, org: OrgId, sealed: Vec<u8>) {
         lock(&self.data).webhook_secrets.insert(org, sealed);
+    }
+
+    /// Makes the memory of `phone` in `org` unreadable, as a broken stored row would be:
+    /// [`ContactDirectory::find_caller`] then answers the contact with a memory error.
+    pub fn break_memory(&self, org: OrgId, phone: &E164) {
+        lock(&self.data).unreadable_memory.push((org, phone.clone()));
+    }
+
+    /// Whether any memory of `phone` in `org` is kept (expired or not).
+    pub fn has_memory(&self, org: OrgId, phone: &E164) -> bool {
+        lock(&self.data).memories.contains_key(&(org, phone.clone()))
     }
 
     /// Every call record stored, in insertion order.
@@ -249,11 +325,41 @@ impl ContactDirectory for InMemoryStore {
             .newest_contact(org, phone)
             .map(|c| c.contact.clone()))
     }
+
+    async fn find_caller(
+        &self,
+        org: OrgId,
+        phone: &E164,
+        memory_since: Option<DateTime<Utc>>,
+    ) -> Result<Caller, RepositoryError> {
+        self.begin()
+            .apply()
+            .await
+            .map_err(RepositoryError::Unavailable)?;
+        let mut data = lock(&self.data);
+        let contact = data.newest_contact(org, phone).map(|c| c.contact.clone());
+        let key = (org, phone.clone());
+        let memory = if data.unreadable_memory.contains(&key) {
+            Err(RepositoryError::Unexpected("fake memory is unreadable".into()))
+        } else {
+            Ok(memory_since.and_then(|since| {
+                data.memories
+                    .get(&key)
+                    .filter(|m| m.last_activity_at >= since)
+                    .map(MemoryRow::memory)
+            }))
+        };
+        Ok(Caller { contact, memory })
+    }
 }
 
 #[async_trait]
 impl CallLog for InMemoryStore {
-    async fn record_call(&self, record: &CallRecord) -> Result<Recorded, RepositoryError> {
+    async fn record_call(
+        &self,
+        record: &CallRecord,
+        remember: bool,
+    ) -> Result<Recorded, RepositoryError> {
         self.begin()
             .apply()
             .await
@@ -283,6 +389,12 @@ impl CallLog for InMemoryStore {
             .any(|c| Some(c.contact.id) == record.contact_id && c.contact.org_id == record.org_id)
         {
             record.contact_id = None;
+        }
+        if remember && let Some(caller) = &record.caller {
+            data.memories
+                .entry((record.org_id, caller.clone()))
+                .or_insert_with(|| MemoryRow::new(record.event_at))
+                .apply(&record);
         }
         let id = record.id;
         data.records.push(record);
@@ -342,6 +454,7 @@ impl OrganizationAdmin for InMemoryStore {
             name: name.clone(),
             default_region,
             unknown_caller_name: FallbackName::default(),
+            memory: MemorySettings::default(),
         };
         data.orgs.push(org.clone());
         Ok(org)
@@ -413,6 +526,22 @@ impl OrganizationAdmin for InMemoryStore {
         Ok(found.clone())
     }
 
+    async fn set_memory(
+        &self,
+        org: OrgId,
+        settings: MemorySettings,
+    ) -> Result<Organization, AdminError> {
+        self.begin_admin().await?;
+        let mut data = lock(&self.data);
+        let found = data
+            .orgs
+            .iter_mut()
+            .find(|o| o.id == org)
+            .ok_or(AdminError::NotFound(Entity::Organization))?;
+        found.memory = settings;
+        Ok(found.clone())
+    }
+
     async fn set_webhook_secret(&self, org: OrgId, sealed: &[u8]) -> Result<(), AdminError> {
         self.begin_admin().await?;
         let mut data = lock(&self.data);
@@ -472,6 +601,87 @@ impl ContactImport for InMemoryStore {
             }
         }
         Ok(summary)
+    }
+}
+
+/// Purges under the store's one lock, so there is never a concurrent purge to step aside for.
+#[async_trait]
+impl MemoryKeeper for InMemoryStore {
+    async fn purge_expired(&self, now: DateTime<Utc>, batch: u32) -> Result<Purged, RepositoryError> {
+        self.begin()
+            .apply()
+            .await
+            .map_err(RepositoryError::Unavailable)?;
+        let mut data = lock(&self.data);
+        let windows: HashMap<OrgId, Option<DateTime<Utc>>> = data
+            .orgs
+            .iter()
+            .map(|o| (o.id, o.memory.window_start(now)))
+            .collect();
+        let expired = |org: &OrgId, at: DateTime<Utc>| match windows.get(org) {
+            Some(Some(start)) => at < *start,
+            Some(None) => true,
+            None => false,
+        };
+        let batch = batch as usize;
+        let doomed: Vec<(OrgId, E164)> = data
+            .memories
+            .iter()
+            .filter(|((org, _), m)| expired(org, m.last_activity_at))
+            .map(|(key, _)| key.clone())
+            .take(batch)
+            .collect();
+        for key in &doomed {
+            data.memories.remove(key);
+        }
+        let mut summaries = 0;
+        for record in data.records.iter_mut().filter(|r| r.summary.is_some()) {
+            let past = matches!(windows.get(&record.org_id), Some(Some(start)) if record.event_at < *start);
+            if past && summaries < batch {
+                record.summary = None;
+                summaries += 1;
+            }
+        }
+        Ok(Purged {
+            memories: doomed.len() as u64,
+            summaries: summaries as u64,
+            ran: true,
+        })
+    }
+
+    async fn forget_caller(&self, org: OrgId, phone: &E164) -> Result<Forgotten, AdminError> {
+        self.begin_admin().await?;
+        let mut data = lock(&self.data);
+        if !data.org_exists(org) {
+            return Err(AdminError::NotFound(Entity::Organization));
+        }
+        let contacts: Vec<ContactId> = data
+            .contacts
+            .iter()
+            .filter(|c| c.contact.org_id == org && c.contact.phone == *phone)
+            .map(|c| c.contact.id)
+            .collect();
+        data.contacts
+            .retain(|c| !(c.contact.org_id == org && c.contact.phone == *phone));
+        let memories = u64::from(data.memories.remove(&(org, phone.clone())).is_some());
+        let mut calls = 0;
+        for record in data.records.iter_mut().filter(|r| {
+            r.org_id == org
+                && (r.caller.as_ref() == Some(phone)
+                    || r.contact_id.is_some_and(|c| contacts.contains(&c)))
+        }) {
+            record.summary = None;
+            record.external_number = None;
+            record.caller = None;
+            record.agent_number = None;
+            record.contact_id = None;
+            calls += 1;
+        }
+        Ok(Forgotten {
+            contacts,
+            memories,
+            calls,
+        })
     }
 }
 
