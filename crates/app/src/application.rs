@@ -19,11 +19,12 @@ use relay_http::{Access, Operations, ServerSettings, Webhooks};
 use relay_memory_cache::{CachedOrganizations, DEFAULT_MAX_ORGANIZATIONS};
 use relay_observability::{ContextWriteCounts, Metrics, Observed, OutboxCounts};
 use relay_ports::{
-    CallContextCache, CallLog, ContactDirectory, DeliveryOutbox, OrganizationDirectory, Probe,
+    CallContextCache, CallLog, ContactDirectory, DeliveryOutbox, MemoryKeeper,
+    OrganizationDirectory, Probe,
 };
 use relay_usecase::post_call::{PostCallPorts, PostCallSettings, RecordCall};
 use relay_usecase::{
-    KnownCredentials, MAX_KNOWN_CREDENTIALS, PersonalizeCall, Readiness, RetryPolicy,
+    KnownCredentials, MAX_KNOWN_CREDENTIALS, PersonalizeCall, Readiness, Retention, RetryPolicy,
 };
 use tokio::task::JoinHandle;
 
@@ -45,6 +46,8 @@ pub struct Service {
     trace_requests: bool,
     /// The post-call replay loop; aborted when the service is dropped.
     replay: JoinHandle<()>,
+    /// The memory retention loop; aborted when the service is dropped.
+    purge: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Service {
@@ -58,6 +61,7 @@ impl std::fmt::Debug for Service {
 impl Drop for Service {
     fn drop(&mut self) {
         self.replay.abort();
+        self.purge.abort();
     }
 }
 
@@ -108,6 +112,7 @@ impl Service {
             store_label,
             &[
                 "find_organization",
+                "find_caller",
                 "find_contact",
                 "record_call",
                 "find_webhook_signer",
@@ -169,6 +174,15 @@ impl Service {
             let interval = config.post_call_replay_interval;
             tokio::spawn(async move { record_call.replay_periodically(interval).await })
         };
+        let purge = {
+            let keeper: Arc<dyn MemoryKeeper> =
+                store.wrap(Arc::clone(&adapters.store) as Arc<dyn MemoryKeeper>);
+            tokio::spawn(purge_periodically(
+                Retention::new(keeper),
+                config.memory_purge_interval,
+                Arc::clone(&metrics),
+            ))
+        };
         let readiness = Arc::new(Readiness::new(
             vec![(store_label, store_probe), (cache_label, cache_probe)],
             config.readiness_timeout,
@@ -184,6 +198,7 @@ impl Service {
             readiness,
             trace_requests,
             replay,
+            purge,
         }
     }
 
@@ -213,6 +228,36 @@ impl Service {
     /// Readiness (for tests that drain without a signal).
     pub fn readiness(&self) -> &Arc<Readiness> {
         &self.readiness
+    }
+}
+
+/// Runs the retention purge at start and then every `interval` (never when it is zero). Each
+/// replica runs it; the store lets one purge at a time, and the others count a `skipped` run.
+async fn purge_periodically(retention: Retention, interval: Duration, metrics: Arc<Metrics>) {
+    if interval.is_zero() {
+        return;
+    }
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        ticks.tick().await;
+        match retention.purge(chrono::Utc::now()).await {
+            Ok(purged) if !purged.ran => metrics.observe_purge("skipped", 0, 0),
+            Ok(purged) => {
+                metrics.observe_purge("ran", purged.memories, purged.summaries);
+                if purged.memories > 0 || purged.summaries > 0 {
+                    tracing::info!(
+                        memories = purged.memories,
+                        summaries = purged.summaries,
+                        "memory past its retention purged"
+                    );
+                }
+            }
+            Err(error) => {
+                metrics.observe_purge("failed", 0, 0);
+                tracing::warn!(error = %error, source = ?std::error::Error::source(&error), "memory purge failed; retrying at the next interval");
+            }
+        }
     }
 }
 

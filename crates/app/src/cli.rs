@@ -39,6 +39,9 @@ pub(crate) enum Command {
     /// Call records from ElevenLabs' post-call webhook.
     #[command(subcommand)]
     Calls(CallsCommand),
+    /// Delete returning-caller memory and call summaries past each organization's retention,
+    /// now (the service does it every MEMORY_PURGE_INTERVAL_SECONDS by itself).
+    Purge,
     /// Exit 0 when the service on LISTEN_ADDR's port answers `GET /healthz` with 200 (for a
     /// container HEALTHCHECK: the runtime image has no shell or curl).
     Healthcheck,
@@ -56,8 +59,20 @@ pub(crate) enum OrgCommand {
         #[arg(long, default_value = "US")]
         region: String,
     },
-    /// List organizations: id, region and name, tab-separated.
+    /// List organizations: id, region, memory setting and name, tab-separated.
     List,
+    /// Set the returning-caller memory rules: how many days a caller's previous calls are
+    /// remembered (0 turns memory off), and whether callers who are not contacts are remembered
+    /// too. What is not given stays as it is (new organizations: 90 days, unknown callers off).
+    SetMemory {
+        org_id: OrgId,
+        /// Days to remember (0: off, at most 3650).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(0..=3650))]
+        retention_days: Option<u16>,
+        /// Remember callers who are not contacts.
+        #[arg(long, value_name = "on|off", value_parser = on_off)]
+        unknown_callers: Option<bool>,
+    },
     /// Set what ElevenLabs' initiation route calls a caller it does not recognize
     /// (`caller_name` and `caller_first_name`, as in "Hi there"); "" clears it.
     SetFallback {
@@ -185,6 +200,25 @@ pub(crate) enum ContactsCommand {
         #[command(flatten)]
         file: ImportFile,
     },
+    /// Erase a caller on request: delete the organization's contacts with this number (any
+    /// format, read in the organization's region), the number's memory, the summary and
+    /// numbers of its call records and its cached call contexts, and print what was removed.
+    /// Running it again removes nothing.
+    Forget {
+        /// The organization.
+        org_id: OrgId,
+        /// The caller's number.
+        phone: String,
+    },
+}
+
+/// `on` or `off`.
+fn on_off(raw: &str) -> Result<bool, String> {
+    match raw {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected on or off, got {raw:?}")),
+    }
 }
 
 /// The CSV file of `contacts import` and how much of it may be rejected.

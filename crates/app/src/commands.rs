@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
+use relay_domain::MemorySettings;
 use relay_domain::{OrgId, OrgName, Region, mask_phone};
 use relay_ports::Store;
 use relay_usecase::{
-    Admin, CallHistory, ContactImporter, FallbackNameError, WebhookSecret, WebhookSecretError,
-    check_prompt_text,
+    Admin, CallHistory, ContactImporter, FallbackNameError, ForgetCaller, ForgetError, Retention,
+    WebhookSecret, WebhookSecretError, check_prompt_text,
 };
 
 use crate::application::Application;
@@ -44,6 +45,87 @@ pub(crate) async fn run(command: Command, tracing_enabled: bool) -> Result<(), F
         Command::Contacts(ContactsCommand::Import { org_id, file }) => {
             import(org_id, &file, &StoreConfig::from_env(&env)?).await
         }
+        Command::Contacts(ContactsCommand::Forget { org_id, phone }) => {
+            forget(org_id, &phone, &ServeConfig::from_env(&env)?).await
+        }
+        Command::Purge => purge(&StoreConfig::from_env(&env)?).await,
+    }
+}
+
+/// `relay purge`: one bounded run of the service's retention job.
+#[allow(clippy::print_stdout, reason = "stdout is the command's result")]
+async fn purge(config: &StoreConfig) -> Result<(), Failure> {
+    let purged = Retention::new(admin_store(config).await?)
+        .purge(chrono::Utc::now())
+        .await
+        .map_err(relay_ports::AdminError::from)?;
+    if purged.ran {
+        println!(
+            "memories\t{}\nsummaries\t{}",
+            purged.memories, purged.summaries
+        );
+    } else {
+        println!("skipped: another replica is purging now");
+    }
+    Ok(())
+}
+
+/// `relay contacts forget`: erasure through the store and the cache the service uses.
+#[allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "stdout is what was removed; notes go to stderr"
+)]
+async fn forget(org_id: OrgId, phone: &str, config: &ServeConfig) -> Result<(), Failure> {
+    let adapters = adapters::Adapters::open(config).await?;
+    let forget = ForgetCaller::new(
+        adapters.store.clone(),
+        adapters.store.clone(),
+        adapters.cache.clone(),
+    );
+    let print = |report: &relay_usecase::ForgetReport| {
+        let contacts: Vec<String> = report
+            .stored
+            .contacts
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        println!(
+            "contacts\t{}\t{}\nmemories\t{}\ncall records\t{}\ncached contexts\t{}",
+            contacts.len(),
+            contacts.join(","),
+            report.stored.memories,
+            report.stored.calls,
+            report.cached_contexts,
+        );
+    };
+    match forget.forget(org_id, phone).await {
+        Ok(report) => {
+            print(&report);
+            if report.is_empty() {
+                eprintln!("nothing of this caller was left: already forgotten, or never known");
+            }
+            if adapters.cache_kind == adapters::CacheKind::InProcess {
+                eprintln!(
+                    "note: without REDIS_URL the call contexts live in the running service's \
+                     memory, which this command cannot reach; they expire within 24 h or at \
+                     its restart"
+                );
+            }
+            Ok(())
+        }
+        Err(ForgetError::Cache(error, report)) => {
+            print(&report);
+            Err(anyhow::Error::new(error)
+                .context(
+                    "the store is done but the cache could not be reached; run the command again",
+                )
+                .into())
+        }
+        Err(ForgetError::Phone(reason)) => {
+            Err(anyhow::anyhow!("PHONE is not a phone number: {reason}; nothing removed").into())
+        }
+        Err(ForgetError::Store(error)) => Err(error.into()),
     }
 }
 
@@ -118,7 +200,10 @@ async fn org<F: Fn(&str) -> Option<String>>(cmd: OrgCommand, env: &Env<F>) -> Re
         }
         OrgCommand::List => {
             for org in admin.list_organizations().await? {
-                println!("{}\t{}\t{}", org.id, org.default_region, org.name);
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    org.id, org.default_region, org.memory, org.name
+                );
             }
         }
         OrgCommand::SetFallback {
@@ -135,6 +220,20 @@ async fn org<F: Fn(&str) -> Option<String>>(cmd: OrgCommand, env: &Env<F>) -> Re
                     FallbackNameError::Admin(e) => e.into(),
                 })?;
             println!("{}\t{:?}", org.id, org.unknown_caller_name);
+        }
+        OrgCommand::SetMemory {
+            org_id,
+            retention_days,
+            unknown_callers,
+        } => {
+            let current = admin.organization(org_id).await?.memory;
+            let settings = MemorySettings::new(
+                retention_days.unwrap_or(current.retention_days),
+                unknown_callers.unwrap_or(current.unknown_callers),
+            )
+            .map_err(|e| anyhow::anyhow!("--retention-days: {e}"))?;
+            let org = admin.set_memory(org_id, settings).await?;
+            println!("{}\t{}", org.id, org.memory);
         }
         OrgCommand::SetWebhookSecret { .. } => unreachable!("handled above"),
     }

@@ -289,6 +289,10 @@ pub struct ServeConfig {
     /// `POST_CALL_REPLAY_INTERVAL_SECONDS` (default 5): how often queued post-call deliveries
     /// are retried against the store.
     pub post_call_replay_interval: Duration,
+    /// `MEMORY_PURGE_INTERVAL_SECONDS` (default 3,600, 0 turns the job off): how often the
+    /// service deletes returning-caller memory and call summaries past each organization's
+    /// retention (one replica at a time).
+    pub memory_purge_interval: Duration,
     /// `POST_CALL_OUTBOX_MAX_ENTRIES` (default 10,000) and `POST_CALL_OUTBOX_MAX_MB` (default
     /// 64): the bounds of the post-call outbox, and of its dead letters.
     pub outbox_limits: OutboxLimits,
@@ -370,6 +374,11 @@ impl ServeConfig {
                 5,
                 1..=3_600,
             )?,
+            memory_purge_interval: env.seconds_in(
+                "MEMORY_PURGE_INTERVAL_SECONDS",
+                3_600,
+                0..=86_400,
+            )?,
             outbox_limits: OutboxLimits {
                 max_entries: env.number_in(
                     "POST_CALL_OUTBOX_MAX_ENTRIES",
@@ -433,6 +442,7 @@ mod tests {
         assert_eq!(config.org_cache_ttl, Duration::from_secs(10));
         assert!(config.webhook_sealer.is_none());
         assert_eq!(config.post_call_replay_interval, Duration::from_secs(5));
+        assert_eq!(config.memory_purge_interval, Duration::from_secs(3_600));
         assert_eq!(
             config.outbox_limits,
             OutboxLimits {
@@ -594,7 +604,7 @@ mod tests {
     }
 
     /// Every variable `ServeConfig::from_env` reads.
-    const SERVE_VARIABLES: [&str; 21] = [
+    const SERVE_VARIABLES: [&str; 22] = [
         "DATABASE_URL",
         "DATABASE_MAX_CONNECTIONS",
         "REDIS_URL",
@@ -610,6 +620,7 @@ mod tests {
         "READINESS_TIMEOUT_MS",
         "WEBHOOK_SECRET_KEY",
         "POST_CALL_REPLAY_INTERVAL_SECONDS",
+        "MEMORY_PURGE_INTERVAL_SECONDS",
         "POST_CALL_OUTBOX_MAX_ENTRIES",
         "POST_CALL_OUTBOX_MAX_MB",
         "TRUSTED_PROXIES",

@@ -143,7 +143,10 @@ fn with_nothing_set_admin_commands_use_the_embedded_store_in_the_working_directo
     let id = String::from_utf8(out.stdout).unwrap();
     assert!(dir.path().join("data/relay.db").exists());
     let listed = String::from_utf8(run(&["org", "list"]).stdout).unwrap();
-    assert_eq!(listed, format!("{}\tCA\tLocal\n", id.trim()));
+    assert_eq!(
+        listed,
+        format!("{}\tCA\t90 days, unknown callers off\tLocal\n", id.trim())
+    );
 }
 
 #[test]
@@ -182,7 +185,7 @@ async fn organizations_and_secrets_round_trip_through_the_cli(db: TestStore) {
     assert_eq!(id.len(), 36, "stdout is only the id: {id:?}");
     assert_eq!(
         relay_ok(&url, &["org", "list"]),
-        format!("{id}\tCA\tAcme Corp")
+        format!("{id}\tCA\t90 days, unknown callers off\tAcme Corp")
     );
 
     let out = relay(&url, &["org", "create", "--name", "X", "--region", "ZZ"]);

@@ -278,8 +278,8 @@ async fn metrics_show_the_calls_to_postgres_and_redis_and_their_pools() {
         calls("postgres", "find_organization", "not_found"),
         Some(1.0)
     );
-    assert_eq!(calls("postgres", "find_contact", "found"), Some(1.0));
-    assert_eq!(calls("postgres", "find_contact", "not_found"), Some(1.0));
+    assert_eq!(calls("postgres", "find_caller", "found"), Some(1.0));
+    assert_eq!(calls("postgres", "find_caller", "not_found"), Some(1.0));
     assert_eq!(calls("redis", "put_call_context", "ok"), Some(2.0));
     assert_eq!(
         sample(
@@ -469,7 +469,7 @@ async fn one_trace_per_call_continues_traceparent_with_postgres_and_redis_child_
     assert_eq!(use_case["parentSpanId"], server["spanId"]);
     for (name, system, result) in [
         ("find_organization", "postgresql", "found"),
-        ("find_contact", "postgresql", "found"),
+        ("find_caller", "postgresql", "found"),
         ("put_call_context", "redis", "ok"),
     ] {
         let (span, _) = named(name);

@@ -26,7 +26,7 @@ pub use conversation::{
 };
 pub use ids::{CallId, ContactId, OrgId, SecretId};
 pub use memory::{
-    CallOutcome, CallSummary, CallerMemory, MAX_RETENTION_DAYS, MAX_MEMORY_SUMMARY_CHARS,
+    CallOutcome, CallSummary, CallerMemory, MAX_MEMORY_SUMMARY_CHARS, MAX_RETENTION_DAYS,
     MemorySettings, MemoryVariables, RetentionError, StoredMemory, last_call_ago,
 };
 pub use name::{MAX_NAME_CHARS, PROMPT_SYNTAX, is_prompt_safe, sanitize_name, sanitize_text};

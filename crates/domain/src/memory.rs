@@ -87,8 +87,13 @@ impl fmt::Display for MemorySettings {
         }
         write!(
             f,
-            "{} days, unknown callers {}",
+            "{} {}, unknown callers {}",
             self.retention_days,
+            if self.retention_days == 1 {
+                "day"
+            } else {
+                "days"
+            },
             if self.unknown_callers { "on" } else { "off" }
         )
     }
@@ -197,8 +202,7 @@ impl CallerMemory {
             last_call_at: stored.last_call_at,
             last_call_summary: stored
                 .last_summary
-                .as_deref()
-                .and_then(CallSummary::from_untrusted),
+                .and_then(|summary| CallSummary::from_untrusted(&summary)),
             last_call_outcome: CallOutcome::from_evaluation(stored.last_outcome.as_deref()),
             missed_calls_since_last: count(stored.missed_since_last, "missed_since_last")?,
         })
@@ -325,10 +329,19 @@ mod tests {
     fn ago_phrases_read_like_a_person_would_say_them() {
         let now = at("2026-12-02T12:00:00Z");
         assert_eq!(last_call_ago(at("2026-12-02T11:59:30Z"), now), "just now");
-        assert_eq!(last_call_ago(at("2026-12-02T11:55:00Z"), now), "5 minutes ago");
-        assert_eq!(last_call_ago(at("2026-12-02T09:00:00Z"), now), "3 hours ago");
+        assert_eq!(
+            last_call_ago(at("2026-12-02T11:55:00Z"), now),
+            "5 minutes ago"
+        );
+        assert_eq!(
+            last_call_ago(at("2026-12-02T09:00:00Z"), now),
+            "3 hours ago"
+        );
         assert_eq!(last_call_ago(at("2026-11-29T12:00:00Z"), now), "3 days ago");
-        assert_eq!(last_call_ago(at("2026-11-18T12:00:00Z"), now), "2 weeks ago");
+        assert_eq!(
+            last_call_ago(at("2026-11-18T12:00:00Z"), now),
+            "2 weeks ago"
+        );
         assert_eq!(
             last_call_ago(at("2026-12-03T12:00:00Z"), now),
             "just now",

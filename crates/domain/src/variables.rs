@@ -326,7 +326,9 @@ mod tests {
     fn remembered() -> CallerMemory {
         CallerMemory {
             previous_calls: 3,
-            last_call_at: Some(Utc::now() - chrono::TimeDelta::days(2) - chrono::TimeDelta::hours(1)),
+            last_call_at: Some(
+                Utc::now() - chrono::TimeDelta::days(2) - chrono::TimeDelta::hours(1),
+            ),
             last_call_summary: crate::CallSummary::from_untrusted("Asked for a callback"),
             last_call_outcome: crate::CallOutcome::Failure,
             missed_calls_since_last: 0,
@@ -337,8 +339,8 @@ mod tests {
     fn the_contract_route_adds_memory_only_when_there_is_something_to_say() {
         let c = contact(Some("Alex"), None);
         let now = Utc::now();
-        let with = DynamicVariables::for_match(&org(), &c, &c.phone)
-            .with_memory(Some(&remembered()), now);
+        let with =
+            DynamicVariables::for_match(&org(), &c, &c.phone).with_memory(Some(&remembered()), now);
         let json = serde_json::to_value(&with).unwrap();
         assert_eq!(json["caller_name"], "Alex");
         assert_eq!(json["is_returning_caller"], true);

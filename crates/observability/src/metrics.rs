@@ -44,6 +44,22 @@ struct DependencyLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MemoryLabels {
+    route: &'static str,
+    memory: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     store: &'static str,
@@ -93,6 +109,9 @@ pub struct Metrics {
     request_duration: HistogramFamily<RequestLabels>,
     dependency_duration: HistogramFamily<DependencyLabels>,
     dependency_errors: Family<DependencyLabels, Counter>,
+    memory_answers: Family<MemoryLabels, Counter>,
+    purge_runs: Family<ResultLabels, Counter>,
+    purged: Family<KindLabels, Counter>,
     /// Read at each scrape by one collector, so each pool metric is one family.
     pools: Pools,
 }
@@ -137,6 +156,26 @@ impl Metrics {
              dependency failed; timeout: the request's budget ran out first)",
             dependency_errors.clone(),
         );
+        let memory_answers = Family::<MemoryLabels, Counter>::default();
+        registry.register(
+            "relay_memory_answers",
+            "Personalization answers by route and what the caller's memory gave (remembered, \
+             none, off, unreadable)",
+            memory_answers.clone(),
+        );
+        let purge_runs = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "relay_memory_purge_runs",
+            "Runs of the memory retention purge, by result (ran, skipped: another replica was \
+             purging, failed)",
+            purge_runs.clone(),
+        );
+        let purged = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "relay_memory_purged",
+            "What the retention purge removed, by kind (memories, summaries)",
+            purged.clone(),
+        );
         registry.register(
             "relay_build",
             "The running version and the adapters chosen by configuration",
@@ -157,7 +196,30 @@ impl Metrics {
             request_duration,
             dependency_duration,
             dependency_errors,
+            memory_answers,
+            purge_runs,
+            purged,
         }
+    }
+
+    /// Counts what one personalization answer's memory lookup gave on `route`.
+    pub fn observe_memory(&self, route: &'static str, memory: &'static str) {
+        self.memory_answers
+            .get_or_create(&MemoryLabels { route, memory })
+            .inc();
+    }
+
+    /// Counts one run of the retention purge (`ran`, `skipped`, `failed`) and what it removed.
+    pub fn observe_purge(&self, result: &'static str, memories: u64, summaries: u64) {
+        self.purge_runs
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        self.purged
+            .get_or_create(&KindLabels { kind: "memories" })
+            .inc_by(memories);
+        self.purged
+            .get_or_create(&KindLabels { kind: "summaries" })
+            .inc_by(summaries);
     }
 
     /// Reports the connection pool of `dependency` at each scrape:

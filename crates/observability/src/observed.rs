@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use relay_domain::{
-    CallContext, CallKey, CallRecord, Contact, E164, OrgId, Organization, TokenDigest,
+    CallContext, CallKey, CallRecord, Contact, ContactId, E164, OrgId, Organization, TokenDigest,
 };
 use relay_ports::{
-    AdminError, Appended, CacheError, CallContextCache, CallLog, ContactDirectory, DeliveryOutbox,
-    OrganizationDirectory, OutboxEntry, OutboxError, OutboxLimits, OutboxUsage, Recorded,
-    RepositoryError, WebhookSigner,
+    AdminError, Appended, CacheError, CallContextCache, CallLog, Caller, ContactDirectory,
+    DeliveryOutbox, Forgotten, MemoryKeeper, OrganizationDirectory, OutboxEntry, OutboxError,
+    OutboxLimits, OutboxUsage, Purged, Recorded, RepositoryError, WebhookSigner,
 };
 use tracing::Instrument as _;
 use tracing::field::Empty;
@@ -192,6 +192,59 @@ impl ContactDirectory for Observed<dyn ContactDirectory> {
         })
         .await
     }
+
+    async fn find_caller(
+        &self,
+        org: OrgId,
+        phone: &E164,
+        memory_since: Option<DateTime<Utc>>,
+    ) -> Result<Caller, RepositoryError> {
+        let call = self.inner.find_caller(org, phone, memory_since);
+        self.observe("find_caller", "SELECT", call, |r| match r {
+            Ok(Caller {
+                contact: Some(_), ..
+            }) => (CallResult::Answered("found"), None),
+            Ok(Caller {
+                memory: Ok(Some(_)),
+                ..
+            }) => (CallResult::Answered("remembered"), None),
+            Ok(_) => (CallResult::Answered("not_found"), None),
+            Err(e) => (CallResult::Failed, Some(repository_error_type(e))),
+        })
+        .await
+    }
+}
+
+/// An administrative call's result: `ok`, `not_found`, or `error` with the error's type.
+fn admin_result<T>(result: &Result<T, AdminError>) -> (CallResult, Option<&'static str>) {
+    match result {
+        Ok(_) => (CallResult::Answered("ok"), None),
+        Err(AdminError::Repository(e)) => (CallResult::Failed, Some(repository_error_type(e))),
+        Err(AdminError::NotFound(_)) => (CallResult::Answered("not_found"), None),
+    }
+}
+
+#[async_trait]
+impl MemoryKeeper for Observed<dyn MemoryKeeper> {
+    async fn purge_expired(
+        &self,
+        now: DateTime<Utc>,
+        batch: u32,
+    ) -> Result<Purged, RepositoryError> {
+        let call = self.inner.purge_expired(now, batch);
+        self.observe("purge_expired", "DELETE", call, |r| match r {
+            Ok(purged) if !purged.ran => (CallResult::Answered("skipped"), None),
+            Ok(_) => (CallResult::Answered("ok"), None),
+            Err(e) => (CallResult::Failed, Some(repository_error_type(e))),
+        })
+        .await
+    }
+
+    async fn forget_caller(&self, org: OrgId, phone: &E164) -> Result<Forgotten, AdminError> {
+        let call = self.inner.forget_caller(org, phone);
+        self.observe("forget_caller", "DELETE", call, admin_result)
+            .await
+    }
 }
 
 #[async_trait]
@@ -212,12 +265,30 @@ impl CallContextCache for Observed<dyn CallContextCache> {
         })
         .await
     }
+
+    async fn forget_caller(
+        &self,
+        org: OrgId,
+        phone: &E164,
+        contacts: &[ContactId],
+    ) -> Result<u64, CacheError> {
+        let call = self.inner.forget_caller(org, phone, contacts);
+        self.observe("forget_call_contexts", "DEL", call, |r| match r {
+            Ok(_) => (CallResult::Answered("ok"), None),
+            Err(e) => (CallResult::Failed, Some(cache_error_type(e))),
+        })
+        .await
+    }
 }
 
 #[async_trait]
 impl CallLog for Observed<dyn CallLog> {
-    async fn record_call(&self, record: &CallRecord) -> Result<Recorded, RepositoryError> {
-        let call = self.inner.record_call(record);
+    async fn record_call(
+        &self,
+        record: &CallRecord,
+        remember: bool,
+    ) -> Result<Recorded, RepositoryError> {
+        let call = self.inner.record_call(record, remember);
         self.observe("record_call", "INSERT", call, |r| match r {
             Ok(recorded) if recorded.inserted => (CallResult::Answered("inserted"), None),
             Ok(_) => (CallResult::Answered("duplicate"), None),
@@ -233,12 +304,8 @@ impl CallLog for Observed<dyn CallLog> {
         limit: u32,
     ) -> Result<Vec<CallRecord>, AdminError> {
         let call = self.inner.list_calls(org, since, limit);
-        self.observe("list_calls", "SELECT", call, |r| match r {
-            Ok(_) => (CallResult::Answered("ok"), None),
-            Err(AdminError::Repository(e)) => (CallResult::Failed, Some(repository_error_type(e))),
-            Err(AdminError::NotFound(_)) => (CallResult::Answered("not_found"), None),
-        })
-        .await
+        self.observe("list_calls", "SELECT", call, admin_result)
+            .await
     }
 
     async fn webhook_signer(&self, org: OrgId) -> Result<Option<WebhookSigner>, RepositoryError> {

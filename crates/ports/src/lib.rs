@@ -17,9 +17,9 @@ pub mod fakes;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use relay_domain::{
-    CallContext, CallId, CallKey, CallRecord, CallerMemory, Contact, ContactId, E164,
-    FallbackName, MemorySettings, NewContact, OrgId, OrgName, Organization, Region, SecretId,
-    SecretInfo, TokenDigest,
+    CallContext, CallId, CallKey, CallRecord, CallerMemory, Contact, ContactId, E164, FallbackName,
+    MemorySettings, NewContact, OrgId, OrgName, Organization, Region, SecretId, SecretInfo,
+    TokenDigest,
 };
 
 /// The error a driver gave, kept as the source of a port error for logs.

@@ -248,6 +248,18 @@ impl Admin {
         Ok(self.store.set_unknown_caller_name(org, &name).await?)
     }
 
+    /// Sets the returning-caller memory rules of `org` ([`relay_domain::MemorySettings`]).
+    ///
+    /// # Errors
+    /// `NotFound(Entity::Organization)`; the store's errors.
+    pub async fn set_memory(
+        &self,
+        org: OrgId,
+        settings: relay_domain::MemorySettings,
+    ) -> Result<Organization, AdminError> {
+        self.store.set_memory(org, settings).await
+    }
+
     /// Seals `secret` (the post-call webhook's HMAC secret, as ElevenLabs shows it) for `org`
     /// and stores it, replacing any earlier one.
     ///
@@ -407,6 +419,7 @@ mod tests {
                         name: OrgName::parse("Acme").unwrap(),
                         default_region: Region::parse("CA").unwrap(),
                         unknown_caller_name: name.to_owned(),
+                        memory: relay_domain::MemorySettings::default(),
                     })
                 });
         }

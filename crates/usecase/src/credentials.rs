@@ -174,6 +174,7 @@ mod tests {
             name: OrgName::parse("Acme").unwrap(),
             default_region: Region::parse("CA").unwrap(),
             unknown_caller_name: relay_domain::FallbackName::default(),
+            memory: relay_domain::MemorySettings::default(),
         }
     }
 

@@ -8,6 +8,7 @@
 //!   queued in a durable outbox while the store is down.
 //! - [`CallHistory`]: an organization's call records, newest first.
 //! - [`Readiness`]: may this replica take calls (dependencies answer, not shutting down).
+//! - [`Retention`] and [`ForgetCaller`]: the returning-caller memory's retention and erasure.
 #![warn(missing_docs)]
 
 mod admin;
@@ -15,6 +16,7 @@ mod background;
 mod call_history;
 mod credentials;
 mod import;
+mod memory;
 mod personalize;
 pub mod post_call;
 mod readiness;
@@ -29,8 +31,12 @@ pub use credentials::{KnownCredentials, MAX_KNOWN_CREDENTIALS};
 pub use import::{
     ContactImporter, ImportError, ImportReport, MAX_REPORTED_REJECTIONS, RawContact, Rejection,
 };
+pub use memory::{
+    ForgetCaller, ForgetError, ForgetReport, PURGE_BATCH, PURGE_INTERVAL, PURGE_MAX_BATCHES,
+    Retention,
+};
 pub use personalize::{
-    Answer, AnswerOutcome, DependencyFailure, MatchResult, PersonalizationRequest, PersonalizeCall,
-    Unauthorized,
+    Answer, AnswerOutcome, DependencyFailure, MatchResult, MemoryOutcome, PersonalizationRequest,
+    PersonalizeCall, Unauthorized,
 };
 pub use readiness::{CheckResult, Readiness, ReadinessReport};

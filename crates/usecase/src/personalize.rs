@@ -100,6 +100,34 @@ pub struct Answer {
     pub store_failure: Option<DependencyFailure>,
     /// The context write failed on the request path (it is retried in the background).
     pub cache_failure: Option<DependencyFailure>,
+    /// What the caller's memory gave; `None` when no lookup was made (no usable number, or
+    /// the store failed).
+    pub memory: Option<MemoryOutcome>,
+}
+
+/// What the returning-caller memory gave an answer ([`Answer::memory`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryOutcome {
+    /// The organization's memory is off (or off for this caller, a stranger).
+    Off,
+    /// Nothing is remembered of the caller.
+    None,
+    /// The answer carries what is remembered.
+    Remembered,
+    /// The memory could not be read; the answer is what it would be without it.
+    Unreadable,
+}
+
+impl MemoryOutcome {
+    /// The label in metrics: `off`, `none`, `remembered` or `unreadable`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::None => "none",
+            Self::Remembered => "remembered",
+            Self::Unreadable => "unreadable",
+        }
+    }
 }
 
 /// What a personalization answer was ([`Answer::outcome`]).
@@ -159,6 +187,16 @@ impl Answer {
             matched: MatchResult::Unknown,
             store_failure: Some(failure),
             cache_failure: None,
+            memory: None,
+        }
+    }
+
+    /// The stable identifier ElevenLabs groups a person's conversations by (`user_id`): the
+    /// matched contact's id, never a number or a name.
+    pub fn user_id(&self) -> Option<String> {
+        match self.matched {
+            MatchResult::Matched(id) => Some(id.to_string()),
+            _ => None,
         }
     }
 }
@@ -326,7 +364,8 @@ impl PersonalizeCall {
     ) -> Answer {
         let caller =
             CallerNumber::from_caller_id(request.caller_id.as_deref(), &org.default_region);
-        let (variables, matched, store_failure) = self.match_caller(&org, &caller, deadline).await;
+        let (variables, matched, store_failure, memory) =
+            self.match_caller(&org, &caller, deadline).await;
 
         let context = CallContext {
             conversation_id: request.conversation_id,
@@ -350,15 +389,23 @@ impl PersonalizeCall {
             matched,
             store_failure,
             cache_failure,
+            memory,
         }
     }
 
+    /// Finds the caller and what is remembered of them in one lookup. A memory that cannot be
+    /// read costs the answer its memory only, never the name.
     async fn match_caller(
         &self,
         org: &Organization,
         caller: &CallerNumber,
         deadline: Instant,
-    ) -> (DynamicVariables, MatchResult, Option<DependencyFailure>) {
+    ) -> (
+        DynamicVariables,
+        MatchResult,
+        Option<DependencyFailure>,
+        Option<MemoryOutcome>,
+    ) {
         let number = match caller {
             CallerNumber::Known(number) => number,
             CallerNumber::Unusable(reason) => {
@@ -366,35 +413,64 @@ impl PersonalizeCall {
                     DynamicVariables::none(),
                     MatchResult::NoCallerNumber(*reason),
                     None,
+                    None,
                 );
             }
         };
-        match timeout_at(deadline, self.contacts.find_by_phone(org.id, number)).await {
-            Ok(Ok(Some(contact))) => (
-                DynamicVariables::for_match(org, &contact, number),
-                MatchResult::Matched(contact.id),
-                None,
-            ),
-            Ok(Ok(None)) => (DynamicVariables::none(), MatchResult::UnknownCaller, None),
+        let now = Utc::now();
+        let since = org.memory.window_start(now);
+        let found = match timeout_at(deadline, self.contacts.find_caller(org.id, number, since))
+            .await
+        {
+            Ok(Ok(found)) => found,
             Ok(Err(error)) => {
                 tracing::warn!(error = %error, source = ?std::error::Error::source(&error), "contact lookup failed");
-                (
+                return (
                     DynamicVariables::none(),
                     MatchResult::Unknown,
                     Some(DependencyFailure::Error),
-                )
+                    None,
+                );
             }
             Err(_) => {
                 tracing::warn!(
                     budget_ms = self.budget.as_millis(),
                     "contact lookup timed out"
                 );
-                (
+                return (
                     DynamicVariables::none(),
                     MatchResult::Unknown,
                     Some(DependencyFailure::Timeout),
-                )
+                    None,
+                );
             }
+        };
+        let remembers = org.memory.remembers(found.contact.is_some());
+        let (memory, outcome) = match found.memory {
+            _ if !remembers => (None, MemoryOutcome::Off),
+            Ok(Some(memory)) if memory.has_something_to_say() => {
+                (Some(memory), MemoryOutcome::Remembered)
+            }
+            Ok(_) => (None, MemoryOutcome::None),
+            Err(error) => {
+                tracing::warn!(error = %error, source = ?std::error::Error::source(&error), "caller memory unreadable; answering without it");
+                (None, MemoryOutcome::Unreadable)
+            }
+        };
+        match found.contact {
+            Some(contact) => (
+                DynamicVariables::for_match(org, &contact, number)
+                    .with_memory(memory.as_ref(), now),
+                MatchResult::Matched(contact.id),
+                None,
+                Some(outcome),
+            ),
+            None => (
+                DynamicVariables::for_remembered_stranger(org, number, memory.as_ref(), now),
+                MatchResult::UnknownCaller,
+                None,
+                Some(outcome),
+            ),
         }
     }
 

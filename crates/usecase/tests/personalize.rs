@@ -6,19 +6,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use mockall::predicate::eq;
 use relay_domain::{
     CallContext, Contact, ContactId, ConversationId, E164, OrgId, OrgName, Organization,
     PhoneError, Region, ToolToken,
 };
 use relay_ports::fakes::{Behaviour, InMemoryCache, InMemoryStore};
 use relay_ports::{
-    CacheError, CallContextCache, ContactDirectory, MockCallContextCache, MockContactDirectory,
-    MockOrganizationDirectory, OrganizationDirectory, RepositoryError,
+    CacheError, CallContextCache, Caller, ContactDirectory, MockCallContextCache,
+    MockContactDirectory, MockOrganizationDirectory, OrganizationDirectory, RepositoryError,
 };
 use relay_usecase::{
-    AnswerOutcome, DependencyFailure, KnownCredentials, MatchResult, PersonalizationRequest,
-    PersonalizeCall, RetryPolicy, Unauthorized,
+    AnswerOutcome, DependencyFailure, KnownCredentials, MatchResult, MemoryOutcome,
+    PersonalizationRequest, PersonalizeCall, RetryPolicy, Unauthorized,
 };
 use tokio::time::Instant;
 
@@ -30,6 +29,7 @@ fn org() -> Organization {
         name: OrgName::parse("Acme Corp").unwrap(),
         default_region: Region::parse("CA").unwrap(),
         unknown_caller_name: relay_domain::FallbackName::default(),
+        memory: relay_domain::MemorySettings::default(),
     }
 }
 
@@ -106,7 +106,7 @@ fn service(
 #[tokio::test]
 async fn unknown_or_revoked_token_is_unauthorized_and_touches_nothing_else() {
     let mut contacts = MockContactDirectory::new();
-    contacts.expect_find_by_phone().never();
+    contacts.expect_find_caller().never();
     let mut cache = MockCallContextCache::new();
     cache.expect_put().never();
     let svc = service(orgs_finding(None), contacts, cache);
@@ -125,10 +125,17 @@ async fn matched_caller_gets_variables_and_context_is_cached_for_a_day() {
     let mut contacts = MockContactDirectory::new();
     let found = contact.clone();
     contacts
-        .expect_find_by_phone()
-        .with(eq(org.id), eq(E164::parse_e164("+14165550100").unwrap()))
+        .expect_find_caller()
+        .withf(move |o, phone, _| {
+            *o == org.id && *phone == E164::parse_e164("+14165550100").unwrap()
+        })
         .times(1)
-        .returning(move |_, _| Ok(Some(found.clone())));
+        .returning(move |_, _, _| {
+            Ok(Caller {
+                contact: Some(found.clone()),
+                memory: Ok(None),
+            })
+        });
     let (cache, written) = recording_cache();
     let svc = service(orgs_finding(Some(org.clone())), contacts, cache);
 
@@ -164,7 +171,7 @@ async fn matched_caller_gets_variables_and_context_is_cached_for_a_day() {
 #[tokio::test]
 async fn missing_caller_id_answers_empty_but_still_caches_the_context() {
     let mut contacts = MockContactDirectory::new();
-    contacts.expect_find_by_phone().never();
+    contacts.expect_find_caller().never();
     let (cache, written) = recording_cache();
     let svc = service(orgs_finding(Some(org())), contacts, cache);
 
@@ -190,7 +197,7 @@ async fn withheld_and_invalid_caller_ids_never_reach_the_store() {
         ("", PhoneError::Empty),
     ] {
         let mut contacts = MockContactDirectory::new();
-        contacts.expect_find_by_phone().never();
+        contacts.expect_find_caller().never();
         let (cache, _) = recording_cache();
         let svc = service(orgs_finding(Some(org())), contacts, cache);
         let answer = svc.personalize(&token(), request(Some(raw))).await.unwrap();
@@ -202,10 +209,12 @@ async fn withheld_and_invalid_caller_ids_never_reach_the_store() {
 #[tokio::test]
 async fn unknown_caller_answers_empty_and_caches_the_number() {
     let mut contacts = MockContactDirectory::new();
-    contacts
-        .expect_find_by_phone()
-        .times(1)
-        .returning(|_, _| Ok(None));
+    contacts.expect_find_caller().times(1).returning(|_, _, _| {
+        Ok(Caller {
+            contact: None,
+            memory: Ok(None),
+        })
+    });
     let (cache, written) = recording_cache();
     let svc = service(orgs_finding(Some(org())), contacts, cache);
 
@@ -266,7 +275,7 @@ async fn store_error_on_token_check_answers_empty_without_caching() {
     orgs.expect_find_by_secret_digest()
         .returning(|_| Err(RepositoryError::Unavailable("connection refused".into())));
     let mut contacts = MockContactDirectory::new();
-    contacts.expect_find_by_phone().never();
+    contacts.expect_find_caller().never();
     let mut cache = MockCallContextCache::new();
     cache.expect_put().never();
     let svc = service(orgs, contacts, cache);
@@ -286,8 +295,8 @@ async fn store_error_on_token_check_answers_empty_without_caching() {
 async fn store_error_on_contact_lookup_answers_empty_and_caches_what_is_known() {
     let mut contacts = MockContactDirectory::new();
     contacts
-        .expect_find_by_phone()
-        .returning(|_, _| Err(RepositoryError::Unavailable("connection reset".into())));
+        .expect_find_caller()
+        .returning(|_, _, _| Err(RepositoryError::Unavailable("connection reset".into())));
     let (cache, written) = recording_cache();
     let svc = service(orgs_finding(Some(org())), contacts, cache);
 
@@ -426,4 +435,166 @@ async fn pending_retries_are_bounded_and_the_excess_is_counted_as_dropped() {
     assert_eq!((stats.retried(), stats.dropped()), (3, 1));
     svc.drain_background_writes(Duration::from_secs(60)).await;
     assert_eq!(stats.dropped(), 3);
+}
+
+/// A completed call of `number` in `org`, recorded with memory as the post-call route does.
+async fn remembered_call(store: &InMemoryStore, org: OrgId, number: &str, summary: &str) {
+    use relay_ports::CallLog as _;
+    let at = Utc::now() - TimeDelta::days(3) - TimeDelta::hours(1);
+    let record = relay_domain::CallRecord {
+        id: relay_domain::CallId::from_uuid(uuid::Uuid::new_v4()),
+        org_id: org,
+        contact_id: None,
+        conversation_id: ConversationId::parse(format!("conv_{}", uuid::Uuid::new_v4())).unwrap(),
+        call_sid: None,
+        agent_id: None,
+        kind: relay_domain::CallKind::Completed,
+        direction: Some("inbound".into()),
+        external_number: Some(number.into()),
+        caller: Some(E164::parse_e164(number).unwrap()),
+        agent_number: None,
+        status: Some("done".into()),
+        call_successful: Some("success".into()),
+        summary: Some(summary.into()),
+        duration_secs: Some(60),
+        started_at: None,
+        event_at: at,
+        received_at: at,
+    };
+    assert!(store.record_call(&record, true).await.unwrap().inserted);
+}
+
+#[tokio::test]
+async fn a_returning_contact_gets_the_memory_beside_the_name() {
+    let store = InMemoryStore::new();
+    let (org, token) = store.add_org("Acme Corp", "CA");
+    store.add_contact(org.id, Some("Alex"), Some("Morgan"), "+14165550100");
+    remembered_call(
+        &store,
+        org.id,
+        "+14165550100",
+        "Asked about\n{{the}} invoice.",
+    )
+    .await;
+    let svc = service(store.clone(), store, InMemoryCache::new());
+
+    let answer = svc
+        .personalize(&token, request(Some("416 555 0100")))
+        .await
+        .unwrap();
+
+    assert_eq!(answer.memory, Some(MemoryOutcome::Remembered));
+    assert_eq!(answer.variables.caller_name.as_deref(), Some("Alex Morgan"));
+    let memory = answer.variables.memory.expect("memory variables");
+    assert!(memory.is_returning_caller);
+    assert_eq!(memory.previous_calls, 1);
+    assert_eq!(memory.last_call_ago, "3 days ago");
+    assert_eq!(memory.last_call_summary, "Asked about the invoice.");
+    assert_eq!(memory.last_call_outcome, "success");
+}
+
+#[tokio::test]
+async fn an_unreadable_memory_costs_the_memory_only_never_the_name() {
+    let store = InMemoryStore::new();
+    let (org, token) = store.add_org("Acme Corp", "CA");
+    store.add_contact(org.id, Some("Alex"), None, "+14165550100");
+    remembered_call(&store, org.id, "+14165550100", "Anything").await;
+    store.break_memory(org.id, &E164::parse_e164("+14165550100").unwrap());
+    let svc = service(store.clone(), store, InMemoryCache::new());
+
+    let answer = svc
+        .personalize(&token, request(Some("+14165550100")))
+        .await
+        .unwrap();
+
+    assert_eq!(answer.memory, Some(MemoryOutcome::Unreadable));
+    assert_eq!(
+        answer.outcome(),
+        AnswerOutcome::Matched,
+        "not degraded: the name is there"
+    );
+    assert_eq!(answer.variables.caller_name.as_deref(), Some("Alex"));
+    assert_eq!(answer.variables.memory, None);
+}
+
+#[tokio::test]
+async fn a_stranger_is_remembered_only_where_the_organization_says_so() {
+    use relay_ports::OrganizationAdmin as _;
+    let store = InMemoryStore::new();
+    let (org, token) = store.add_org("Acme Corp", "CA");
+    remembered_call(&store, org.id, "+14165550199", "Wanted a quote").await;
+    let svc = service(store.clone(), store.clone(), InMemoryCache::new());
+
+    let by_default = svc
+        .personalize(&token, request(Some("+14165550199")))
+        .await
+        .unwrap();
+    assert_eq!(serde_json::to_string(&by_default.variables).unwrap(), "{}");
+    assert_eq!(by_default.memory, Some(MemoryOutcome::Off));
+
+    store
+        .set_memory(org.id, relay_domain::MemorySettings::new(90, true).unwrap())
+        .await
+        .unwrap();
+    let svc = service(store.clone(), store.clone(), InMemoryCache::new());
+    let remembered = svc
+        .personalize(&token, request(Some("+14165550199")))
+        .await
+        .unwrap();
+    assert_eq!(remembered.memory, Some(MemoryOutcome::Remembered));
+    assert_eq!(remembered.matched, MatchResult::UnknownCaller);
+    assert_eq!(remembered.variables.caller_name, None);
+    assert_eq!(
+        remembered.variables.memory.unwrap().last_call_summary,
+        "Wanted a quote"
+    );
+
+    let never_called = svc
+        .personalize(&token, request(Some("+14165550123")))
+        .await
+        .unwrap();
+    assert_eq!(
+        serde_json::to_string(&never_called.variables).unwrap(),
+        "{}",
+        "a stranger with no history still gets {{}}"
+    );
+    assert_eq!(never_called.memory, Some(MemoryOutcome::None));
+}
+
+#[tokio::test]
+async fn memory_off_and_memory_past_the_window_read_nothing() {
+    use relay_ports::OrganizationAdmin as _;
+    let store = InMemoryStore::new();
+    let (org, token) = store.add_org("Acme Corp", "CA");
+    store.add_contact(org.id, Some("Alex"), None, "+14165550100");
+    remembered_call(&store, org.id, "+14165550100", "Old news").await;
+
+    store
+        .set_memory(org.id, relay_domain::MemorySettings::new(2, false).unwrap())
+        .await
+        .unwrap();
+    let svc = service(store.clone(), store.clone(), InMemoryCache::new());
+    let past = svc
+        .personalize(&token, request(Some("+14165550100")))
+        .await
+        .unwrap();
+    assert_eq!(
+        past.memory,
+        Some(MemoryOutcome::None),
+        "the call was 3 days ago"
+    );
+    assert_eq!(past.variables.memory, None);
+
+    store
+        .set_memory(org.id, relay_domain::MemorySettings::new(0, false).unwrap())
+        .await
+        .unwrap();
+    let svc = service(store.clone(), store, InMemoryCache::new());
+    let off = svc
+        .personalize(&token, request(Some("+14165550100")))
+        .await
+        .unwrap();
+    assert_eq!(off.memory, Some(MemoryOutcome::Off));
+    assert_eq!(off.variables.caller_name.as_deref(), Some("Alex"));
+    assert_eq!(off.variables.memory, None);
 }

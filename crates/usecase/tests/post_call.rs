@@ -268,7 +268,7 @@ async fn a_delivery_too_large_to_queue_is_refused_while_the_store_is_down() {
 async fn an_insert_the_store_refuses_is_kept_then_dead_lettered_by_the_replay_with_its_reason() {
     let w = world();
     let mut calls = MockCallLog::new();
-    calls.expect_record_call().returning(|_| {
+    calls.expect_record_call().returning(|_, _| {
         Err(RepositoryError::Unexpected(
             "check constraint violated".into(),
         ))

@@ -4,8 +4,9 @@
 //!   the variables of a match or `{}`).
 //! - `POST /api/webhook/elevenlabs/conversation-initiation`: ElevenLabs' own Twilio/SIP
 //!   "conversation initiation client data" webhook (call sid, no conversation id), answering
-//!   `{"type":"conversation_initiation_client_data","dynamic_variables":{...}}` with the full
-//!   variable set every time.
+//!   `{"type":"conversation_initiation_client_data","dynamic_variables":{...},"user_id":"..."}`
+//!   with the full variable set every time, and the matched contact's id as `user_id` (so
+//!   ElevenLabs groups a person's conversations; never a number or a name).
 //!
 //! Checks run cheapest first, and nothing a stranger sends is read before its token is checked:
 //! credentials present (401), the client's failed-authentication budget (429), content type
@@ -19,7 +20,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use relay_domain::{CallSid, ConversationId, MAX_CONVERSATION_ID_CHARS, mask_phone};
 use relay_observability::Metrics;
 use relay_usecase::{
-    Answer, AnswerOutcome, DependencyFailure, PersonalizationRequest, PersonalizeCall,
+    Answer, AnswerOutcome, DependencyFailure, MemoryOutcome, PersonalizationRequest,
+    PersonalizeCall,
 };
 use serde::{Deserialize, Serialize};
 use validator::Validate;
@@ -166,12 +168,15 @@ fn read_initiation(bytes: &[u8]) -> Result<Fields, ApiError> {
 struct InitiationResponse {
     r#type: &'static str,
     dynamic_variables: relay_domain::InitiationVariables,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<String>,
 }
 
 fn render_initiation(answer: &Answer) -> HttpResponse {
     HttpResponse::Ok().json(InitiationResponse {
         r#type: "conversation_initiation_client_data",
         dynamic_variables: answer.initiation_variables(),
+        user_id: answer.user_id(),
     })
 }
 
@@ -213,6 +218,11 @@ async fn serve(
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     metrics.observe_request(route.path, status, outcome, elapsed);
+    if let Ok((_, answer)) = &result
+        && let Some(memory) = answer.memory
+    {
+        metrics.observe_memory(route.path, memory.as_str());
+    }
     // The server span (tracing-actix-web's root span) is the current span here.
     tracing::Span::current().record("outcome", outcome);
     let latency_ms = elapsed.as_secs_f64() * 1e3;
@@ -250,6 +260,7 @@ fn log_answer(path: &'static str, request: &LoggedRequest, answer: &Answer, late
     let store = answer.store_failure.map(DependencyFailure::as_str);
     let cache = answer.cache_failure.map(DependencyFailure::as_str);
     let org_id = answer.org_id().map(|id| id.to_string());
+    let memory = answer.memory.map(MemoryOutcome::as_str);
     macro_rules! event {
         ($level:expr) => {
             tracing::event!(
@@ -265,6 +276,7 @@ fn log_answer(path: &'static str, request: &LoggedRequest, answer: &Answer, late
                 match_result = ?answer.matched,
                 store_failure = store,
                 cache_failure = cache,
+                memory,
                 latency_ms,
                 "personalization answered"
             )

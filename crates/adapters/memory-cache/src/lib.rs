@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use moka::Expiry;
 use moka::future::Cache;
-use relay_domain::{CallContext, CallKey, OrgId};
+use relay_domain::{CallContext, CallKey, ContactId, E164, OrgId};
 use relay_ports::{BoxError, CacheError, CallContextCache, PoolStats, Probe};
 
 /// Entries kept at most by default; the least recently used go first beyond it.
@@ -100,6 +100,31 @@ impl CallContextCache for MemoryCache {
             .get(&(org, key.clone()))
             .await
             .map(|e| e.context))
+    }
+
+    async fn forget_caller(
+        &self,
+        org: OrgId,
+        phone: &E164,
+        contacts: &[ContactId],
+    ) -> Result<u64, CacheError> {
+        let doomed: Vec<ScopedKey> = self
+            .entries
+            .iter()
+            .filter(|(key, entry)| {
+                key.0 == org
+                    && (entry.context.caller_number.as_ref() == Some(phone)
+                        || entry
+                            .context
+                            .contact_id
+                            .is_some_and(|c| contacts.contains(&c)))
+            })
+            .map(|(key, _)| (*key).clone())
+            .collect();
+        for key in &doomed {
+            self.entries.invalidate(key).await;
+        }
+        Ok(doomed.len() as u64)
     }
 }
 

@@ -138,7 +138,8 @@ pub(crate) struct CallerRow {
 impl CallerRow {
     /// The contact (when the row has one) of `org`.
     pub(crate) fn contact(&self, org: OrgId) -> Result<Option<Contact>, RepositoryError> {
-        let (Some(id), Some(phone), Some(updated_at)) = (self.id, &self.phone_e164, self.updated_at)
+        let (Some(id), Some(phone), Some(updated_at)) =
+            (self.id, &self.phone_e164, self.updated_at)
         else {
             return Ok(None);
         };

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_redis::redis::{self, FromRedisValue};
 use deadpool_redis::{PoolConfig, Runtime, Timeouts, cluster};
-use relay_domain::{CallContext, CallKey, OrgId};
+use relay_domain::{CallContext, CallKey, ContactId, E164, OrgId};
 use relay_ports::{
     Appended, BoxError, CacheError, CallContextCache, DeliveryOutbox, OutboxBound, OutboxEntry,
     OutboxError, OutboxLimits, OutboxUsage, PoolStats, Probe,
@@ -291,6 +291,127 @@ impl CallContextCache for RedisCache {
             .await?
             .filter(|context| context.org_id == org))
     }
+
+    async fn forget_caller(
+        &self,
+        org: OrgId,
+        phone: &E164,
+        contacts: &[ContactId],
+    ) -> Result<u64, CacheError> {
+        // Both key kinds of the organization (`call:` and `call-sid:`); each is read and deleted
+        // only if it is the caller's. An entry that cannot be read is left alone.
+        let keys = self
+            .scan(&format!("{}org:{org}:call*", self.prefix))
+            .await?;
+        let mut deleted = 0;
+        for key in keys {
+            let Ok(Some(context)) = self.get_json(key.clone()).await else {
+                continue;
+            };
+            let theirs = context.org_id == org
+                && (context.caller_number.as_ref() == Some(phone)
+                    || context.contact_id.is_some_and(|c| contacts.contains(&c)));
+            if theirs {
+                deleted += self.command::<u64>(redis::cmd("DEL").arg(&key)).await?;
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+/// Keys looked at per `SCAN` step while erasing a caller's contexts.
+const SCAN_COUNT: usize = 1_000;
+
+impl RedisCache {
+    /// Every key matching `pattern`, on every primary of a cluster. `SCAN` walks the keyspace
+    /// without blocking the server (unlike `KEYS`); it is for erasure on request, never the
+    /// webhook path.
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>, CacheError> {
+        let mut keys = Vec::new();
+        match &self.backend {
+            Backend::Single(pool) => {
+                let mut conn = pool
+                    .get()
+                    .await
+                    .map_err(|e| CacheError::Unavailable(Box::new(e)))?;
+                let mut cursor = 0_u64;
+                loop {
+                    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(SCAN_COUNT)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(unavailable)?;
+                    keys.extend(batch);
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            Backend::Cluster(pool) => {
+                use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+                let mut conn = pool
+                    .get()
+                    .await
+                    .map_err(|e| CacheError::Unavailable(Box::new(e)))?;
+                let nodes: String = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query_async(&mut *conn)
+                    .await
+                    .map_err(unavailable)?;
+                for (host, port) in primaries(&nodes) {
+                    let mut cursor = 0_u64;
+                    loop {
+                        let mut cmd = redis::cmd("SCAN");
+                        cmd.arg(cursor)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(SCAN_COUNT);
+                        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                            host: host.clone(),
+                            port,
+                        });
+                        let value = conn
+                            .route_command(cmd, routing)
+                            .await
+                            .map_err(unavailable)?;
+                        let (next, batch): (u64, Vec<String>) = redis::from_redis_value(value)
+                            .map_err(|e| CacheError::Unavailable(Box::new(e)))?;
+                        keys.extend(batch);
+                        if next == 0 {
+                            break;
+                        }
+                        cursor = next;
+                    }
+                }
+            }
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+}
+
+/// The primaries' addresses in a `CLUSTER NODES` answer (`<id> <host:port@bus> <flags> ...`),
+/// leaving out failed nodes.
+fn primaries(nodes: &str) -> Vec<(String, u16)> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address = fields.nth(1)?;
+            let flags = fields.next()?;
+            let primary = flags.split(',').any(|f| f == "master")
+                && !flags.split(',').any(|f| f == "fail" || f == "noaddr");
+            let (host, port) = address.split('@').next()?.rsplit_once(':')?;
+            primary.then(|| Some((host.to_owned(), port.parse().ok()?)))?
+        })
+        .collect()
 }
 
 /// The stream entry's one field.

@@ -105,13 +105,14 @@ impl MemoryKeeper for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(repo_error)?;
-        let memories = sqlx::query("DELETE FROM caller_memory WHERE org_id = ?1 AND phone_e164 = ?2")
-            .bind(&org_id)
-            .bind(phone.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(repo_error)?
-            .rows_affected();
+        let memories =
+            sqlx::query("DELETE FROM caller_memory WHERE org_id = ?1 AND phone_e164 = ?2")
+                .bind(&org_id)
+                .bind(phone.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(repo_error)?
+                .rows_affected();
         tx.commit().await.map_err(repo_error)?;
         Ok(Forgotten {
             contacts: contacts

@@ -71,6 +71,10 @@ async fn initiation_answers_the_full_set_for_a_known_caller_and_caches_by_call_s
     let w = world();
     let (status, body) = send(&w, initiation(w.token.expose(), &fixture(INITIATION))).await;
     assert_eq!(status, StatusCode::OK);
+    let (ctx, ttl) = w
+        .cache
+        .entry_by_call_sid(CALL_SID)
+        .expect("cached by call sid");
     assert_eq!(
         body,
         json!({
@@ -81,14 +85,19 @@ async fn initiation_answers_the_full_set_for_a_known_caller_and_caches_by_call_s
                 "caller_last_name": "Morgan",
                 "caller_number": "+14165550100",
                 "org_name": "Acme Corp",
-                "is_known_caller": true
-            }
-        })
+                "is_known_caller": true,
+                "is_returning_caller": false,
+                "previous_calls": 0,
+                "last_call_at": "",
+                "last_call_ago": "",
+                "last_call_summary": "",
+                "last_call_outcome": "",
+                "missed_calls_since_last": 0
+            },
+            "user_id": ctx.contact_id.expect("matched").to_string()
+        }),
+        "the memory set (memory is on by default) and the contact's id as user_id"
     );
-    let (ctx, ttl) = w
-        .cache
-        .entry_by_call_sid(CALL_SID)
-        .expect("cached by call sid");
     assert_eq!(ttl.as_secs(), 86_400);
     assert_eq!(ctx.org_id, w.org.id);
     assert!(ctx.contact_id.is_some());
@@ -115,9 +124,17 @@ async fn initiation_answers_the_full_set_with_the_fallback_for_an_unknown_caller
             "caller_last_name": "",
             "caller_number": "+14165550199",
             "org_name": "Acme Corp",
-            "is_known_caller": false
+            "is_known_caller": false,
+            "is_returning_caller": false,
+            "previous_calls": 0,
+            "last_call_at": "",
+            "last_call_ago": "",
+            "last_call_summary": "",
+            "last_call_outcome": "",
+            "missed_calls_since_last": 0
         })
     );
+    assert!(answer.get("user_id").is_none(), "no user id for a stranger");
     assert!(
         w.cache.entry("conv_unknown_1").is_some(),
         "also by conversation id"
@@ -132,11 +149,17 @@ async fn initiation_fails_open_with_every_variable_when_the_store_is_down() {
     let (status, answer) = send(&w, initiation(w.token.expose(), &fixture(INITIATION))).await;
     assert_eq!(status, StatusCode::OK);
     let vars = answer["dynamic_variables"].as_object().unwrap();
-    assert_eq!(vars.len(), 6, "{vars:?}");
+    assert_eq!(
+        vars.len(),
+        13,
+        "names, number, org and the neutral memory: {vars:?}"
+    );
     assert_eq!(vars["is_known_caller"], json!(false));
+    assert_eq!(vars["is_returning_caller"], json!(false));
     assert!(
-        vars.values().all(|v| v.is_string() || v.is_boolean()),
-        "only strings and booleans: {vars:?}"
+        vars.values()
+            .all(|v| v.is_string() || v.is_boolean() || v.is_u64()),
+        "only strings, booleans and counts: {vars:?}"
     );
 }
 

@@ -405,6 +405,20 @@ impl TestStore {
         }
     }
 
+    /// A count (`SELECT count(*) ...`) on whichever database this is: what is really stored.
+    pub async fn count(&self, sql: &'static str) -> i64 {
+        match self {
+            Self::Postgres(db) => sqlx::query_scalar(sql).fetch_one(db.pool()).await.unwrap(),
+            Self::Sqlite(_) => {
+                let (store, _) = SqliteStore::open(&self.url(), false).await.unwrap();
+                sqlx::query_scalar(sql)
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap()
+            }
+        }
+    }
+
     /// Every contact as (E.164, first name), ordered by number: what an import really stored.
     pub async fn contacts(&self) -> Vec<(String, Option<String>)> {
         const SQL: &str = "SELECT phone_e164, first_name FROM contacts ORDER BY phone_e164";

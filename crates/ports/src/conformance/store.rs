@@ -5,8 +5,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use relay_domain::{
     CallId, CallKind, CallOutcome, CallRecord, CallSid, CallerMemory, Contact, ContactId,
-    ConversationId, FallbackName, MemorySettings, NewContact, OrgId, OrgName, Organization,
-    Region, SecretId, ToolToken,
+    ConversationId, FallbackName, MemorySettings, NewContact, OrgId, OrgName, Organization, Region,
+    SecretId, ToolToken,
 };
 
 use super::{StoreFixture, e164};

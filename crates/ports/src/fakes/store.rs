@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use relay_domain::{
-    CallId, CallKind, CallOutcome, CallRecord, CallSummary, CallerMemory, Contact, ContactId,
-    E164, FallbackName, MemorySettings, NewContact, OrgId, OrgName, Organization, Region,
-    SecretId, SecretInfo, TokenDigest, ToolToken,
+    CallId, CallKind, CallOutcome, CallRecord, CallSummary, CallerMemory, Contact, ContactId, E164,
+    FallbackName, MemorySettings, NewContact, OrgId, OrgName, Organization, Region, SecretId,
+    SecretInfo, TokenDigest, ToolToken,
 };
 
 use super::{Behaviour, lock};
@@ -107,8 +107,12 @@ impl MemoryRow {
                 self.completed_calls += 1;
                 if self.last_call_at.is_none_or(|last| at >= last) {
                     self.last_call_at = Some(at);
-                    self.last_summary = record.summary.as_deref().and_then(CallSummary::from_untrusted);
-                    self.last_outcome = CallOutcome::from_evaluation(record.call_successful.as_deref());
+                    self.last_summary = record
+                        .summary
+                        .as_deref()
+                        .and_then(CallSummary::from_untrusted);
+                    self.last_outcome =
+                        CallOutcome::from_evaluation(record.call_successful.as_deref());
                     if self.last_missed_at.is_none_or(|missed| missed <= at) {
                         self.missed_since_last = 0;
                     }
@@ -239,12 +243,16 @@ impl InMemoryStore {
     /// Makes the memory of `phone` in `org` unreadable, as a broken stored row would be:
     /// [`ContactDirectory::find_caller`] then answers the contact with a memory error.
     pub fn break_memory(&self, org: OrgId, phone: &E164) {
-        lock(&self.data).unreadable_memory.push((org, phone.clone()));
+        lock(&self.data)
+            .unreadable_memory
+            .push((org, phone.clone()));
     }
 
     /// Whether any memory of `phone` in `org` is kept (expired or not).
     pub fn has_memory(&self, org: OrgId, phone: &E164) -> bool {
-        lock(&self.data).memories.contains_key(&(org, phone.clone()))
+        lock(&self.data)
+            .memories
+            .contains_key(&(org, phone.clone()))
     }
 
     /// Every call record stored, in insertion order.
@@ -340,7 +348,9 @@ impl ContactDirectory for InMemoryStore {
         let contact = data.newest_contact(org, phone).map(|c| c.contact.clone());
         let key = (org, phone.clone());
         let memory = if data.unreadable_memory.contains(&key) {
-            Err(RepositoryError::Unexpected("fake memory is unreadable".into()))
+            Err(RepositoryError::Unexpected(
+                "fake memory is unreadable".into(),
+            ))
         } else {
             Ok(memory_since.and_then(|since| {
                 data.memories
@@ -607,7 +617,11 @@ impl ContactImport for InMemoryStore {
 /// Purges under the store's one lock, so there is never a concurrent purge to step aside for.
 #[async_trait]
 impl MemoryKeeper for InMemoryStore {
-    async fn purge_expired(&self, now: DateTime<Utc>, batch: u32) -> Result<Purged, RepositoryError> {
+    async fn purge_expired(
+        &self,
+        now: DateTime<Utc>,
+        batch: u32,
+    ) -> Result<Purged, RepositoryError> {
         self.begin()
             .apply()
             .await

@@ -80,6 +80,11 @@ pub struct PostCallEvent {
     pub duration_secs: Option<u32>,
     /// `data.metadata.start_time_unix_secs`.
     pub started_at: Option<DateTime<Utc>>,
+    /// `data.user_id`: what the initiation route answered as `user_id` (a contact's id).
+    pub user_id: Option<String>,
+    /// `data.conversation_initiation_client_data.dynamic_variables.caller_number`: the number
+    /// the initiation route answered, echoed back.
+    pub echoed_caller_number: Option<String>,
 }
 
 /// The body is not a post-call event.
@@ -138,6 +143,10 @@ struct RawData {
     metadata: Option<Value>,
     #[serde(default)]
     analysis: Option<Value>,
+    #[serde(default)]
+    user_id: Option<Value>,
+    #[serde(default)]
+    conversation_initiation_client_data: Option<Value>,
 }
 
 fn text(value: Option<&Value>, max: usize) -> Option<String> {
@@ -230,6 +239,14 @@ impl PostCallEvent {
             duration_secs: seconds(metadata.and_then(|m| m.get("call_duration_secs")))
                 .and_then(|s| u32::try_from(s).ok()),
             started_at: timestamp(metadata.and_then(|m| m.get("start_time_unix_secs"))),
+            user_id: text(data.user_id.as_ref(), MAX_FIELD_CHARS),
+            echoed_caller_number: text(
+                data.conversation_initiation_client_data
+                    .as_ref()
+                    .and_then(|c| c.get("dynamic_variables"))
+                    .and_then(|v| v.get("caller_number")),
+                MAX_FIELD_CHARS,
+            ),
         })
     }
 }

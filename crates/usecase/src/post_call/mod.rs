@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use relay_domain::{CallId, CallKey, CallRecord, CallerNumber, ContactId, Organization};
+use relay_domain::{CallId, CallKey, CallRecord, CallerNumber, ContactId, E164, Organization};
 use relay_ports::{
     CallContextCache, CallLog, ContactDirectory, DeliveryOutbox, OrganizationDirectory,
     OutboxLimits, RepositoryError, WebhookSigner,
@@ -305,7 +305,10 @@ impl RecordCall {
         else {
             return Ok(Delivered::Acknowledged(event.event_type));
         };
-        let contact_id = self.find_contact(org, &event).await?;
+        let (contact_id, caller) = self.find_contact(org, &event).await?;
+        // Memory only where the organization keeps it: its contacts, and other callers if it
+        // said so.
+        let remember = caller.is_some() && org.memory.remembers(contact_id.is_some());
         let record = CallRecord {
             id: CallId::from_uuid(uuid::Uuid::new_v4()),
             org_id: org.id,
@@ -316,6 +319,7 @@ impl RecordCall {
             kind,
             direction: event.direction,
             external_number: event.external_number,
+            caller,
             agent_number: event.agent_number,
             status: event.status,
             call_successful: event.call_successful,
@@ -328,7 +332,7 @@ impl RecordCall {
         let recorded = self
             .ports
             .calls
-            .record_call(&record)
+            .record_call(&record, remember)
             .await
             .map_err(Failure::store)?;
         Ok(Delivered::Recorded {
@@ -339,49 +343,74 @@ impl RecordCall {
         })
     }
 
-    /// The contact the call was with: the one matched when the call connected (the cached
-    /// context, by conversation id, else call sid), or when the context is gone, the
-    /// organization's contact with the other party's number.
+    /// The contact the call was with, and the caller's number (the memory's key):
+    ///
+    /// 1. the contact matched when the call connected (the cached context, by conversation id,
+    ///    else call sid);
+    /// 2. when the context is gone or had none, `data.user_id`, which the initiation route
+    ///    answered with the contact's id;
+    /// 3. else the organization's contact with the caller's number.
+    ///
+    /// The number is the one ElevenLabs sent (`external_number`), else the one the initiation
+    /// route answered and ElevenLabs echoed, else the cached context's; read in the
+    /// organization's region.
     async fn find_contact(
         &self,
         org: &Organization,
         event: &PostCallEvent,
-    ) -> Result<Option<ContactId>, Failure> {
+    ) -> Result<(Option<ContactId>, Option<E164>), Failure> {
+        let sent = [&event.external_number, &event.echoed_caller_number]
+            .into_iter()
+            .find_map(|raw| {
+                CallerNumber::from_caller_id(raw.as_deref(), &org.default_region)
+                    .number()
+                    .cloned()
+            });
         let keys = event
             .conversation_id
             .clone()
             .map(CallKey::Conversation)
             .into_iter()
             .chain(event.call_sid.clone().map(CallKey::CallSid));
+        let mut cached = None;
         for key in keys {
             match self.ports.cache.get(org.id, &key).await {
                 // Only this organization's context: the port promises it, and checking again
                 // costs nothing. A context without a contact (unknown caller, or the store
-                // failed at call start) falls through to the number.
+                // failed at call start) falls through.
                 Ok(Some(context)) if context.org_id == org.id => {
-                    if context.contact_id.is_some() {
-                        return Ok(context.contact_id);
-                    }
+                    cached = Some(context);
                     break;
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    tracing::warn!(error = %error, "call context lookup failed; matching by number");
+                    tracing::warn!(error = %error, "call context lookup failed; matching by user id or number");
                     break;
                 }
             }
         }
-        let caller =
-            CallerNumber::from_caller_id(event.external_number.as_deref(), &org.default_region);
-        let Some(number) = caller.number() else {
-            return Ok(None);
+        let caller = sent.or_else(|| cached.as_ref().and_then(|c| c.caller_number.clone()));
+        if let Some(contact) = cached.and_then(|c| c.contact_id) {
+            return Ok((Some(contact), caller));
+        }
+        // The record links it only if it is this organization's contact.
+        let user = event
+            .user_id
+            .as_deref()
+            .and_then(|id| uuid::Uuid::parse_str(id).ok())
+            .map(ContactId::from_uuid);
+        if user.is_some() {
+            return Ok((user, caller));
+        }
+        let Some(number) = caller else {
+            return Ok((None, None));
         };
-        Ok(self
+        let contact = self
             .ports
             .contacts
-            .find_by_phone(org.id, number)
+            .find_by_phone(org.id, &number)
             .await
-            .map_err(Failure::store)?
-            .map(|c| c.id))
+            .map_err(Failure::store)?;
+        Ok((contact.map(|c| c.id), Some(number)))
     }
 }
