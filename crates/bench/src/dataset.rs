@@ -195,6 +195,69 @@ fn rows(first: u64, count: u64) -> Vec<Result<RawContact, Rejection>> {
         .collect()
 }
 
+/// The returning-caller memory the service works with during the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum MemoryMode {
+    /// Every organization remembers (the default, 90 days) and the contacts' numbers have a
+    /// memory (three calls, the last two days ago, a summary of typical length): all of them, or
+    /// the share `--remembered` gives, so a known caller's answer carries the seven memory
+    /// variables.
+    On,
+    /// Every organization's memory is off (`--retention-days 0`): the lookup reads no memory.
+    Off,
+}
+
+/// A summary of the length ElevenLabs' `transcript_summary` usually has (about 300 characters).
+const SUMMARY: &str = "The caller asked to move their appointment from Tuesday to Thursday \
+afternoon and wanted to know whether the clinic validates parking. The agent confirmed the new \
+time, explained that parking is validated at the front desk, and promised a reminder text the \
+day before. The caller was satisfied.";
+
+/// Sets the memory up as `mode` says, in set-based statements on the seeded data.
+pub(crate) async fn set_memory(
+    url: &SecretString,
+    mode: MemoryMode,
+    remembered_percent: u8,
+) -> anyhow::Result<u64> {
+    use sqlx::Connection as _;
+    let mut conn = sqlx::PgConnection::connect(url.expose_secret())
+        .await
+        .context("cannot connect to the bench database")?;
+    sqlx::query("TRUNCATE caller_memory")
+        .execute(&mut conn)
+        .await?;
+    match mode {
+        MemoryMode::Off => {
+            sqlx::query("UPDATE organizations SET memory_retention_days = 0")
+                .execute(&mut conn)
+                .await?;
+            Ok(0)
+        }
+        MemoryMode::On => {
+            sqlx::query("UPDATE organizations SET memory_retention_days = 90")
+                .execute(&mut conn)
+                .await?;
+            let done = sqlx::query(
+                "INSERT INTO caller_memory (org_id, phone_e164, completed_calls, last_call_at,
+                                            last_summary, last_outcome, missed_since_last,
+                                            last_activity_at)
+                 SELECT DISTINCT org_id, phone_e164, 3, now() - interval '2 days', $1,
+                        'success', 1, now() - interval '1 day'
+                   FROM contacts
+                  WHERE abs(hashtext(phone_e164)) % 100 < $2",
+            )
+            .bind(SUMMARY)
+            .bind(i32::from(remembered_percent))
+            .execute(&mut conn)
+            .await?;
+            sqlx::query("ANALYZE caller_memory")
+                .execute(&mut conn)
+                .await?;
+            Ok(done.rows_affected())
+        }
+    }
+}
+
 async fn recreate_database(url: &SecretString) -> anyhow::Result<()> {
     use sqlx::Connection as _;
     let (url, query) = url

@@ -78,6 +78,13 @@ struct Args {
     /// Extra service settings, NAME=VALUE (repeatable), e.g. `HTTP_WORKERS=1`.
     #[arg(long = "service-env", value_parser = parse_env)]
     service_env: Vec<(String, String)>,
+    /// Returning-caller memory during the run: `on` (every contact remembered) or `off`.
+    #[arg(long, value_enum, default_value = "on")]
+    memory: dataset::MemoryMode,
+    /// With `--memory on`: the share of contact numbers that have a memory, in percent (the
+    /// others have never called).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(0..=100))]
+    remembered: u8,
     /// Write the service's log here instead of discarding it.
     #[arg(long)]
     service_log: Option<PathBuf>,
@@ -246,6 +253,8 @@ async fn main() -> anyhow::Result<()> {
         seeded.inserted,
         seeded.rejected
     );
+    let remembered = dataset::set_memory(&args.database_url, args.memory, args.remembered).await?;
+    eprintln!("memory {:?}: {remembered} numbers remembered", args.memory);
     let dataset = Arc::new(dataset);
 
     let backends = Backends {
@@ -326,6 +335,7 @@ async fn main() -> anyhow::Result<()> {
             args.connections,
             duration,
             args.raw_org_lookup,
+            args.memory == dataset::MemoryMode::On,
         )
         .await?;
         eprintln!(
@@ -346,7 +356,9 @@ async fn main() -> anyhow::Result<()> {
 
     let mut report = String::new();
     report.push_str(&format!(
-        "machine: {machine}; {} organizations, {} contacts, mix {}% matched / {}% unknown / {}% anonymous / {}% wrong token; {} s per point, median of {}\n\n",
+        "machine: {machine}; memory {:?} ({}% of contacts remembered); {} organizations, {} contacts, mix {}% matched / {}% unknown / {}% anonymous / {}% wrong token; {} s per point, median of {}\n\n",
+        args.memory,
+        args.remembered,
         args.orgs,
         args.contacts,
         Mix::REALISTIC.matched,

@@ -40,6 +40,7 @@ pub(crate) async fn run(
     concurrency: usize,
     duration: Duration,
     with_org_lookup: bool,
+    remember: bool,
 ) -> anyhow::Result<RawOutcome> {
     let orgs = Arc::new(resolve_orgs(store, dataset).await?);
     let start = Instant::now();
@@ -72,7 +73,9 @@ pub(crate) async fn run(
                 if with_org_lookup {
                     ok &= store.find_by_secret_digest(digest).await.is_ok();
                 }
-                let contact = store.find_by_phone(*org, &phone).await;
+                // The service's own lookup: contact and memory in one statement.
+                let since = remember.then(|| chrono::Utc::now() - chrono::TimeDelta::days(90));
+                let contact = store.find_caller(*org, &phone, since).await;
                 ok &= contact.is_ok();
                 let context = CallContext {
                     conversation_id: Some(ConversationId::parse(format!(
@@ -80,7 +83,7 @@ pub(crate) async fn run(
                     ))?),
                     call_sid: None,
                     org_id: *org,
-                    contact_id: contact.ok().flatten().map(|c| c.id),
+                    contact_id: contact.ok().and_then(|c| c.contact).map(|c| c.id),
                     caller_number: Some(phone),
                     called_number: Some("+14165550000".into()),
                     agent_id: Some("agent_bench".into()),

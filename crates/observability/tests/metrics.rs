@@ -257,3 +257,38 @@ fn check_format_rejects_a_family_declared_twice() {
     assert!(check_format("# TYPE a gauge\na 1\n# TYPE b gauge\na 2\n").is_err());
     assert!(check_format("# TYPE a gauge\na 1\n").is_ok());
 }
+
+#[test]
+fn memory_answers_and_purge_runs_are_counted() {
+    let metrics = Metrics::new("9.9.9", "postgres", "redis");
+    metrics.observe_memory("/hook", "remembered");
+    metrics.observe_memory("/hook", "remembered");
+    metrics.observe_memory("/hook", "unreadable");
+    metrics.observe_purge("ran", 3, 7);
+    metrics.observe_purge("ran", 1, 0);
+    metrics.observe_purge("skipped", 0, 0);
+    let text = metrics.render();
+    check_format(&text).expect("valid exposition format");
+
+    let memory = |label| {
+        sample(
+            &text,
+            "relay_memory_answers_total",
+            &[("route", "/hook"), ("memory", label)],
+        )
+    };
+    assert_eq!(memory("remembered"), Some(2.0));
+    assert_eq!(memory("unreadable"), Some(1.0));
+    let runs = |result| {
+        sample(
+            &text,
+            "relay_memory_purge_runs_total",
+            &[("result", result)],
+        )
+    };
+    assert_eq!(runs("ran"), Some(2.0));
+    assert_eq!(runs("skipped"), Some(1.0));
+    let purged = |kind| sample(&text, "relay_memory_purged_total", &[("kind", kind)]);
+    assert_eq!(purged("memories"), Some(4.0));
+    assert_eq!(purged("summaries"), Some(7.0));
+}

@@ -561,8 +561,10 @@ pub struct Forgotten {
 pub trait MemoryKeeper: Send + Sync {
     /// Deletes at most `batch` expired memories and removes at most `batch` expired summaries
     /// from call records: those whose time (a memory's last activity, a record's `event_at`) is
-    /// more than their organization's retention before `now`, and every memory of an
-    /// organization whose memory is off. Run again until a batch removes less than `batch`.
+    /// more than their organization's retention before `now`, every memory of an organization
+    /// whose memory is off, and the memory of numbers that are no contact's where the
+    /// organization does not remember unknown callers (any more). Run again until a batch
+    /// removes less than `batch`.
     ///
     /// - At most one process purges at a time: a concurrent call returns at once with
     ///   `ran: false`.

@@ -9,8 +9,9 @@ use sqlx::types::Uuid;
 
 use crate::{PgStore, repo_error};
 
-/// Deletes at most `$2` memories past their organization's window at `$1` (all of an
-/// organization whose memory is off).
+/// Deletes at most `$2` memories past their organization's window at `$1`, all of an
+/// organization whose memory is off, and those of callers who are not contacts where the
+/// organization no longer remembers them.
 const PURGE_MEMORIES: &str = "
 WITH doomed AS (
     SELECT m.org_id, m.phone_e164
@@ -18,6 +19,9 @@ WITH doomed AS (
       JOIN organizations o ON o.id = m.org_id
      WHERE o.memory_retention_days = 0
         OR m.last_activity_at < $1 - make_interval(days => o.memory_retention_days)
+        OR (NOT o.memory_unknown_callers
+            AND NOT EXISTS (SELECT 1 FROM contacts c
+                             WHERE c.org_id = m.org_id AND c.phone_e164 = m.phone_e164))
      LIMIT $2
 )
 DELETE FROM caller_memory m

@@ -21,6 +21,9 @@ DELETE FROM caller_memory
          JOIN organizations o ON o.id = m.org_id
         WHERE o.memory_retention_days = 0
            OR m.last_activity_at < ?1 - o.memory_retention_days * ?3
+           OR (NOT o.memory_unknown_callers
+               AND NOT EXISTS (SELECT 1 FROM contacts c
+                                WHERE c.org_id = m.org_id AND c.phone_e164 = m.phone_e164))
         LIMIT ?2)";
 
 /// The Postgres adapter's purge of summaries.

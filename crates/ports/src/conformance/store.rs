@@ -694,6 +694,28 @@ cases! {
         );
     }
 
+    /// Where an organization does not remember unknown callers (the default, or turned off
+    /// later), the purge deletes the memory of numbers that are no contact's, and keeps its
+    /// contacts'.
+    pub async fn strangers_are_forgotten_where_unknown_callers_are_off(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        imported(f, acme.id, "Alex", "+14165550100").await;
+        s.set_memory(acme.id, MemorySettings::new(90, true).expect("settings")).await.expect("set");
+        s.record_call(&record(acme.id, "conv_k1", 0), true).await.expect("record");
+        let mut stranger = record(acme.id, "conv_k2", 10);
+        stranger.caller = Some(e164("+14165550199"));
+        s.record_call(&stranger, true).await.expect("record");
+        let soon = record(acme.id, "x", 0).event_at + TimeDelta::hours(1);
+        let kept = s.purge_expired(soon, 100).await.expect("purge");
+        assert_eq!(kept.memories, 0, "unknown callers are on");
+        s.set_memory(acme.id, MemorySettings::default()).await.expect("set");
+        let purged = s.purge_expired(soon, 100).await.expect("purge");
+        assert_eq!(purged.memories, 1);
+        assert_eq!(memory_of(f, acme.id, "+14165550199").await, None);
+        assert!(memory_of(f, acme.id, "+14165550100").await.is_some(), "a contact's stays");
+    }
+
     /// Erasure deletes the organization's contacts with the number, its memory and the caller's
     /// details in its call records, nothing of another organization's, and a second run removes
     /// nothing.

@@ -638,10 +638,23 @@ impl MemoryKeeper for InMemoryStore {
             None => false,
         };
         let batch = batch as usize;
+        let forgets_strangers: Vec<OrgId> = data
+            .orgs
+            .iter()
+            .filter(|o| !o.memory.unknown_callers)
+            .map(|o| o.id)
+            .collect();
+        let stranger = |org: &OrgId, phone: &E164| {
+            forgets_strangers.contains(org)
+                && !data
+                    .contacts
+                    .iter()
+                    .any(|c| c.contact.org_id == *org && c.contact.phone == *phone)
+        };
         let doomed: Vec<(OrgId, E164)> = data
             .memories
             .iter()
-            .filter(|((org, _), m)| expired(org, m.last_activity_at))
+            .filter(|((org, phone), m)| expired(org, m.last_activity_at) || stranger(org, phone))
             .map(|(key, _)| key.clone())
             .take(batch)
             .collect();
