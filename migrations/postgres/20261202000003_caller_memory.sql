@@ -34,6 +34,11 @@ CREATE TABLE caller_memory (
 
 CREATE INDEX caller_memory_activity_idx ON caller_memory (last_activity_at);
 
+-- Whether the contact's number has a memory (set with it, and by an import for a number already
+-- remembered), so the caller lookup probes `caller_memory` only for those and for callers who are
+-- not contacts. Left set after a purge it costs one probe, never a wrong answer.
+ALTER TABLE contacts ADD COLUMN has_memory boolean NOT NULL DEFAULT false;
+
 -- Records written before this column: numbers ElevenLabs already sent in E.164 are keys as they
 -- are (others stay unkeyed; erasure still finds them by their contact).
 UPDATE calls SET caller_e164 = external_number WHERE external_number ~ '^\+[0-9]{2,15}$';

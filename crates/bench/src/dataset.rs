@@ -226,6 +226,9 @@ pub(crate) async fn set_memory(
     sqlx::query("TRUNCATE caller_memory")
         .execute(&mut conn)
         .await?;
+    sqlx::query("UPDATE contacts SET has_memory = false WHERE has_memory")
+        .execute(&mut conn)
+        .await?;
     match mode {
         MemoryMode::Off => {
             sqlx::query("UPDATE organizations SET memory_retention_days = 0")
@@ -250,6 +253,17 @@ pub(crate) async fn set_memory(
             .bind(i32::from(remembered_percent))
             .execute(&mut conn)
             .await?;
+            // What the post-call route marks as it writes a memory.
+            sqlx::query(
+                "UPDATE contacts c SET has_memory = true
+                   FROM caller_memory m
+                  WHERE m.org_id = c.org_id AND m.phone_e164 = c.phone_e164",
+            )
+            .execute(&mut conn)
+            .await?;
+            sqlx::query("VACUUM ANALYZE contacts")
+                .execute(&mut conn)
+                .await?;
             sqlx::query("ANALYZE caller_memory")
                 .execute(&mut conn)
                 .await?;

@@ -109,6 +109,16 @@ impl CallLog for PgStore {
                     .execute(&mut *tx)
                     .await
                     .map_err(repo_error)?;
+                // The mark that lets the caller lookup probe the memory (once per number).
+                sqlx::query(
+                    "UPDATE contacts SET has_memory = true
+                      WHERE org_id = $1 AND phone_e164 = $2 AND NOT has_memory",
+                )
+                .bind(r.org_id.as_uuid())
+                .bind(caller.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(repo_error)?;
             }
             tx.commit().await.map_err(repo_error)?;
             return Ok(Recorded {

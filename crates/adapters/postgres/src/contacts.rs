@@ -39,22 +39,30 @@ impl ContactDirectory for PgStore {
         phone: &E164,
         memory_since: Option<DateTime<Utc>>,
     ) -> Result<Caller, RepositoryError> {
-        // One row, always: the newest contact of the number and its memory, each possibly
-        // missing. Both are primary-key-sized index lookups in one round trip.
+        // One row, always, in one round trip: the newest contact of the number and its memory,
+        // each possibly missing. The memory's index is probed only when memory is on and the
+        // contact is marked as having one, or there is no contact: `OFFSET 0` keeps the
+        // subquery from being flattened into a join, so that condition gates the scan (a
+        // one-time filter) instead of filtering its result.
         let row: CallerRow = sqlx::query_as(
             "SELECT c.id, c.first_name, c.last_name, c.phone_e164, c.updated_at,
                     m.completed_calls, m.last_call_at, m.last_summary, m.last_outcome,
                     m.missed_since_last
                FROM (SELECT 1) AS one
                LEFT JOIN LATERAL (
-                    SELECT id, first_name, last_name, phone_e164, updated_at
+                    SELECT id, first_name, last_name, phone_e164, updated_at, has_memory
                       FROM contacts
                      WHERE org_id = $1 AND phone_e164 = $2
                      ORDER BY updated_at DESC, id DESC
                      LIMIT 1) AS c ON true
-               LEFT JOIN caller_memory AS m
-                      ON $3::timestamptz IS NOT NULL
-                     AND m.org_id = $1 AND m.phone_e164 = $2 AND m.last_activity_at >= $3",
+               LEFT JOIN LATERAL (
+                    SELECT completed_calls, last_call_at, last_summary, last_outcome,
+                           missed_since_last
+                      FROM caller_memory
+                     WHERE $3::timestamptz IS NOT NULL
+                       AND (c.has_memory OR c.id IS NULL)
+                       AND org_id = $1 AND phone_e164 = $2 AND last_activity_at >= $3
+                    OFFSET 0) AS m ON true",
         )
         .bind(org.as_uuid())
         .bind(phone.as_str())
@@ -92,8 +100,10 @@ WITH input AS (
        AND (t.first_name, t.last_name, t.phone_raw) IS DISTINCT FROM (i.first_name, i.last_name, i.phone_raw)
     RETURNING 1
 ), inserted AS (
-    INSERT INTO contacts (org_id, first_name, last_name, phone_raw, phone_e164)
-    SELECT $1, i.first_name, i.last_name, i.phone_raw, i.phone_e164
+    INSERT INTO contacts (org_id, first_name, last_name, phone_raw, phone_e164, has_memory)
+    SELECT $1, i.first_name, i.last_name, i.phone_raw, i.phone_e164,
+           EXISTS (SELECT 1 FROM caller_memory m
+                    WHERE m.org_id = $1 AND m.phone_e164 = i.phone_e164)
       FROM input i
      WHERE NOT EXISTS (SELECT 1 FROM target t WHERE t.phone_e164 = i.phone_e164)
     RETURNING 1

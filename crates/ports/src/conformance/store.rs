@@ -765,6 +765,32 @@ cases! {
         ));
     }
 
+    /// A number remembered before it became a contact: the contact imported later is answered
+    /// with the memory, and so is a contact imported before the first call.
+    pub async fn memory_is_found_whenever_the_contact_was_imported(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        s.record_call(&record(acme.id, "conv_j1", 0), true).await.expect("record");
+        let alex = imported(f, acme.id, "Alex", "+14165550100").await;
+        let later = s
+            .find_caller(acme.id, &e164("+14165550100"), Some(since_epoch()))
+            .await
+            .expect("find");
+        assert_eq!(later.contact.map(|c| c.id), Some(alex.id));
+        assert_eq!(later.memory.expect("readable").map(|m| m.previous_calls), Some(1));
+        let sam = imported(f, acme.id, "Sam", "+14165550111").await;
+        assert!(memory_of(f, acme.id, "+14165550111").await.is_none());
+        let mut first_call = record(acme.id, "conv_j2", 10);
+        first_call.caller = Some(e164("+14165550111"));
+        s.record_call(&first_call, true).await.expect("record");
+        let found = s
+            .find_caller(acme.id, &e164("+14165550111"), Some(since_epoch()))
+            .await
+            .expect("find");
+        assert_eq!(found.contact.map(|c| c.id), Some(sam.id));
+        assert_eq!(found.memory.expect("readable").map(|m| m.previous_calls), Some(1));
+    }
+
     /// Memory rules round-trip and new organizations get the defaults.
     pub async fn memory_settings_are_stored(f: &impl StoreFixture) {
         let s = f.store();
