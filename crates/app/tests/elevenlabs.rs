@@ -551,8 +551,7 @@ async fn the_next_call_remembers_the_last_until_forgotten_or_past_retention(
     assert_eq!(contract["previous_calls"], 1);
 
     // A stranger, with the default memory (contacts only): nothing kept, `{}` next time.
-    let stranger = transcription("conv_mem_stranger", "CA_mem_s", "+14165550199");
-    let mut stranger = stranger;
+    let mut stranger = transcription("conv_mem_stranger", "CA_mem_s", "+14165550199");
     stranger["event_timestamp"] = json!(chrono::Utc::now().timestamp());
     assert_eq!(deliver_signed(&service, &acme.org, &stranger).await.0, 200);
     let (_, answer) = send(
@@ -616,9 +615,9 @@ async fn the_next_call_remembers_the_last_until_forgotten_or_past_retention(
 
     // Retention: a call from two days ago with a one-day window is not read, and the purge
     // deletes it.
-    let url = db.url();
+    let db_url = db.url();
     relay_ok(
-        &url,
+        &db_url,
         &[
             "org",
             "set-memory",
@@ -629,7 +628,7 @@ async fn the_next_call_remembers_the_last_until_forgotten_or_past_retention(
             "on",
         ],
     );
-    assert!(relay_ok(&url, &["org", "list"]).contains("\t1 day, unknown callers on\tAcme Corp"));
+    assert!(relay_ok(&db_url, &["org", "list"]).contains("\t1 day, unknown callers on\tAcme Corp"));
     let mut old = transcription("conv_mem_old", "CA_mem_old", "+14165550177");
     old["event_timestamp"] = json!(chrono::Utc::now().timestamp() - 2 * 86_400);
     assert_eq!(deliver_signed(&service, &acme.org, &old).await.0, 200);
@@ -638,13 +637,13 @@ async fn the_next_call_remembers_the_last_until_forgotten_or_past_retention(
     // once the cached organization expires; the window applies to reads either way.
     let (_, answer) = send(
         client()
-            .post(url_of(&service, "/api/webhook/elevenlabs/personalization"))
+            .post(url(&service, "/api/webhook/elevenlabs/personalization"))
             .bearer_auth(&acme.token)
             .json(&support::call("conv_mem_old_2", "+14165550177")),
     )
     .await;
     assert!(answer.get("is_returning_caller").is_none(), "{answer}");
-    let purged = relay_ok(&url, &["purge"]);
+    let purged = relay_ok(&db_url, &["purge"]);
     assert!(purged.starts_with("memories\t1\nsummaries\t"), "{purged}");
     assert_eq!(db.count("SELECT count(*) FROM caller_memory").await, 0);
     assert_eq!(
@@ -662,10 +661,6 @@ async fn the_next_call_remembers_the_last_until_forgotten_or_past_retention(
         !service.logs().contains("Thursday"),
         "no summary in the logs"
     );
-}
-
-fn url_of(service: &Service, path: &str) -> String {
-    url(service, path)
 }
 
 /// `relay contacts forget`, with the Redis the service uses (if any).

@@ -393,3 +393,68 @@ async fn the_replay_loop_keeps_deliveries_while_the_store_is_down_and_records_th
     assert_eq!(record.stats().rejected(), 0);
     looping.abort();
 }
+
+/// A transcription of `conversation` whose echoed `user_id` and caller number are these.
+fn transcription_from(conversation: &str, user_id: &str, number: Option<&str>) -> Vec<u8> {
+    let mut event: serde_json::Value =
+        serde_json::from_slice(&transcription(conversation)).unwrap();
+    event["event_timestamp"] = serde_json::json!(Utc::now().timestamp());
+    event["data"]["user_id"] = serde_json::json!(user_id);
+    event["data"]["metadata"]["phone_call"]["external_number"] = serde_json::json!(number);
+    event["data"]["conversation_initiation_client_data"]["dynamic_variables"]["caller_number"] =
+        serde_json::json!(number);
+    serde_json::to_vec(&event).unwrap()
+}
+
+#[tokio::test]
+async fn the_user_id_the_initiation_answered_links_the_contact_when_the_context_is_gone() {
+    let w = world();
+    let alex = relay_ports::ContactDirectory::find_by_phone(
+        &w.store,
+        w.org.id,
+        &relay_domain::E164::parse_e164("+14165550100").unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let record = w.record_call(ROOMY, ROOMY);
+
+    // No cached context and no number: only the user id says who it was.
+    let body = transcription_from("conv_user_id", &alex.id.to_string(), None);
+    let delivered = deliver(&record, w.bearer(&body)).await.unwrap();
+    assert!(
+        matches!(delivered, Delivered::Recorded { contact_id: Some(id), .. } if id == alex.id),
+        "{delivered:?}"
+    );
+    assert_eq!(w.store.records()[0].contact_id, Some(alex.id));
+}
+
+#[tokio::test]
+async fn a_user_id_naming_another_organizations_contact_links_and_remembers_nothing_there() {
+    let w = world();
+    let (globex, _) = w.store.add_org("Globex", "CA");
+    let bob = w
+        .store
+        .add_contact(globex.id, Some("Bob"), None, "+14165550177");
+    let record = w.record_call(ROOMY, ROOMY);
+
+    // Acme's delivery names Globex's contact and number.
+    let body = transcription_from(
+        "conv_foreign_user",
+        &bob.id.to_string(),
+        Some("+14165550177"),
+    );
+    deliver(&record, w.bearer(&body)).await.unwrap();
+
+    let records = w.store.records();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].org_id, w.org.id);
+    assert_eq!(
+        records[0].contact_id, None,
+        "never another organization's contact"
+    );
+    assert!(
+        !w.store.has_memory(globex.id, &bob.phone),
+        "Globex remembers nothing of Acme's call"
+    );
+}

@@ -52,6 +52,14 @@ impl StoreData {
         self.orgs.iter().any(|o| o.id == org)
     }
 
+    /// The organization to change, or `NotFound` as an admin port answers it.
+    fn org_mut(&mut self, org: OrgId) -> Result<&mut Organization, AdminError> {
+        self.orgs
+            .iter_mut()
+            .find(|o| o.id == org)
+            .ok_or(AdminError::NotFound(Entity::Organization))
+    }
+
     fn next_org_id(&self) -> OrgId {
         OrgId::from_uuid(uuid_from_counter(self.orgs.len() as u128 + 1))
     }
@@ -527,11 +535,7 @@ impl OrganizationAdmin for InMemoryStore {
     ) -> Result<Organization, AdminError> {
         self.begin_admin().await?;
         let mut data = lock(&self.data);
-        let found = data
-            .orgs
-            .iter_mut()
-            .find(|o| o.id == org)
-            .ok_or(AdminError::NotFound(Entity::Organization))?;
+        let found = data.org_mut(org)?;
         found.unknown_caller_name = name.clone();
         Ok(found.clone())
     }
@@ -543,11 +547,7 @@ impl OrganizationAdmin for InMemoryStore {
     ) -> Result<Organization, AdminError> {
         self.begin_admin().await?;
         let mut data = lock(&self.data);
-        let found = data
-            .orgs
-            .iter_mut()
-            .find(|o| o.id == org)
-            .ok_or(AdminError::NotFound(Entity::Organization))?;
+        let found = data.org_mut(org)?;
         found.memory = settings;
         Ok(found.clone())
     }
