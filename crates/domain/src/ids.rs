@@ -55,3 +55,7 @@ uuid_id!(
     /// Identifies one tool secret of an organization (never the secret itself).
     SecretId
 );
+uuid_id!(
+    /// Identifies one key of the management API (never the key itself).
+    ApiKeyId
+);

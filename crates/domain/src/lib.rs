@@ -10,6 +10,7 @@ mod call_record;
 mod contact;
 mod conversation;
 mod ids;
+mod management;
 mod memory;
 mod name;
 mod organization;
@@ -24,7 +25,11 @@ pub use contact::{Contact, NewContact};
 pub use conversation::{
     CallKey, CallSid, ConversationId, ConversationIdError, MAX_CONVERSATION_ID_CHARS,
 };
-pub use ids::{CallId, ContactId, OrgId, SecretId};
+pub use ids::{ApiKeyId, CallId, ContactId, OrgId, SecretId};
+pub use management::{
+    Actor, ApiKeyInfo, AuditEntry, ContactDraft, ContactQuery, ExternalId, KeyLabel, KeyScope,
+    LabelError, MAX_EXTERNAL_ID_CHARS, MAX_KEY_LABEL_CHARS, ManagedContact,
+};
 pub use memory::{
     CallOutcome, CallSummary, CallerMemory, MAX_MEMORY_SUMMARY_CHARS, MAX_RETENTION_DAYS,
     MemorySettings, MemoryVariables, RetentionError, StoredMemory, last_call_ago,

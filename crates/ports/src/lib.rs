@@ -13,6 +13,9 @@ use std::time::Duration;
 pub mod conformance;
 #[cfg(feature = "test-helpers")]
 pub mod fakes;
+mod management;
+
+pub use management::{AuditLog, ContactAdmin, ContactUpsert, ManagementKeys, Upserted};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -45,6 +48,12 @@ pub enum Entity {
     Organization,
     /// A tool secret.
     Secret,
+    /// A contact.
+    Contact,
+    /// A management API key.
+    Key,
+    /// A call record.
+    Call,
 }
 
 impl std::fmt::Display for Entity {
@@ -52,6 +61,9 @@ impl std::fmt::Display for Entity {
         f.write_str(match self {
             Self::Organization => "organization",
             Self::Secret => "secret",
+            Self::Contact => "contact",
+            Self::Key => "key",
+            Self::Call => "call",
         })
     }
 }
@@ -62,6 +74,13 @@ pub enum AdminError {
     /// The organization or secret named does not exist.
     #[error("{0} not found")]
     NotFound(Entity),
+    /// Another contact of the organization already has this external id; nothing was changed.
+    #[error("another contact already has this external id")]
+    ExternalIdTaken,
+    /// The object's version is not the one the change was conditioned on (`If-Match`);
+    /// nothing was changed.
+    #[error("{0} was changed since it was read")]
+    VersionMismatch(Entity),
     /// The store failed.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
@@ -224,6 +243,9 @@ pub trait Store:
     + ContactImport
     + CallLog
     + MemoryKeeper
+    + ContactAdmin
+    + ManagementKeys
+    + AuditLog
     + Probe
 {
 }
@@ -235,6 +257,9 @@ impl<
         + ContactImport
         + CallLog
         + MemoryKeeper
+        + ContactAdmin
+        + ManagementKeys
+        + AuditLog
         + Probe,
 > Store for T
 {
@@ -293,6 +318,12 @@ pub trait CallLog: Send + Sync {
     /// - MUST return `Ok(None)` when `org` does not exist or has no webhook secret.
     /// - MUST return `Err(RepositoryError::Unavailable)` when the store cannot be reached.
     async fn webhook_signer(&self, org: OrgId) -> Result<Option<WebhookSigner>, RepositoryError>;
+
+    /// The record `call` of `org`.
+    ///
+    /// - MUST return `Ok(None)` when `org` has no record with this id (another organization's
+    ///   record included).
+    async fn get_call(&self, org: OrgId, call: CallId) -> Result<Option<CallRecord>, AdminError>;
 }
 
 /// An organization that can verify signed post-call webhooks ([`CallLog::webhook_signer`]).
@@ -497,6 +528,31 @@ pub trait OrganizationAdmin: Send + Sync {
         org: OrgId,
         settings: MemorySettings,
     ) -> Result<Organization, AdminError>;
+
+    /// Renames `org` and returns the updated organization.
+    ///
+    /// - MUST return `Err(AdminError::NotFound(Entity::Organization))` when `org` does not exist.
+    async fn rename_organization(
+        &self,
+        org: OrgId,
+        name: &OrgName,
+    ) -> Result<Organization, AdminError>;
+
+    /// Sets the region national-format numbers of `org` are read in (numbers already stored
+    /// keep their normalized form) and returns the updated organization.
+    ///
+    /// - MUST return `Err(AdminError::NotFound(Entity::Organization))` when `org` does not exist.
+    async fn set_default_region(
+        &self,
+        org: OrgId,
+        region: Region,
+    ) -> Result<Organization, AdminError>;
+
+    /// Deletes `org` and everything it owns, in one transaction: secrets, management keys,
+    /// contacts, call records, memory. The audit trail stays.
+    ///
+    /// - MUST return `Err(AdminError::NotFound(Entity::Organization))` when `org` does not exist.
+    async fn delete_organization(&self, org: OrgId) -> Result<(), AdminError>;
 
     /// Stores the sealed (encrypted) post-call webhook signing secret of `org`, replacing any
     /// earlier one.
