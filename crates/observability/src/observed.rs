@@ -11,12 +11,16 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use relay_domain::{
-    CallContext, CallKey, CallRecord, Contact, ContactId, E164, OrgId, Organization, TokenDigest,
+    ApiKeyId, ApiKeyInfo, AuditEntry, CallContext, CallId, CallKey, CallRecord, Contact,
+    ContactDraft, ContactId, ContactQuery, E164, ExternalId, FallbackName, KeyLabel, KeyScope,
+    ManagedContact, MemorySettings, NewContact, OrgId, OrgName, Organization, Region, SecretId,
+    SecretInfo, TokenDigest,
 };
 use relay_ports::{
-    AdminError, Appended, CacheError, CallContextCache, CallLog, Caller, ContactDirectory,
-    DeliveryOutbox, Forgotten, MemoryKeeper, OrganizationDirectory, OutboxEntry, OutboxError,
-    OutboxLimits, OutboxUsage, Purged, Recorded, RepositoryError, WebhookSigner,
+    AdminError, Appended, AuditLog, CacheError, CallContextCache, CallLog, Caller, ContactAdmin,
+    ContactDirectory, ContactImport, ContactUpsert, DeliveryOutbox, Forgotten, ManagementKeys,
+    MemoryKeeper, OrganizationAdmin, OrganizationDirectory, OutboxEntry, OutboxError, OutboxLimits,
+    OutboxUsage, Purged, Recorded, RepositoryError, UpsertSummary, WebhookSigner,
 };
 use tracing::Instrument as _;
 use tracing::field::Empty;
@@ -215,12 +219,325 @@ impl ContactDirectory for Observed<dyn ContactDirectory> {
     }
 }
 
-/// An administrative call's result: `ok`, `not_found`, or `error` with the error's type.
+/// An administrative call's result: `ok`, `not_found`, `conflict`, or `error` with the error's
+/// type.
 fn admin_result<T>(result: &Result<T, AdminError>) -> (CallResult, Option<&'static str>) {
     match result {
         Ok(_) => (CallResult::Answered("ok"), None),
-        Err(AdminError::Repository(e)) => (CallResult::Failed, Some(repository_error_type(e))),
-        Err(AdminError::NotFound(_)) => (CallResult::Answered("not_found"), None),
+        Err(e) => admin_error(e),
+    }
+}
+
+/// A lookup by an administrative call: `found`, `not_found`, or as [`admin_result`].
+fn admin_found<T>(result: &Result<Option<T>, AdminError>) -> (CallResult, Option<&'static str>) {
+    match result {
+        Ok(Some(_)) => (CallResult::Answered("found"), None),
+        Ok(None) => (CallResult::Answered("not_found"), None),
+        Err(e) => admin_error(e),
+    }
+}
+
+fn admin_error(error: &AdminError) -> (CallResult, Option<&'static str>) {
+    match error {
+        AdminError::Repository(e) => (CallResult::Failed, Some(repository_error_type(e))),
+        AdminError::NotFound(_) => (CallResult::Answered("not_found"), None),
+        AdminError::ExternalIdTaken | AdminError::VersionMismatch(_) => {
+            (CallResult::Answered("conflict"), None)
+        }
+    }
+}
+
+/// Wraps an administrative port method: `$op` is the metric's operation, `$command` the span's.
+macro_rules! observe_admin {
+    ($self:ident, $op:literal, $command:literal, $call:expr) => {
+        $self.observe($op, $command, $call, admin_result).await
+    };
+}
+
+#[async_trait]
+impl OrganizationAdmin for Observed<dyn OrganizationAdmin> {
+    async fn create_organization(
+        &self,
+        name: &OrgName,
+        default_region: Region,
+    ) -> Result<Organization, AdminError> {
+        observe_admin!(
+            self,
+            "create_organization",
+            "INSERT",
+            self.inner.create_organization(name, default_region)
+        )
+    }
+
+    async fn list_organizations(&self) -> Result<Vec<Organization>, AdminError> {
+        observe_admin!(
+            self,
+            "list_organizations",
+            "SELECT",
+            self.inner.list_organizations()
+        )
+    }
+
+    async fn add_secret(&self, org: OrgId, digest: &TokenDigest) -> Result<SecretInfo, AdminError> {
+        observe_admin!(
+            self,
+            "add_secret",
+            "INSERT",
+            self.inner.add_secret(org, digest)
+        )
+    }
+
+    async fn list_secrets(&self, org: OrgId) -> Result<Vec<SecretInfo>, AdminError> {
+        observe_admin!(self, "list_secrets", "SELECT", self.inner.list_secrets(org))
+    }
+
+    async fn revoke_secret(&self, secret: SecretId) -> Result<SecretInfo, AdminError> {
+        observe_admin!(
+            self,
+            "revoke_secret",
+            "UPDATE",
+            self.inner.revoke_secret(secret)
+        )
+    }
+
+    async fn find_organization(&self, org: OrgId) -> Result<Option<Organization>, AdminError> {
+        let call = self.inner.find_organization(org);
+        self.observe("get_organization", "SELECT", call, admin_found)
+            .await
+    }
+
+    async fn set_unknown_caller_name(
+        &self,
+        org: OrgId,
+        name: &FallbackName,
+    ) -> Result<Organization, AdminError> {
+        observe_admin!(
+            self,
+            "update_organization",
+            "UPDATE",
+            self.inner.set_unknown_caller_name(org, name)
+        )
+    }
+
+    async fn set_memory(
+        &self,
+        org: OrgId,
+        settings: MemorySettings,
+    ) -> Result<Organization, AdminError> {
+        observe_admin!(
+            self,
+            "update_organization",
+            "UPDATE",
+            self.inner.set_memory(org, settings)
+        )
+    }
+
+    async fn rename_organization(
+        &self,
+        org: OrgId,
+        name: &OrgName,
+    ) -> Result<Organization, AdminError> {
+        observe_admin!(
+            self,
+            "update_organization",
+            "UPDATE",
+            self.inner.rename_organization(org, name)
+        )
+    }
+
+    async fn set_default_region(
+        &self,
+        org: OrgId,
+        region: Region,
+    ) -> Result<Organization, AdminError> {
+        observe_admin!(
+            self,
+            "update_organization",
+            "UPDATE",
+            self.inner.set_default_region(org, region)
+        )
+    }
+
+    async fn delete_organization(&self, org: OrgId) -> Result<(), AdminError> {
+        observe_admin!(
+            self,
+            "delete_organization",
+            "DELETE",
+            self.inner.delete_organization(org)
+        )
+    }
+
+    async fn set_webhook_secret(&self, org: OrgId, sealed: &[u8]) -> Result<(), AdminError> {
+        observe_admin!(
+            self,
+            "update_organization",
+            "UPDATE",
+            self.inner.set_webhook_secret(org, sealed)
+        )
+    }
+}
+
+#[async_trait]
+impl ContactImport for Observed<dyn ContactImport> {
+    async fn upsert_contacts(
+        &self,
+        org: OrgId,
+        contacts: &[NewContact],
+    ) -> Result<UpsertSummary, AdminError> {
+        observe_admin!(
+            self,
+            "import_contacts",
+            "INSERT",
+            self.inner.upsert_contacts(org, contacts)
+        )
+    }
+}
+
+#[async_trait]
+impl ContactAdmin for Observed<dyn ContactAdmin> {
+    async fn get_contact(
+        &self,
+        org: OrgId,
+        id: ContactId,
+    ) -> Result<Option<ManagedContact>, AdminError> {
+        let call = self.inner.get_contact(org, id);
+        self.observe("get_contact", "SELECT", call, admin_found)
+            .await
+    }
+
+    async fn create_contact(
+        &self,
+        org: OrgId,
+        draft: &ContactDraft,
+    ) -> Result<ManagedContact, AdminError> {
+        observe_admin!(
+            self,
+            "create_contact",
+            "INSERT",
+            self.inner.create_contact(org, draft)
+        )
+    }
+
+    async fn update_contact(
+        &self,
+        org: OrgId,
+        id: ContactId,
+        draft: &ContactDraft,
+        expected: Option<i64>,
+    ) -> Result<ManagedContact, AdminError> {
+        observe_admin!(
+            self,
+            "update_contact",
+            "UPDATE",
+            self.inner.update_contact(org, id, draft, expected)
+        )
+    }
+
+    async fn upsert_by_external_id(
+        &self,
+        org: OrgId,
+        external_id: &ExternalId,
+        draft: &ContactDraft,
+        expected: Option<i64>,
+    ) -> Result<ContactUpsert, AdminError> {
+        observe_admin!(
+            self,
+            "upsert_contact",
+            "INSERT",
+            self.inner
+                .upsert_by_external_id(org, external_id, draft, expected)
+        )
+    }
+
+    async fn delete_contact(
+        &self,
+        org: OrgId,
+        id: ContactId,
+        expected: Option<i64>,
+    ) -> Result<ManagedContact, AdminError> {
+        observe_admin!(
+            self,
+            "delete_contact",
+            "DELETE",
+            self.inner.delete_contact(org, id, expected)
+        )
+    }
+
+    async fn list_contacts(
+        &self,
+        org: OrgId,
+        query: &ContactQuery,
+    ) -> Result<Vec<ManagedContact>, AdminError> {
+        observe_admin!(
+            self,
+            "list_contacts",
+            "SELECT",
+            self.inner.list_contacts(org, query)
+        )
+    }
+}
+
+#[async_trait]
+impl ManagementKeys for Observed<dyn ManagementKeys> {
+    async fn create_key(
+        &self,
+        scope: KeyScope,
+        label: &KeyLabel,
+        digest: &TokenDigest,
+    ) -> Result<ApiKeyInfo, AdminError> {
+        observe_admin!(
+            self,
+            "create_key",
+            "INSERT",
+            self.inner.create_key(scope, label, digest)
+        )
+    }
+
+    async fn find_key(&self, digest: &TokenDigest) -> Result<Option<ApiKeyInfo>, RepositoryError> {
+        let call = self.inner.find_key(digest);
+        self.observe("find_key", "SELECT", call, |r| {
+            found(r, repository_error_type)
+        })
+        .await
+    }
+
+    async fn get_key(&self, id: ApiKeyId) -> Result<Option<ApiKeyInfo>, AdminError> {
+        let call = self.inner.get_key(id);
+        self.observe("get_key", "SELECT", call, admin_found).await
+    }
+
+    async fn list_keys(&self, org: Option<OrgId>) -> Result<Vec<ApiKeyInfo>, AdminError> {
+        observe_admin!(self, "list_keys", "SELECT", self.inner.list_keys(org))
+    }
+
+    async fn revoke_key(&self, id: ApiKeyId) -> Result<ApiKeyInfo, AdminError> {
+        observe_admin!(self, "revoke_key", "UPDATE", self.inner.revoke_key(id))
+    }
+}
+
+#[async_trait]
+impl AuditLog for Observed<dyn AuditLog> {
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<i64, RepositoryError> {
+        let call = self.inner.append_audit(entry);
+        self.observe("append_audit", "INSERT", call, |r| match r {
+            Ok(_) => (CallResult::Answered("ok"), None),
+            Err(e) => (CallResult::Failed, Some(repository_error_type(e))),
+        })
+        .await
+    }
+
+    async fn list_audit(
+        &self,
+        org: Option<OrgId>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, RepositoryError> {
+        let call = self.inner.list_audit(org, before, limit);
+        self.observe("list_audit", "SELECT", call, |r| match r {
+            Ok(_) => (CallResult::Answered("ok"), None),
+            Err(e) => (CallResult::Failed, Some(repository_error_type(e))),
+        })
+        .await
     }
 }
 
@@ -305,6 +622,12 @@ impl CallLog for Observed<dyn CallLog> {
     ) -> Result<Vec<CallRecord>, AdminError> {
         let call = self.inner.list_calls(org, since, limit);
         self.observe("list_calls", "SELECT", call, admin_result)
+            .await
+    }
+
+    async fn get_call(&self, org: OrgId, call: CallId) -> Result<Option<CallRecord>, AdminError> {
+        let lookup = self.inner.get_call(org, call);
+        self.observe("get_call", "SELECT", lookup, admin_found)
             .await
     }
 

@@ -4,13 +4,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use relay_domain::{
-    CallId, CallKind, CallOutcome, CallRecord, CallSid, CallerMemory, Contact, ContactId,
-    ConversationId, FallbackName, MemorySettings, NewContact, OrgId, OrgName, Organization, Region,
-    SecretId, ToolToken,
+    Actor, ApiKeyId, AuditEntry, CallId, CallKind, CallOutcome, CallRecord, CallSid, CallerMemory,
+    Contact, ContactDraft, ContactId, ContactQuery, ConversationId, ExternalId, FallbackName,
+    KeyLabel, KeyScope, MemorySettings, NewContact, OrgId, OrgName, Organization, Region, SecretId,
+    ToolToken,
 };
 
 use super::{StoreFixture, e164};
-use crate::{AdminError, Entity, RepositoryError, UpsertSummary};
+use crate::{AdminError, Entity, RepositoryError, UpsertSummary, Upserted};
 
 fn token(seed: u8) -> ToolToken {
     ToolToken::from_random_bytes(&[seed; 32])
@@ -32,6 +33,41 @@ fn contact(first: &str, phone: &str) -> NewContact {
         last_name: Some("Test".into()),
         phone_raw: phone.into(),
         phone: e164(phone),
+    }
+}
+
+fn ext(raw: &str) -> ExternalId {
+    ExternalId::parse(raw).expect("external id")
+}
+
+fn draft(first: &str, phone: &str, external_id: Option<&str>) -> ContactDraft {
+    ContactDraft {
+        first_name: Some(first.into()),
+        last_name: Some("Test".into()),
+        phone_raw: phone.into(),
+        phone: e164(phone),
+        external_id: external_id.map(ext),
+    }
+}
+
+/// Every contact, one page.
+fn everything() -> ContactQuery {
+    ContactQuery {
+        phone: None,
+        name: None,
+        after: None,
+        limit: 100,
+    }
+}
+
+fn audit(org: Option<OrgId>, action: &str) -> AuditEntry {
+    AuditEntry {
+        seq: 0,
+        at: DateTime::<Utc>::from_timestamp(1_700_000_000, 123_456_000).expect("time"),
+        actor: Actor::Key(ApiKeyId::from_uuid(uuid::Uuid::from_u128(5))),
+        org_id: org,
+        action: action.into(),
+        target: Some("7a0c2b1e-0000-4000-8000-000000000001".into()),
     }
 }
 
@@ -809,6 +845,392 @@ cases! {
         ));
     }
 
+    /// A contact created through the management port is read back as written, at version 1;
+    /// each change increments the version, an identical write changes nothing, a stale
+    /// version changes nothing, and another organization sees none of it.
+    pub async fn contacts_are_created_read_updated_and_versioned(f: &impl StoreFixture) {
+        let s = f.store();
+        let (acme, other) = (org(f, "Acme").await, org(f, "Other").await);
+        let created = s
+            .create_contact(acme.id, &draft("Ada", "+14165550100", Some("crm-1")))
+            .await
+            .expect("create");
+        assert_eq!(created.version, 1);
+        assert_eq!(created.external_id, Some(ext("crm-1")));
+        assert_eq!(created.phone_raw, "+14165550100");
+        assert_eq!(created.contact.first_name.as_deref(), Some("Ada"));
+        assert_eq!(created.contact.org_id, acme.id);
+        let id = created.contact.id;
+        assert_eq!(s.get_contact(acme.id, id).await.expect("get"), Some(created.clone()));
+        assert_eq!(
+            s.find_by_phone(acme.id, &e164("+14165550100")).await.expect("find").map(|c| c.id),
+            Some(id),
+            "the webhook matches it"
+        );
+
+        let moved = s
+            .update_contact(acme.id, id, &draft("Ada", "+14165550111", Some("crm-1")), None)
+            .await
+            .expect("update");
+        assert_eq!((moved.contact.id, moved.version), (id, 2));
+        assert_eq!(moved.contact.phone, e164("+14165550111"));
+        assert!(s.find_by_phone(acme.id, &e164("+14165550100")).await.expect("find").is_none());
+        assert_eq!(
+            s.find_by_phone(acme.id, &e164("+14165550111")).await.expect("find").map(|c| c.id),
+            Some(id)
+        );
+
+        let same = s
+            .update_contact(acme.id, id, &draft("Ada", "+14165550111", Some("crm-1")), Some(2))
+            .await
+            .expect("identical update");
+        assert_eq!(same, moved, "an identical write changes nothing, not even the version");
+
+        let stale = s
+            .update_contact(acme.id, id, &draft("Eve", "+14165550111", None), Some(1))
+            .await;
+        assert!(matches!(stale, Err(AdminError::VersionMismatch(Entity::Contact))), "{stale:?}");
+        assert_eq!(s.get_contact(acme.id, id).await.expect("get"), Some(moved.clone()));
+
+        assert_eq!(s.get_contact(other.id, id).await.expect("get"), None);
+        let foreign = s
+            .update_contact(other.id, id, &draft("Eve", "+14165550111", None), None)
+            .await;
+        assert!(matches!(foreign, Err(AdminError::NotFound(Entity::Contact))), "{foreign:?}");
+        let missing = s
+            .create_contact(OrgId::from_uuid(uuid::Uuid::from_u128(77)), &draft("Eve", "+14165550111", None))
+            .await;
+        assert!(matches!(missing, Err(AdminError::NotFound(Entity::Organization))), "{missing:?}");
+    }
+
+    /// An external id names one contact per organization: a second contact cannot take it,
+    /// another organization can use the same.
+    pub async fn external_ids_are_unique_per_organization(f: &impl StoreFixture) {
+        let s = f.store();
+        let (acme, other) = (org(f, "Acme").await, org(f, "Other").await);
+        s.create_contact(acme.id, &draft("Ada", "+14165550100", Some("crm-1")))
+            .await
+            .expect("create");
+        let twice = s
+            .create_contact(acme.id, &draft("Bob", "+14165550101", Some("crm-1")))
+            .await;
+        assert!(matches!(twice, Err(AdminError::ExternalIdTaken)), "{twice:?}");
+        s.create_contact(other.id, &draft("Eve", "+14165550100", Some("crm-1")))
+            .await
+            .expect("another organization may use the same external id");
+        let bob = s
+            .create_contact(acme.id, &draft("Bob", "+14165550101", None))
+            .await
+            .expect("create");
+        let taken = s
+            .update_contact(acme.id, bob.contact.id, &draft("Bob", "+14165550101", Some("crm-1")), None)
+            .await;
+        assert!(matches!(taken, Err(AdminError::ExternalIdTaken)), "{taken:?}");
+        assert_eq!(s.get_contact(acme.id, bob.contact.id).await.expect("get"), Some(bob));
+    }
+
+    /// Upserting by external id creates, then updates in place (a changed number stays the same
+    /// contact), and leaves identical data untouched; a condition on the version is honoured.
+    pub async fn upsert_by_external_id_creates_updates_and_leaves_identical_data_alone(
+        f: &impl StoreFixture,
+    ) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        let key = ext("crm-7");
+        let first = s
+            .upsert_by_external_id(acme.id, &key, &draft("Ada", "+14165550100", None), None)
+            .await
+            .expect("upsert");
+        assert_eq!(first.outcome, Upserted::Created);
+        assert_eq!((first.contact.version, first.contact.external_id.clone()), (1, Some(key.clone())));
+        let again = s
+            .upsert_by_external_id(acme.id, &key, &draft("Ada", "+14165550100", None), None)
+            .await
+            .expect("upsert");
+        assert_eq!(again.outcome, Upserted::Unchanged);
+        assert_eq!(again.contact, first.contact, "not even the update time moves");
+        let moved = s
+            .upsert_by_external_id(acme.id, &key, &draft("Ada", "+14165550111", None), Some(1))
+            .await
+            .expect("upsert");
+        assert_eq!(moved.outcome, Upserted::Updated);
+        assert_eq!((moved.contact.contact.id, moved.contact.version), (first.contact.contact.id, 2));
+        assert!(s.find_by_phone(acme.id, &e164("+14165550100")).await.expect("find").is_none());
+        let stale = s
+            .upsert_by_external_id(acme.id, &key, &draft("Eve", "+14165550111", None), Some(1))
+            .await;
+        assert!(matches!(stale, Err(AdminError::VersionMismatch(Entity::Contact))), "{stale:?}");
+        let absent = s
+            .upsert_by_external_id(acme.id, &ext("crm-8"), &draft("Eve", "+14165550122", None), Some(1))
+            .await;
+        assert!(matches!(absent, Err(AdminError::VersionMismatch(Entity::Contact))), "{absent:?}");
+        let all = s.list_contacts(acme.id, &everything()).await.expect("list");
+        assert_eq!(all.len(), 1, "{all:?}");
+        let missing = s
+            .upsert_by_external_id(OrgId::from_uuid(uuid::Uuid::from_u128(77)), &key, &draft("Eve", "+14165550111", None), None)
+            .await;
+        assert!(matches!(missing, Err(AdminError::NotFound(Entity::Organization))), "{missing:?}");
+    }
+
+    /// Concurrent upserts of one external id make one contact.
+    pub async fn concurrent_upserts_of_one_external_id_make_one_contact(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        let key = ext("crm-race");
+        let drafts: Vec<ContactDraft> = (0..8)
+            .map(|i| draft(&format!("Ada{i}"), "+14165550100", None))
+            .collect();
+        let results = futures_util::future::join_all(
+            drafts.iter().map(|d| s.upsert_by_external_id(acme.id, &key, d, None)),
+        )
+        .await;
+        let outcomes: Vec<Upserted> = results.into_iter().map(|r| r.expect("upsert").outcome).collect();
+        assert_eq!(outcomes.iter().filter(|o| **o == Upserted::Created).count(), 1, "{outcomes:?}");
+        let all = s.list_contacts(acme.id, &everything()).await.expect("list");
+        assert_eq!(all.len(), 1, "{all:?}");
+    }
+
+    /// Deleting a contact deletes the memory of its number; its call records stay, unlinked;
+    /// the webhook no longer finds it. A stale version deletes nothing.
+    pub async fn deleting_a_contact_takes_its_memory_and_unlinks_its_calls(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        let ada = s
+            .create_contact(acme.id, &draft("Ada", "+14165550100", None))
+            .await
+            .expect("create");
+        let mut call = record(acme.id, "conv_del", 0);
+        call.contact_id = Some(ada.contact.id);
+        s.record_call(&call, true).await.expect("record");
+        assert!(memory_of(f, acme.id, "+14165550100").await.is_some());
+        let stale = s.delete_contact(acme.id, ada.contact.id, Some(9)).await;
+        assert!(matches!(stale, Err(AdminError::VersionMismatch(Entity::Contact))), "{stale:?}");
+        let deleted = s.delete_contact(acme.id, ada.contact.id, Some(1)).await.expect("delete");
+        assert_eq!(deleted, ada);
+        assert!(s.find_by_phone(acme.id, &e164("+14165550100")).await.expect("find").is_none());
+        assert_eq!(memory_of(f, acme.id, "+14165550100").await, None);
+        let kept = s.get_call(acme.id, call.id).await.expect("get").expect("record stays");
+        assert_eq!(kept.contact_id, None);
+        let again = s.delete_contact(acme.id, ada.contact.id, None).await;
+        assert!(matches!(again, Err(AdminError::NotFound(Entity::Contact))), "{again:?}");
+    }
+
+    /// Contacts list in id order, a page at a time, filtered by number or by a part of a name
+    /// (ASCII case ignored, `%` and `_` literal); another organization's never appear.
+    pub async fn contacts_list_in_pages_and_filter_by_number_or_name(f: &impl StoreFixture) {
+        let s = f.store();
+        let (acme, other) = (org(f, "Acme").await, org(f, "Other").await);
+        let mut made = Vec::new();
+        for (first, phone) in [
+            ("Ada", "+14165550100"),
+            ("ADAM", "+14165550101"),
+            ("Bob", "+14165550102"),
+            ("100%", "+14165550103"),
+            ("Eve_x", "+14165550100"),
+        ] {
+            made.push(s.create_contact(acme.id, &draft(first, phone, None)).await.expect("create"));
+        }
+        s.create_contact(other.id, &draft("Ada", "+14165550100", None)).await.expect("create");
+        made.sort_by_key(|c| c.contact.id);
+        let mut pages = Vec::new();
+        let mut after = None;
+        loop {
+            let page = s
+                .list_contacts(acme.id, &ContactQuery { after, limit: 2, ..everything() })
+                .await
+                .expect("list");
+            after = page.last().map(|c| c.contact.id);
+            let done = page.len() < 2;
+            pages.push(page);
+            if done {
+                break;
+            }
+        }
+        assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), vec![2, 2, 1]);
+        assert_eq!(pages.concat(), made);
+
+        let names = |found: Vec<relay_domain::ManagedContact>| {
+            let mut names: Vec<String> =
+                found.into_iter().filter_map(|c| c.contact.first_name).collect();
+            names.sort();
+            names
+        };
+        let query = |phone: Option<&str>, name: Option<&str>| ContactQuery {
+            phone: phone.map(e164),
+            name: name.map(str::to_owned),
+            ..everything()
+        };
+        assert_eq!(names(s.list_contacts(acme.id, &query(Some("+14165550100"), None)).await.expect("list")), ["Ada", "Eve_x"]);
+        assert_eq!(names(s.list_contacts(acme.id, &query(None, Some("ada"))).await.expect("list")), ["ADAM", "Ada"]);
+        assert_eq!(names(s.list_contacts(acme.id, &query(None, Some("%"))).await.expect("list")), ["100%"]);
+        assert_eq!(names(s.list_contacts(acme.id, &query(None, Some("_"))).await.expect("list")), ["Eve_x"]);
+        assert_eq!(names(s.list_contacts(acme.id, &query(None, Some("test"))).await.expect("list")).len(), 5, "last names match too");
+        let missing = s.list_contacts(OrgId::from_uuid(uuid::Uuid::from_u128(77)), &everything()).await;
+        assert!(matches!(missing, Err(AdminError::NotFound(Entity::Organization))), "{missing:?}");
+    }
+
+    /// An import that changes a contact increments its version; one that changes nothing does
+    /// not.
+    pub async fn import_increments_the_version_of_what_it_changes(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        let ada = s
+            .create_contact(acme.id, &draft("Ada", "+14165550100", Some("crm-1")))
+            .await
+            .expect("create");
+        s.upsert_contacts(acme.id, &[contact("Ada", "+14165550100")]).await.expect("import");
+        let after = s.get_contact(acme.id, ada.contact.id).await.expect("get").expect("contact");
+        assert_eq!(after.version, 1, "the import found the same data");
+        s.upsert_contacts(acme.id, &[contact("Adele", "+14165550100")]).await.expect("import");
+        let after = s.get_contact(acme.id, ada.contact.id).await.expect("get").expect("contact");
+        assert_eq!((after.version, after.contact.first_name.as_deref()), (2, Some("Adele")));
+        assert_eq!(after.external_id, Some(ext("crm-1")), "an import keeps the external id");
+    }
+
+    /// A management key authenticates by its digest until it is revoked; operator keys and an
+    /// organization's keys list apart; revoking twice keeps the first time.
+    pub async fn management_keys_authenticate_until_revoked(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        let label = KeyLabel::parse("crm sync").expect("label");
+        let operator = s.create_key(KeyScope::Operator, &label, &token(31).digest()).await.expect("create");
+        let own = s
+            .create_key(KeyScope::Organization(acme.id), &label, &token(32).digest())
+            .await
+            .expect("create");
+        assert_eq!((operator.scope, own.scope), (KeyScope::Operator, KeyScope::Organization(acme.id)));
+        assert_eq!(own.label, label);
+        assert_eq!(s.find_key(&token(31).digest()).await.expect("find"), Some(operator.clone()));
+        assert_eq!(s.find_key(&token(32).digest()).await.expect("find"), Some(own.clone()));
+        assert_eq!(s.find_key(&token(33).digest()).await.expect("find"), None);
+        assert_eq!(s.list_keys(None).await.expect("list"), vec![operator.clone()]);
+        assert_eq!(s.list_keys(Some(acme.id)).await.expect("list"), vec![own.clone()]);
+        assert_eq!(s.get_key(own.id).await.expect("get"), Some(own.clone()));
+
+        let revoked = s.revoke_key(own.id).await.expect("revoke");
+        let at = revoked.revoked_at.expect("revoked");
+        assert_eq!(s.find_key(&token(32).digest()).await.expect("find"), None);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert_eq!(s.revoke_key(own.id).await.expect("revoke").revoked_at, Some(at));
+        assert_eq!(s.get_key(own.id).await.expect("get"), Some(revoked));
+        let unknown = ApiKeyId::from_uuid(uuid::Uuid::from_u128(99));
+        assert!(matches!(s.revoke_key(unknown).await, Err(AdminError::NotFound(Entity::Key))));
+        assert_eq!(s.get_key(unknown).await.expect("get"), None);
+        let missing = s
+            .create_key(KeyScope::Organization(OrgId::from_uuid(uuid::Uuid::from_u128(77))), &label, &token(34).digest())
+            .await;
+        assert!(matches!(missing, Err(AdminError::NotFound(Entity::Organization))), "{missing:?}");
+    }
+
+    /// Organizations are renamed and moved to another region.
+    pub async fn organizations_are_renamed_and_moved(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        let renamed = s
+            .rename_organization(acme.id, &OrgName::parse("Acme Two").expect("name"))
+            .await
+            .expect("rename");
+        assert_eq!(renamed.name.as_str(), "Acme Two");
+        let moved = s
+            .set_default_region(acme.id, Region::parse("GB").expect("region"))
+            .await
+            .expect("region");
+        assert_eq!((moved.name.as_str(), moved.default_region.code()), ("Acme Two", "GB"));
+        assert_eq!(s.find_organization(acme.id).await.expect("find"), Some(moved));
+        let nobody = OrgId::from_uuid(uuid::Uuid::from_u128(77));
+        assert!(matches!(
+            s.rename_organization(nobody, &OrgName::parse("X").expect("name")).await,
+            Err(AdminError::NotFound(Entity::Organization))
+        ));
+        assert!(matches!(
+            s.set_default_region(nobody, Region::parse("GB").expect("region")).await,
+            Err(AdminError::NotFound(Entity::Organization))
+        ));
+    }
+
+    /// Deleting an organization deletes everything it owns (secrets, keys, contacts, calls,
+    /// memory) and nothing of another's; the audit trail stays.
+    pub async fn deleting_an_organization_deletes_what_it_owns(f: &impl StoreFixture) {
+        let s = f.store();
+        let (acme, other) = (org(f, "Acme").await, org(f, "Other").await);
+        for o in [&acme, &other] {
+            let seed = if o.id == acme.id { 41 } else { 42 };
+            s.add_secret(o.id, &token(seed).digest()).await.expect("secret");
+            s.create_key(KeyScope::Organization(o.id), &KeyLabel::parse("k").expect("label"), &token(seed + 10).digest())
+                .await
+                .expect("key");
+            s.create_contact(o.id, &draft("Ada", "+14165550100", Some("crm-1"))).await.expect("contact");
+            s.record_call(&record(o.id, "conv_org", 0), true).await.expect("record");
+        }
+        let call = s.list_calls(acme.id, None, 10).await.expect("calls")[0].id;
+        let entry = audit(Some(acme.id), "organization.delete");
+        s.append_audit(&entry).await.expect("audit");
+
+        s.delete_organization(acme.id).await.expect("delete");
+        assert_eq!(s.find_organization(acme.id).await.expect("find"), None);
+        assert_eq!(s.find_by_secret_digest(&token(41).digest()).await.expect("find"), None);
+        assert_eq!(s.find_key(&token(51).digest()).await.expect("find"), None);
+        assert!(s.find_by_phone(acme.id, &e164("+14165550100")).await.expect("find").is_none());
+        assert_eq!(memory_of(f, acme.id, "+14165550100").await, None);
+        assert_eq!(s.get_call(acme.id, call).await.expect("get"), None);
+        assert!(matches!(
+            s.list_contacts(acme.id, &everything()).await,
+            Err(AdminError::NotFound(Entity::Organization))
+        ));
+        assert!(matches!(
+            s.delete_organization(acme.id).await,
+            Err(AdminError::NotFound(Entity::Organization))
+        ));
+        let trail = s.list_audit(Some(acme.id), None, 10).await.expect("audit");
+        assert_eq!(trail.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["organization.delete"]);
+
+        assert!(s.find_by_secret_digest(&token(42).digest()).await.expect("find").is_some());
+        assert!(s.find_key(&token(52).digest()).await.expect("find").is_some());
+        assert!(s.find_by_phone(other.id, &e164("+14165550100")).await.expect("find").is_some());
+        assert!(memory_of(f, other.id, "+14165550100").await.is_some());
+        assert_eq!(s.list_calls(other.id, None, 10).await.expect("calls").len(), 1);
+    }
+
+    /// The audit trail lists newest first, all of it or one organization's, a page at a time,
+    /// and reads back what was written.
+    pub async fn audit_entries_list_newest_first(f: &impl StoreFixture) {
+        let s = f.store();
+        let (acme, other) = (org(f, "Acme").await, org(f, "Other").await);
+        let mut seqs = Vec::new();
+        for entry in [
+            audit(Some(acme.id), "contact.create"),
+            audit(Some(other.id), "contact.delete"),
+            audit(None, "organization.create"),
+            audit(Some(acme.id), "contact.update"),
+        ] {
+            seqs.push(s.append_audit(&entry).await.expect("append"));
+        }
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        let all = s.list_audit(None, None, 10).await.expect("list");
+        assert_eq!(
+            all.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+            ["contact.update", "organization.create", "contact.delete", "contact.create"]
+        );
+        let mut expected = audit(Some(acme.id), "contact.update");
+        expected.seq = seqs[3];
+        assert_eq!(all[0], expected, "read back as written");
+        let acme_only = s.list_audit(Some(acme.id), None, 10).await.expect("list");
+        assert_eq!(acme_only.iter().map(|e| e.seq).collect::<Vec<_>>(), [seqs[3], seqs[0]]);
+        let page = s.list_audit(None, Some(seqs[2]), 1).await.expect("list");
+        assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [seqs[1]]);
+    }
+
+    /// A call record is got by its id within its organization only.
+    pub async fn calls_are_got_by_id_within_their_organization(f: &impl StoreFixture) {
+        let s = f.store();
+        let (acme, other) = (org(f, "Acme").await, org(f, "Other").await);
+        let call = record(acme.id, "conv_get", 0);
+        s.record_call(&call, false).await.expect("record");
+        let got = s.get_call(acme.id, call.id).await.expect("get").expect("found");
+        assert_eq!((got.id, got.conversation_id.clone()), (call.id, call.conversation_id.clone()));
+        assert_eq!(s.get_call(other.id, call.id).await.expect("get"), None);
+    }
+
     needs a backend:
 
     /// A backend that is gone gives `Unavailable` on the webhook path, never "not found".
@@ -834,6 +1256,10 @@ cases! {
         ));
         assert!(matches!(
             dead.webhook_signer(nobody).await,
+            Err(RepositoryError::Unavailable(_))
+        ));
+        assert!(matches!(
+            dead.find_key(&token(1).digest()).await,
             Err(RepositoryError::Unavailable(_))
         ));
     }

@@ -6,16 +6,18 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use relay_domain::{
-    CallId, CallKind, CallOutcome, CallRecord, CallSummary, CallerMemory, Contact, ContactId, E164,
-    FallbackName, MemorySettings, NewContact, OrgId, OrgName, Organization, Region, SecretId,
-    SecretInfo, TokenDigest, ToolToken,
+    ApiKeyId, ApiKeyInfo, AuditEntry, CallId, CallKind, CallOutcome, CallRecord, CallSummary,
+    CallerMemory, Contact, ContactDraft, ContactId, ContactQuery, E164, ExternalId, FallbackName,
+    KeyLabel, KeyScope, ManagedContact, MemorySettings, NewContact, OrgId, OrgName, Organization,
+    Region, SecretId, SecretInfo, TokenDigest, ToolToken,
 };
 
 use super::{Behaviour, lock};
 use crate::{
-    AdminError, BoxError, CallLog, Caller, ContactDirectory, ContactImport, Entity, Forgotten,
-    MemoryKeeper, OrganizationAdmin, OrganizationDirectory, PoolStats, Probe, Purged, Recorded,
-    RepositoryError, UpsertSummary, WebhookSigner,
+    AdminError, AuditLog, BoxError, CallLog, Caller, ContactAdmin, ContactDirectory, ContactImport,
+    ContactUpsert, Entity, Forgotten, ManagementKeys, MemoryKeeper, OrganizationAdmin,
+    OrganizationDirectory, PoolStats, Probe, Purged, Recorded, RepositoryError, UpsertSummary,
+    Upserted, WebhookSigner,
 };
 
 /// A tool secret as the store keeps it: the digest it authenticates, and its bookkeeping.
@@ -25,20 +27,79 @@ struct SecretRow {
     info: SecretInfo,
 }
 
-/// A contact with the number as it was imported, which an import compares.
+/// A contact with what the management API also sees: the number as written, the source's id,
+/// the version.
 #[derive(Debug)]
 struct ContactRow {
     contact: Contact,
     phone_raw: String,
+    external_id: Option<ExternalId>,
+    created_at: DateTime<Utc>,
+    version: i64,
+}
+
+impl ContactRow {
+    fn new(contact: Contact, phone_raw: String, external_id: Option<ExternalId>) -> Self {
+        Self {
+            created_at: contact.updated_at,
+            contact,
+            phone_raw,
+            external_id,
+            version: 1,
+        }
+    }
+
+    fn managed(&self) -> ManagedContact {
+        ManagedContact {
+            contact: self.contact.clone(),
+            external_id: self.external_id.clone(),
+            phone_raw: self.phone_raw.clone(),
+            created_at: self.created_at,
+            version: self.version,
+        }
+    }
+
+    /// Whether the row already holds exactly `draft` (as the SQL adapters compare).
+    fn holds(&self, draft: &ContactDraft) -> bool {
+        self.contact.first_name == draft.first_name
+            && self.contact.last_name == draft.last_name
+            && self.phone_raw == draft.phone_raw
+            && self.contact.phone == draft.phone
+            && self.external_id == draft.external_id
+    }
+
+    /// Writes `draft`: a new version, updated now.
+    fn apply(&mut self, draft: &ContactDraft) {
+        self.contact.first_name.clone_from(&draft.first_name);
+        self.contact.last_name.clone_from(&draft.last_name);
+        self.contact.phone = draft.phone.clone();
+        self.phone_raw.clone_from(&draft.phone_raw);
+        self.external_id.clone_from(&draft.external_id);
+        self.contact.updated_at = Utc::now();
+        self.version += 1;
+    }
+}
+
+/// A management key as the store keeps it.
+#[derive(Debug)]
+struct KeyRow {
+    digest: TokenDigest,
+    info: ApiKeyInfo,
 }
 
 #[derive(Debug, Default)]
 struct StoreData {
     /// Oldest first.
     orgs: Vec<Organization>,
+    /// Organizations ever created, for fresh ids.
+    org_seq: u128,
     /// Oldest first.
     secrets: Vec<SecretRow>,
     contacts: Vec<ContactRow>,
+    /// Contacts ever created, for fresh ids.
+    contact_seq: u128,
+    keys: Vec<KeyRow>,
+    audit: Vec<AuditEntry>,
     records: Vec<CallRecord>,
     memories: HashMap<(OrgId, E164), MemoryRow>,
     unreadable_memory: Vec<(OrgId, E164)>,
@@ -60,8 +121,31 @@ impl StoreData {
             .ok_or(AdminError::NotFound(Entity::Organization))
     }
 
-    fn next_org_id(&self) -> OrgId {
-        OrgId::from_uuid(uuid_from_counter(self.orgs.len() as u128 + 1))
+    fn next_org_id(&mut self) -> OrgId {
+        // Deleted organizations keep their place: ids are never reused.
+        self.org_seq += 1;
+        OrgId::from_uuid(uuid_from_counter(self.org_seq))
+    }
+
+    fn next_contact_id(&mut self) -> ContactId {
+        self.contact_seq += 1;
+        ContactId::from_uuid(uuid_from_counter(1_000_000 + self.contact_seq))
+    }
+
+    /// Another contact of `org` than `except` already has `external_id`.
+    fn external_id_taken(
+        &self,
+        org: OrgId,
+        external_id: Option<&ExternalId>,
+        except: Option<ContactId>,
+    ) -> bool {
+        external_id.is_some_and(|ext| {
+            self.contacts.iter().any(|c| {
+                c.contact.org_id == org
+                    && c.external_id.as_ref() == Some(ext)
+                    && Some(c.contact.id) != except
+            })
+        })
     }
 
     /// The contact of `org` with this number that a lookup finds: the most recently updated,
@@ -213,27 +297,25 @@ impl InMemoryStore {
     ) -> Contact {
         let mut data = lock(&self.data);
         let contact = Contact {
-            id: ContactId::from_uuid(uuid_from_counter(1_000 + data.contacts.len() as u128)),
+            id: data.next_contact_id(),
             org_id: org,
             first_name: first.map(str::to_owned),
             last_name: last.map(str::to_owned),
             phone: E164::parse_e164(e164).expect("E.164 test number"),
             updated_at: Utc::now(),
         };
-        data.contacts.push(ContactRow {
-            phone_raw: e164.to_owned(),
-            contact: contact.clone(),
-        });
+        data.contacts
+            .push(ContactRow::new(contact.clone(), e164.to_owned(), None));
         contact
     }
 
     /// Stores a contact as it is, with its id and update time, bypassing the import rules (as
     /// another system writing to the database might).
     pub fn insert_contact(&self, contact: Contact) {
-        lock(&self.data).contacts.push(ContactRow {
-            phone_raw: contact.phone.as_str().to_owned(),
-            contact,
-        });
+        let phone_raw = contact.phone.as_str().to_owned();
+        lock(&self.data)
+            .contacts
+            .push(ContactRow::new(contact, phone_raw, None));
     }
 
     /// Sets what an unknown caller of `org` is called (as `relay org set-fallback` does).
@@ -444,6 +526,15 @@ impl CallLog for InMemoryStore {
         Ok(records)
     }
 
+    async fn get_call(&self, org: OrgId, call: CallId) -> Result<Option<CallRecord>, AdminError> {
+        self.begin_admin().await?;
+        Ok(lock(&self.data)
+            .records
+            .iter()
+            .find(|r| r.org_id == org && r.id == call)
+            .cloned())
+    }
+
     async fn webhook_signer(&self, org: OrgId) -> Result<Option<WebhookSigner>, RepositoryError> {
         self.begin()
             .apply()
@@ -552,6 +643,47 @@ impl OrganizationAdmin for InMemoryStore {
         Ok(found.clone())
     }
 
+    async fn rename_organization(
+        &self,
+        org: OrgId,
+        name: &OrgName,
+    ) -> Result<Organization, AdminError> {
+        self.begin_admin().await?;
+        let mut data = lock(&self.data);
+        let found = data.org_mut(org)?;
+        found.name = name.clone();
+        Ok(found.clone())
+    }
+
+    async fn set_default_region(
+        &self,
+        org: OrgId,
+        region: Region,
+    ) -> Result<Organization, AdminError> {
+        self.begin_admin().await?;
+        let mut data = lock(&self.data);
+        let found = data.org_mut(org)?;
+        found.default_region = region;
+        Ok(found.clone())
+    }
+
+    async fn delete_organization(&self, org: OrgId) -> Result<(), AdminError> {
+        self.begin_admin().await?;
+        let mut data = lock(&self.data);
+        if !data.org_exists(org) {
+            return Err(AdminError::NotFound(Entity::Organization));
+        }
+        // What the SQL adapters' foreign keys cascade to; the audit trail stays.
+        data.orgs.retain(|o| o.id != org);
+        data.secrets.retain(|s| s.info.org_id != org);
+        data.keys.retain(|k| k.info.scope.org() != Some(org));
+        data.contacts.retain(|c| c.contact.org_id != org);
+        data.records.retain(|r| r.org_id != org);
+        data.memories.retain(|(o, _), _| *o != org);
+        data.webhook_secrets.remove(&org);
+        Ok(())
+    }
+
     async fn set_webhook_secret(&self, org: OrgId, sealed: &[u8]) -> Result<(), AdminError> {
         self.begin_admin().await?;
         let mut data = lock(&self.data);
@@ -592,20 +724,23 @@ impl ContactImport for InMemoryStore {
                     row.contact.last_name.clone_from(&c.last_name);
                     row.phone_raw.clone_from(&c.phone_raw);
                     row.contact.updated_at = now;
+                    row.version += 1;
                     summary.updated += 1;
                 }
                 None => {
-                    data.contacts.push(ContactRow {
-                        contact: Contact {
-                            id: ContactId::from_uuid(uuid::Uuid::new_v4()),
+                    let id = data.next_contact_id();
+                    data.contacts.push(ContactRow::new(
+                        Contact {
+                            id,
                             org_id: org,
                             first_name: c.first_name.clone(),
                             last_name: c.last_name.clone(),
                             phone: c.phone.clone(),
                             updated_at: now,
                         },
-                        phone_raw: c.phone_raw.clone(),
-                    });
+                        c.phone_raw.clone(),
+                        None,
+                    ));
                     summary.inserted += 1;
                 }
             }
@@ -709,6 +844,313 @@ impl MemoryKeeper for InMemoryStore {
             memories,
             calls,
         })
+    }
+}
+
+/// Every change under the store's one lock: as atomic as the SQL adapters' transactions.
+#[async_trait]
+impl ContactAdmin for InMemoryStore {
+    async fn get_contact(
+        &self,
+        org: OrgId,
+        id: ContactId,
+    ) -> Result<Option<ManagedContact>, AdminError> {
+        self.begin_admin().await?;
+        Ok(lock(&self.data)
+            .contacts
+            .iter()
+            .find(|c| c.contact.org_id == org && c.contact.id == id)
+            .map(ContactRow::managed))
+    }
+
+    async fn create_contact(
+        &self,
+        org: OrgId,
+        draft: &ContactDraft,
+    ) -> Result<ManagedContact, AdminError> {
+        self.begin_admin().await?;
+        let mut data = lock(&self.data);
+        if !data.org_exists(org) {
+            return Err(AdminError::NotFound(Entity::Organization));
+        }
+        if data.external_id_taken(org, draft.external_id.as_ref(), None) {
+            return Err(AdminError::ExternalIdTaken);
+        }
+        let id = data.next_contact_id();
+        let row = ContactRow::new(
+            Contact {
+                id,
+                org_id: org,
+                first_name: draft.first_name.clone(),
+                last_name: draft.last_name.clone(),
+                phone: draft.phone.clone(),
+                updated_at: Utc::now(),
+            },
+            draft.phone_raw.clone(),
+            draft.external_id.clone(),
+        );
+        let managed = row.managed();
+        data.contacts.push(row);
+        Ok(managed)
+    }
+
+    async fn update_contact(
+        &self,
+        org: OrgId,
+        id: ContactId,
+        draft: &ContactDraft,
+        expected: Option<i64>,
+    ) -> Result<ManagedContact, AdminError> {
+        self.begin_admin().await?;
+        let mut data = lock(&self.data);
+        let taken = data.external_id_taken(org, draft.external_id.as_ref(), Some(id));
+        let row = data
+            .contacts
+            .iter_mut()
+            .find(|c| c.contact.org_id == org && c.contact.id == id)
+            .ok_or(AdminError::NotFound(Entity::Contact))?;
+        if expected.is_some_and(|v| v != row.version) {
+            return Err(AdminError::VersionMismatch(Entity::Contact));
+        }
+        if row.holds(draft) {
+            return Ok(row.managed());
+        }
+        if taken {
+            return Err(AdminError::ExternalIdTaken);
+        }
+        row.apply(draft);
+        Ok(row.managed())
+    }
+
+    async fn upsert_by_external_id(
+        &self,
+        org: OrgId,
+        external_id: &ExternalId,
+        draft: &ContactDraft,
+        expected: Option<i64>,
+    ) -> Result<ContactUpsert, AdminError> {
+        self.begin_admin().await?;
+        let mut data = lock(&self.data);
+        if !data.org_exists(org) {
+            return Err(AdminError::NotFound(Entity::Organization));
+        }
+        let draft = ContactDraft {
+            external_id: Some(external_id.clone()),
+            ..draft.clone()
+        };
+        let existing = data
+            .contacts
+            .iter_mut()
+            .find(|c| c.contact.org_id == org && c.external_id.as_ref() == Some(external_id));
+        match existing {
+            Some(row) if expected.is_some_and(|v| v != row.version) => {
+                Err(AdminError::VersionMismatch(Entity::Contact))
+            }
+            Some(row) if row.holds(&draft) => Ok(ContactUpsert {
+                contact: row.managed(),
+                outcome: Upserted::Unchanged,
+            }),
+            Some(row) => {
+                row.apply(&draft);
+                Ok(ContactUpsert {
+                    contact: row.managed(),
+                    outcome: Upserted::Updated,
+                })
+            }
+            None if expected.is_some() => Err(AdminError::VersionMismatch(Entity::Contact)),
+            None => {
+                let id = data.next_contact_id();
+                let row = ContactRow::new(
+                    Contact {
+                        id,
+                        org_id: org,
+                        first_name: draft.first_name.clone(),
+                        last_name: draft.last_name.clone(),
+                        phone: draft.phone.clone(),
+                        updated_at: Utc::now(),
+                    },
+                    draft.phone_raw.clone(),
+                    draft.external_id.clone(),
+                );
+                let contact = row.managed();
+                data.contacts.push(row);
+                Ok(ContactUpsert {
+                    contact,
+                    outcome: Upserted::Created,
+                })
+            }
+        }
+    }
+
+    async fn delete_contact(
+        &self,
+        org: OrgId,
+        id: ContactId,
+        expected: Option<i64>,
+    ) -> Result<ManagedContact, AdminError> {
+        self.begin_admin().await?;
+        let mut data = lock(&self.data);
+        let index = data
+            .contacts
+            .iter()
+            .position(|c| c.contact.org_id == org && c.contact.id == id)
+            .ok_or(AdminError::NotFound(Entity::Contact))?;
+        if expected.is_some_and(|v| v != data.contacts[index].version) {
+            return Err(AdminError::VersionMismatch(Entity::Contact));
+        }
+        let row = data.contacts.remove(index);
+        data.memories.remove(&(org, row.contact.phone.clone()));
+        for record in data
+            .records
+            .iter_mut()
+            .filter(|r| r.org_id == org && r.contact_id == Some(id))
+        {
+            record.contact_id = None;
+        }
+        Ok(row.managed())
+    }
+
+    async fn list_contacts(
+        &self,
+        org: OrgId,
+        query: &ContactQuery,
+    ) -> Result<Vec<ManagedContact>, AdminError> {
+        self.begin_admin().await?;
+        let data = lock(&self.data);
+        if !data.org_exists(org) {
+            return Err(AdminError::NotFound(Entity::Organization));
+        }
+        let name = query.name.as_deref().map(str::to_ascii_lowercase);
+        let contains = |field: &Option<String>, needle: &str| {
+            field
+                .as_deref()
+                .is_some_and(|f| f.to_ascii_lowercase().contains(needle))
+        };
+        let mut page: Vec<ManagedContact> = data
+            .contacts
+            .iter()
+            .filter(|c| c.contact.org_id == org)
+            .filter(|c| query.after.is_none_or(|after| c.contact.id > after))
+            .filter(|c| query.phone.as_ref().is_none_or(|p| c.contact.phone == *p))
+            .filter(|c| {
+                name.as_deref().is_none_or(|n| {
+                    contains(&c.contact.first_name, n) || contains(&c.contact.last_name, n)
+                })
+            })
+            .map(ContactRow::managed)
+            .collect();
+        page.sort_by_key(|c| c.contact.id);
+        page.truncate(query.limit as usize);
+        Ok(page)
+    }
+}
+
+#[async_trait]
+impl ManagementKeys for InMemoryStore {
+    async fn create_key(
+        &self,
+        scope: KeyScope,
+        label: &KeyLabel,
+        digest: &TokenDigest,
+    ) -> Result<ApiKeyInfo, AdminError> {
+        self.begin_admin().await?;
+        let mut data = lock(&self.data);
+        if scope.org().is_some_and(|org| !data.org_exists(org)) {
+            return Err(AdminError::NotFound(Entity::Organization));
+        }
+        let info = ApiKeyInfo {
+            id: ApiKeyId::from_uuid(uuid::Uuid::new_v4()),
+            scope,
+            label: label.clone(),
+            created_at: Utc::now(),
+            revoked_at: None,
+        };
+        data.keys.push(KeyRow {
+            digest: *digest,
+            info: info.clone(),
+        });
+        Ok(info)
+    }
+
+    async fn find_key(&self, digest: &TokenDigest) -> Result<Option<ApiKeyInfo>, RepositoryError> {
+        self.begin()
+            .apply()
+            .await
+            .map_err(RepositoryError::Unavailable)?;
+        Ok(lock(&self.data)
+            .keys
+            .iter()
+            .find(|k| k.digest == *digest && k.info.revoked_at.is_none())
+            .map(|k| k.info.clone()))
+    }
+
+    async fn get_key(&self, id: ApiKeyId) -> Result<Option<ApiKeyInfo>, AdminError> {
+        self.begin_admin().await?;
+        Ok(lock(&self.data)
+            .keys
+            .iter()
+            .find(|k| k.info.id == id)
+            .map(|k| k.info.clone()))
+    }
+
+    async fn list_keys(&self, org: Option<OrgId>) -> Result<Vec<ApiKeyInfo>, AdminError> {
+        self.begin_admin().await?;
+        Ok(lock(&self.data)
+            .keys
+            .iter()
+            .filter(|k| k.info.scope.org() == org)
+            .map(|k| k.info.clone())
+            .collect())
+    }
+
+    async fn revoke_key(&self, id: ApiKeyId) -> Result<ApiKeyInfo, AdminError> {
+        self.begin_admin().await?;
+        let mut data = lock(&self.data);
+        let row = data
+            .keys
+            .iter_mut()
+            .find(|k| k.info.id == id)
+            .ok_or(AdminError::NotFound(Entity::Key))?;
+        row.info.revoked_at.get_or_insert_with(Utc::now);
+        Ok(row.info.clone())
+    }
+}
+
+#[async_trait]
+impl AuditLog for InMemoryStore {
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<i64, RepositoryError> {
+        self.begin()
+            .apply()
+            .await
+            .map_err(RepositoryError::Unavailable)?;
+        let mut data = lock(&self.data);
+        let seq = data.audit.last().map_or(1, |last| last.seq + 1);
+        data.audit.push(AuditEntry {
+            seq,
+            ..entry.clone()
+        });
+        Ok(seq)
+    }
+
+    async fn list_audit(
+        &self,
+        org: Option<OrgId>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, RepositoryError> {
+        self.begin()
+            .apply()
+            .await
+            .map_err(RepositoryError::Unavailable)?;
+        Ok(lock(&self.data)
+            .audit
+            .iter()
+            .rev()
+            .filter(|e| org.is_none_or(|o| e.org_id == Some(o)))
+            .filter(|e| before.is_none_or(|b| e.seq < b))
+            .take(limit as usize)
+            .cloned()
+            .collect())
     }
 }
 
