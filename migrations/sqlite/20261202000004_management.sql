@@ -38,3 +38,7 @@ CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
 BEGIN
     SELECT RAISE(ABORT, 'audit_log is append-only');
 END;
+
+-- Deleting a contact (or an organization, contact by contact) unlinks its call records: without
+-- this index each deleted contact scans every call record.
+CREATE INDEX calls_contact_id_idx ON calls (contact_id) WHERE contact_id IS NOT NULL;

@@ -229,34 +229,42 @@ pub enum ImportError {
 type Normalized = Vec<Result<NewContact, Rejection>>;
 
 fn normalize(raw: RawContact, region: &relay_domain::Region) -> Result<NewContact, Rejection> {
-    let reject = |reason: String| Rejection {
-        line: raw.line,
-        reason,
-    };
-    let phone_raw = raw.phone.as_deref().map(str::trim).unwrap_or_default();
+    let line = raw.line;
+    contact_fields(raw.first_name, raw.last_name, raw.phone.as_deref(), region)
+        .map_err(|reason| Rejection { line, reason })
+}
+
+/// The rules every written contact follows, an import's row or a management API request:
+/// the number is normalized in `region` (surrounding whitespace ignored), names are trimmed
+/// (blank is none) and at most 200 characters. The error is the reason, for a person.
+pub(crate) fn contact_fields(
+    first_name: Option<String>,
+    last_name: Option<String>,
+    phone: Option<&str>,
+    region: &relay_domain::Region,
+) -> Result<NewContact, String> {
+    let phone_raw = phone.map(str::trim).unwrap_or_default();
     let phone = match E164::parse(phone_raw, region) {
         Ok(phone) => phone,
-        Err(PhoneError::Empty) => return Err(reject("no phone number".into())),
+        Err(PhoneError::Empty) => return Err("no phone number".into()),
         Err(PhoneError::Anonymous) => {
-            return Err(reject("phone is a withheld-number placeholder".into()));
+            return Err("phone is a withheld-number placeholder".into());
         }
         Err(PhoneError::Invalid) => {
-            return Err(reject(format!(
-                "phone is not a valid number (region {region})"
-            )));
+            return Err(format!("phone is not a valid number (region {region})"));
         }
     };
     let phone_raw = phone_raw.to_owned();
-    let first_name = clean(raw.first_name);
-    let last_name = clean(raw.last_name);
+    let first_name = clean(first_name);
+    let last_name = clean(last_name);
     for (column, value) in [("first_name", &first_name), ("last_name", &last_name)] {
         if value
             .as_ref()
             .is_some_and(|v| v.chars().count() > MAX_STORED_NAME_CHARS)
         {
-            return Err(reject(format!(
+            return Err(format!(
                 "{column} is longer than {MAX_STORED_NAME_CHARS} characters"
-            )));
+            ));
         }
     }
     Ok(NewContact {

@@ -9,6 +9,8 @@
 //! - [`CallHistory`]: an organization's call records, newest first.
 //! - [`Readiness`]: may this replica take calls (dependencies answer, not shutting down).
 //! - [`Retention`] and [`ForgetCaller`]: the returning-caller memory's retention and erasure.
+//! - [`Management`]: the management API's and the CLI's operations, one implementation each,
+//!   checked against the acting [`Principal`] and written to the audit trail.
 #![warn(missing_docs)]
 
 mod admin;
@@ -16,6 +18,7 @@ mod background;
 mod call_history;
 mod credentials;
 mod import;
+mod management;
 mod memory;
 mod personalize;
 pub mod post_call;
@@ -30,6 +33,11 @@ pub use call_history::CallHistory;
 pub use credentials::{KnownCredentials, MAX_KNOWN_CREDENTIALS};
 pub use import::{
     ContactImporter, ImportError, ImportReport, MAX_REPORTED_REJECTIONS, RawContact, Rejection,
+};
+pub use management::{
+    ContactInput, ContactPatch, ContactSearch, DEFAULT_PAGE, DeletedContact, IssuedKey,
+    MANAGEMENT_KEY_PREFIX, MAX_PAGE, ManageError, Management, ManagementPorts, OrgChange, Page,
+    Principal,
 };
 pub use memory::{
     ForgetCaller, ForgetError, ForgetReport, PURGE_BATCH, PURGE_INTERVAL, PURGE_MAX_BATCHES,

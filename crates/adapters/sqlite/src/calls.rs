@@ -1,5 +1,5 @@
 //! [`CallLog`]: the post-call webhook's records (one per organization and conversation), their
-//! listing, and the organization's sealed webhook secret that signs them.
+//! listing and reading one by id, and the organization's sealed webhook secret that signs them.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -162,5 +162,19 @@ impl CallLog for SqliteStore {
             org: row.org.try_into()?,
             sealed_secret: row.webhook_secret_sealed,
         }))
+    }
+
+    async fn get_call(&self, org: OrgId, call: CallId) -> Result<Option<CallRecord>, AdminError> {
+        let row: Option<CallRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            call_columns!(),
+            " FROM calls WHERE id = ?1 AND org_id = ?2"
+        ))
+        .bind(call.to_string())
+        .bind(org.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        Ok(row.map(CallRecord::try_from).transpose()?)
     }
 }

@@ -1,5 +1,5 @@
 //! [`ContactDirectory`] (the webhook's lookup of a caller by number) and [`ContactImport`] (one
-//! write transaction per batch of an import).
+//! write transaction per batch of an import; a contact it changes gets a new version).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -114,7 +114,9 @@ impl ContactImport for SqliteStore {
                         continue;
                     }
                     sqlx::query(
-                        "UPDATE contacts SET first_name = ?2, last_name = ?3, phone_raw = ?4, updated_at = ?5
+                        "UPDATE contacts
+                            SET first_name = ?2, last_name = ?3, phone_raw = ?4, updated_at = ?5,
+                                version = version + 1
                           WHERE id = ?1",
                     )
                     .bind(existing.id)

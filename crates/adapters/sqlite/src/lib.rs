@@ -15,7 +15,9 @@ use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
 mod calls;
+mod contact_admin;
 mod contacts;
+mod management;
 mod memory;
 mod organizations;
 mod probe;

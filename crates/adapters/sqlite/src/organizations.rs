@@ -185,6 +185,60 @@ impl OrganizationAdmin for SqliteStore {
         Ok(row.try_into()?)
     }
 
+    async fn rename_organization(
+        &self,
+        org: OrgId,
+        name: &OrgName,
+    ) -> Result<Organization, AdminError> {
+        let row: Option<OrgRow> = sqlx::query_as(concat!(
+            "UPDATE organizations SET name = ?2 WHERE id = ?1
+             RETURNING ",
+            org_columns!()
+        ))
+        .bind(org.to_string())
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        let row = row.ok_or(AdminError::NotFound(Entity::Organization))?;
+        Ok(row.try_into()?)
+    }
+
+    async fn set_default_region(
+        &self,
+        org: OrgId,
+        region: Region,
+    ) -> Result<Organization, AdminError> {
+        let row: Option<OrgRow> = sqlx::query_as(concat!(
+            "UPDATE organizations SET default_region = ?2 WHERE id = ?1
+             RETURNING ",
+            org_columns!()
+        ))
+        .bind(org.to_string())
+        .bind(region.code())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        let row = row.ok_or(AdminError::NotFound(Entity::Organization))?;
+        Ok(row.try_into()?)
+    }
+
+    #[tracing::instrument(name = "sqlite.delete_organization", skip_all, fields(org_id = %org))]
+    async fn delete_organization(&self, org: OrgId) -> Result<(), AdminError> {
+        // One statement, so one transaction: the connection enforces foreign keys (`open`), and
+        // every table of the organization's data cascades from it (secrets, management keys,
+        // contacts, calls, caller memory). The audit trail has no foreign key and stays.
+        let deleted = sqlx::query("DELETE FROM organizations WHERE id = ?1")
+            .bind(org.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(repo_error)?;
+        if deleted.rows_affected() == 0 {
+            return Err(AdminError::NotFound(Entity::Organization));
+        }
+        Ok(())
+    }
+
     async fn set_webhook_secret(&self, org: OrgId, sealed: &[u8]) -> Result<(), AdminError> {
         let updated =
             sqlx::query("UPDATE organizations SET webhook_secret_sealed = ?2 WHERE id = ?1")

@@ -1,12 +1,14 @@
 //! The rows the port modules read, as SQLite types them (ids as hyphenated text, times as Unix
 //! microseconds), and their conversion into domain values. The checks (names, regions, numbers,
-//! ids, kinds) are the domain's `from_stored` constructors, which the Postgres adapter calls too;
-//! a row they refuse is [`RepositoryError::Unexpected`].
+//! ids, kinds) are the domain's `from_stored` constructors, which the Postgres adapter calls too,
+//! and for the fields they do not cover, `KeyLabel::parse`, `ExternalId::parse` and
+//! `Actor::from_stored`; a row they refuse is [`RepositoryError::Unexpected`].
 
 use chrono::{DateTime, Utc};
 use relay_domain::{
-    CallId, CallRecord, CallerMemory, Contact, ContactId, NewContact, OrgId, Organization,
-    SecretId, SecretInfo, StoredCall, StoredMemory,
+    Actor, ApiKeyId, ApiKeyInfo, AuditEntry, CallId, CallRecord, CallerMemory, Contact,
+    ContactDraft, ContactId, ExternalId, KeyLabel, KeyScope, LabelError, ManagedContact,
+    NewContact, OrgId, Organization, SecretId, SecretInfo, StoredCall, StoredMemory,
 };
 use relay_ports::RepositoryError;
 use uuid::fmt::Hyphenated;
@@ -39,6 +41,31 @@ macro_rules! call_columns {
 }
 pub(crate) use call_columns;
 
+/// The columns [`ManagedContactRow`] reads.
+macro_rules! managed_contact_columns {
+    () => {
+        "id, org_id, first_name, last_name, phone_raw, phone_e164, external_id, created_at, \
+         updated_at, version"
+    };
+}
+pub(crate) use managed_contact_columns;
+
+/// The columns [`KeyRow`] reads (never the digest).
+macro_rules! key_columns {
+    () => {
+        "id, org_id, label, created_at, revoked_at"
+    };
+}
+pub(crate) use key_columns;
+
+/// The columns [`AuditRow`] reads.
+macro_rules! audit_columns {
+    () => {
+        "seq, at, actor, org_id, action, target"
+    };
+}
+pub(crate) use audit_columns;
+
 /// A time as stored: Unix microseconds (Postgres' resolution), so ordering is numeric.
 pub(crate) fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
@@ -53,6 +80,35 @@ pub(crate) fn now_micros() -> i64 {
 #[derive(Debug, thiserror::Error)]
 #[error("bad timestamp {0}")]
 pub(crate) struct BadTimestamp(i64);
+
+/// A stored field the domain has no `from_stored` for (a key's label, a contact's external id,
+/// an audit entry's actor) breaks its rule; the message names the record, its id and the field,
+/// as the domain's `StoredDataError` does, never the value.
+#[derive(Debug, thiserror::Error)]
+#[error("{record} {id}: bad {field}")]
+pub(crate) struct BadField {
+    record: &'static str,
+    id: String,
+    field: &'static str,
+    #[source]
+    reason: Option<LabelError>,
+}
+
+impl BadField {
+    fn new(record: &'static str, id: impl std::fmt::Display, field: &'static str) -> Self {
+        Self {
+            record,
+            id: id.to_string(),
+            field,
+            reason: None,
+        }
+    }
+
+    fn because(mut self, reason: LabelError) -> Self {
+        self.reason = Some(reason);
+        self
+    }
+}
 
 /// Reads a stored time back.
 pub(crate) fn from_micros(m: i64) -> Result<DateTime<Utc>, RepositoryError> {
@@ -183,6 +239,124 @@ impl ExistingContact {
         self.first_name == new.first_name
             && self.last_name == new.last_name
             && self.phone_raw == new.phone_raw
+    }
+}
+
+/// A `contacts` row as the management API reads it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ManagedContactRow {
+    id: Hyphenated,
+    org_id: Hyphenated,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    phone_raw: String,
+    phone_e164: String,
+    external_id: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    pub(crate) version: i64,
+}
+
+impl ManagedContactRow {
+    /// The row's id, as stored.
+    pub(crate) fn id(&self) -> String {
+        self.id.to_string()
+    }
+
+    /// Whether the row already holds exactly `draft` with `external_id` (writing it would change
+    /// nothing).
+    pub(crate) fn holds(&self, draft: &ContactDraft, external_id: Option<&ExternalId>) -> bool {
+        self.first_name == draft.first_name
+            && self.last_name == draft.last_name
+            && self.phone_raw == draft.phone_raw
+            && self.phone_e164 == draft.phone.as_str()
+            && self.external_id.as_deref() == external_id.map(ExternalId::as_str)
+    }
+}
+
+impl TryFrom<ManagedContactRow> for ManagedContact {
+    type Error = RepositoryError;
+
+    fn try_from(row: ManagedContactRow) -> Result<Self, Self::Error> {
+        let id = ContactId::from_uuid(row.id.into_uuid());
+        let external_id = row
+            .external_id
+            .as_deref()
+            .map(|raw| {
+                ExternalId::parse(raw)
+                    .map_err(|e| unexpected(BadField::new("contact", id, "external_id").because(e)))
+            })
+            .transpose()?;
+        Ok(Self {
+            contact: Contact::from_stored(
+                id,
+                OrgId::from_uuid(row.org_id.into_uuid()),
+                row.first_name,
+                row.last_name,
+                &row.phone_e164,
+                from_micros(row.updated_at)?,
+            )
+            .map_err(unexpected)?,
+            external_id,
+            phone_raw: row.phone_raw,
+            created_at: from_micros(row.created_at)?,
+            version: row.version,
+        })
+    }
+}
+
+/// A `management_keys` row (never its digest).
+#[derive(sqlx::FromRow)]
+pub(crate) struct KeyRow {
+    id: Hyphenated,
+    org_id: Option<Hyphenated>,
+    label: String,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl TryFrom<KeyRow> for ApiKeyInfo {
+    type Error = RepositoryError;
+
+    fn try_from(row: KeyRow) -> Result<Self, Self::Error> {
+        let id = ApiKeyId::from_uuid(row.id.into_uuid());
+        Ok(Self {
+            id,
+            scope: row.org_id.map_or(KeyScope::Operator, |org| {
+                KeyScope::Organization(OrgId::from_uuid(org.into_uuid()))
+            }),
+            label: KeyLabel::parse(&row.label)
+                .map_err(|e| unexpected(BadField::new("key", id, "label").because(e)))?,
+            created_at: from_micros(row.created_at)?,
+            revoked_at: row.revoked_at.map(from_micros).transpose()?,
+        })
+    }
+}
+
+/// An `audit_log` row.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    seq: i64,
+    at: i64,
+    actor: String,
+    org_id: Option<Hyphenated>,
+    action: String,
+    target: Option<String>,
+}
+
+impl TryFrom<AuditRow> for AuditEntry {
+    type Error = RepositoryError;
+
+    fn try_from(row: AuditRow) -> Result<Self, Self::Error> {
+        Ok(Self {
+            seq: row.seq,
+            at: from_micros(row.at)?,
+            actor: Actor::from_stored(&row.actor)
+                .ok_or_else(|| unexpected(BadField::new("audit entry", row.seq, "actor")))?,
+            org_id: row.org_id.map(|org| OrgId::from_uuid(org.into_uuid())),
+            action: row.action,
+            target: row.target,
+        })
     }
 }
 

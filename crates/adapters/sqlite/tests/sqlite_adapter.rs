@@ -188,3 +188,90 @@ async fn a_stored_call_the_domain_refuses_is_unexpected_data() {
         "{message}"
     );
 }
+
+#[tokio::test]
+async fn the_audit_trail_refuses_updates_and_deletes() {
+    use relay_domain::{Actor, AuditEntry};
+    use relay_ports::AuditLog as _;
+    let fixture = SqliteFixture::new().await;
+    let entry = AuditEntry {
+        seq: 0,
+        at: DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap(),
+        actor: Actor::Cli,
+        org_id: None,
+        action: "organization.create".into(),
+        target: None,
+    };
+    let seq = fixture.store.append_audit(&entry).await.unwrap();
+    for sql in [
+        "UPDATE audit_log SET action = 'organization.delete' WHERE seq = ?1",
+        "DELETE FROM audit_log WHERE seq = ?1",
+    ] {
+        let refused = sqlx::query(sql)
+            .bind(seq)
+            .execute(fixture.store.pool())
+            .await
+            .expect_err(sql);
+        assert!(
+            refused.to_string().contains("audit_log is append-only"),
+            "{refused}"
+        );
+    }
+    let trail = fixture.store.list_audit(None, None, 10).await.unwrap();
+    assert_eq!(trail, [AuditEntry { seq, ..entry }]);
+}
+
+#[tokio::test]
+async fn a_stored_actor_label_or_external_id_the_domain_refuses_is_unexpected_data() {
+    use relay_domain::{ApiKeyId, ContactId, OrgName, Region};
+    use relay_ports::{
+        AuditLog as _, ContactAdmin as _, ManagementKeys as _, OrganizationAdmin as _,
+        RepositoryError,
+    };
+    let fixture = SqliteFixture::new().await;
+    sqlx::query("INSERT INTO audit_log (at, actor, action) VALUES (0, 'root', 'x')")
+        .execute(fixture.store.pool())
+        .await
+        .unwrap();
+    match fixture.store.list_audit(None, None, 10).await {
+        Err(RepositoryError::Unexpected(e)) => {
+            assert_eq!(e.to_string(), "audit entry 1: bad actor");
+        }
+        other => panic!("expected unexpected data, got {other:?}"),
+    }
+
+    let key = uuid::Uuid::new_v4();
+    // Within the column's length check, but with surrounding whitespace.
+    sqlx::query(
+        "INSERT INTO management_keys (id, label, digest, created_at)
+         VALUES (?1, ' padded ', zeroblob(32), 0)",
+    )
+    .bind(key.to_string())
+    .execute(fixture.store.pool())
+    .await
+    .unwrap();
+    let message = unexpected_message(fixture.store.get_key(ApiKeyId::from_uuid(key)).await);
+    assert_eq!(message, format!("key {key}: bad label"));
+    unexpected_message(fixture.store.list_keys(None).await);
+
+    let org = fixture
+        .store
+        .create_organization(
+            &OrgName::parse("Acme").unwrap(),
+            Region::parse("CA").unwrap(),
+        )
+        .await
+        .unwrap();
+    let contact = ContactId::from_uuid(uuid::Uuid::new_v4());
+    sqlx::query(
+        "INSERT INTO contacts (id, org_id, phone_raw, phone_e164, external_id, created_at, updated_at)
+         VALUES (?1, ?2, '+14165550100', '+14165550100', 'crm' || char(10), 0, 0)",
+    )
+    .bind(contact.to_string())
+    .bind(org.id.to_string())
+    .execute(fixture.store.pool())
+    .await
+    .unwrap();
+    let message = unexpected_message(fixture.store.get_contact(org.id, contact).await);
+    assert_eq!(message, format!("contact {contact}: bad external_id"));
+}
