@@ -49,6 +49,10 @@ CREATE TRIGGER audit_log_append_only
     BEFORE UPDATE OR DELETE ON audit_log
     FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
 
+CREATE TRIGGER audit_log_no_truncate
+    BEFORE TRUNCATE ON audit_log
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only();
+
 -- Deleting a contact (or an organization, contact by contact) unlinks its call records: without
 -- this index each deleted contact scans every call record.
 CREATE INDEX calls_contact_id_idx ON calls (contact_id) WHERE contact_id IS NOT NULL;

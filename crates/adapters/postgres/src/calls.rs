@@ -1,5 +1,5 @@
 //! [`CallLog`]: the post-call webhook's records (one per organization and conversation), their
-//! listing, and the organization's sealed webhook secret that signs them.
+//! listing and reading one by id, and the organization's sealed webhook secret that signs them.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -164,6 +164,20 @@ impl CallLog for PgStore {
         .await
         .map_err(repo_error)?;
         Ok(convert(rows)?)
+    }
+
+    async fn get_call(&self, org: OrgId, call: CallId) -> Result<Option<CallRecord>, AdminError> {
+        let row: Option<CallRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            call_columns!(),
+            " FROM calls WHERE org_id = $1 AND id = $2"
+        ))
+        .bind(org.as_uuid())
+        .bind(call.as_uuid())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        Ok(row.map(CallRecord::try_from).transpose()?)
     }
 
     async fn webhook_signer(&self, org: OrgId) -> Result<Option<WebhookSigner>, RepositoryError> {

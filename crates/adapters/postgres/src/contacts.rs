@@ -79,7 +79,7 @@ impl ContactDirectory for PgStore {
 }
 
 /// One statement per batch: find the newest existing contact of each number, update those whose
-/// data changed, insert the numbers not seen before, and count each kind.
+/// data changed (a new version), insert the numbers not seen before, and count each kind.
 const UPSERT_CONTACTS: &str = r"
 WITH input AS (
     SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[])
@@ -93,7 +93,7 @@ WITH input AS (
 ), changed AS (
     UPDATE contacts c
        SET first_name = i.first_name, last_name = i.last_name, phone_raw = i.phone_raw,
-           updated_at = now()
+           updated_at = now(), version = c.version + 1
       FROM target t
       JOIN input i ON i.phone_e164 = t.phone_e164
      WHERE c.id = t.id

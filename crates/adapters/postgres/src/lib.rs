@@ -1,4 +1,4 @@
-//! Postgres adapter: implements the organization, contact and admin ports with sqlx.
+//! Postgres adapter: implements the organization, contact, admin and management ports with sqlx.
 //!
 //! Queries are checked at run time (no compile-time database needed to build); the adapter tests
 //! run every query against a real Postgres. Driver errors become port errors here, at the seam.
@@ -20,7 +20,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 
 mod calls;
+mod contact_admin;
 mod contacts;
+mod management;
 mod memory;
 mod organizations;
 mod probe;
@@ -53,7 +55,8 @@ impl Default for PoolSettings {
 #[error("DATABASE_URL is not a valid Postgres URL: {0}")]
 pub struct InvalidUrl(String);
 
-/// Organizations, secrets and contacts in Postgres.
+/// Organizations, secrets, contacts, call records, management keys and the audit trail in
+/// Postgres.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
@@ -222,6 +225,21 @@ fn admin_error(e: sqlx::Error, missing: Entity) -> AdminError {
         return AdminError::NotFound(missing);
     }
     AdminError::Repository(repo_error(e))
+}
+
+/// The unique index that keeps an external id to one contact of an organization.
+const EXTERNAL_ID_INDEX: &str = "contacts_org_external_id_idx";
+
+/// Translates the error of a statement writing a contact: its external id taken by another
+/// contact of the organization, or (an insert's) organization missing.
+fn contact_write_error(e: sqlx::Error) -> AdminError {
+    if let sqlx::Error::Database(db) = &e
+        && db.is_unique_violation()
+        && db.constraint() == Some(EXTERNAL_ID_INDEX)
+    {
+        return AdminError::ExternalIdTaken;
+    }
+    admin_error(e, Entity::Organization)
 }
 
 /// A stored row the domain refuses: data this service cannot read.

@@ -1,5 +1,5 @@
 //! [`OrganizationDirectory`] (the webhook's lookup by tool-secret digest) and
-//! [`OrganizationAdmin`] (organizations, their tool secrets, their settings).
+//! [`OrganizationAdmin`] (organizations, their tool secrets, their settings, their deletion).
 
 use async_trait::async_trait;
 use relay_domain::{
@@ -160,6 +160,58 @@ impl OrganizationAdmin for PgStore {
         .map_err(repo_error)?;
         let row = row.ok_or(AdminError::NotFound(Entity::Organization))?;
         Ok(row.try_into()?)
+    }
+
+    async fn rename_organization(
+        &self,
+        org: OrgId,
+        name: &OrgName,
+    ) -> Result<Organization, AdminError> {
+        let row: Option<OrgRow> = sqlx::query_as(concat!(
+            "UPDATE organizations SET name = $2 WHERE id = $1
+             RETURNING ",
+            org_columns!()
+        ))
+        .bind(org.as_uuid())
+        .bind(name.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        let row = row.ok_or(AdminError::NotFound(Entity::Organization))?;
+        Ok(row.try_into()?)
+    }
+
+    async fn set_default_region(
+        &self,
+        org: OrgId,
+        region: Region,
+    ) -> Result<Organization, AdminError> {
+        let row: Option<OrgRow> = sqlx::query_as(concat!(
+            "UPDATE organizations SET default_region = $2 WHERE id = $1
+             RETURNING ",
+            org_columns!()
+        ))
+        .bind(org.as_uuid())
+        .bind(region.code())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(repo_error)?;
+        let row = row.ok_or(AdminError::NotFound(Entity::Organization))?;
+        Ok(row.try_into()?)
+    }
+
+    async fn delete_organization(&self, org: OrgId) -> Result<(), AdminError> {
+        // One statement, so one transaction: the foreign keys cascade to the secrets, management
+        // keys, contacts, call records and memory. The audit trail has no foreign key and stays.
+        let deleted = sqlx::query("DELETE FROM organizations WHERE id = $1")
+            .bind(org.as_uuid())
+            .execute(&self.pool)
+            .await
+            .map_err(repo_error)?;
+        if deleted.rows_affected() == 0 {
+            return Err(AdminError::NotFound(Entity::Organization));
+        }
+        Ok(())
     }
 
     async fn set_webhook_secret(&self, org: OrgId, sealed: &[u8]) -> Result<(), AdminError> {

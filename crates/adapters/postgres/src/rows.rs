@@ -3,10 +3,13 @@
 //! constructors, which the SQLite adapter calls too; a row they refuse is
 //! [`RepositoryError::Unexpected`].
 
+use std::fmt;
+
 use chrono::{DateTime, Utc};
 use relay_domain::{
-    CallId, CallRecord, CallerMemory, Contact, ContactId, OrgId, Organization, SecretId,
-    SecretInfo, StoredCall, StoredMemory,
+    Actor, ApiKeyId, ApiKeyInfo, AuditEntry, CallId, CallRecord, CallerMemory, Contact,
+    ContactDraft, ContactId, ExternalId, KeyLabel, KeyScope, ManagedContact, OrgId, Organization,
+    SecretId, SecretInfo, StoredCall, StoredMemory,
 };
 use relay_ports::RepositoryError;
 use sqlx::types::Uuid;
@@ -38,6 +41,58 @@ macro_rules! call_columns {
     };
 }
 pub(crate) use call_columns;
+
+/// The columns [`ManagedContactRow`] reads.
+macro_rules! managed_contact_columns {
+    () => {
+        "id, first_name, last_name, phone_e164, updated_at, phone_raw, external_id, created_at, \
+         version"
+    };
+}
+pub(crate) use managed_contact_columns;
+
+/// The columns [`KeyRow`] reads.
+macro_rules! key_columns {
+    () => {
+        "id, org_id, label, created_at, revoked_at"
+    };
+}
+pub(crate) use key_columns;
+
+/// The columns [`AuditRow`] reads.
+macro_rules! audit_columns {
+    () => {
+        "seq, at, actor, org_id, action, target"
+    };
+}
+pub(crate) use audit_columns;
+
+/// A stored field of a management record (external id, key label, audit actor) the domain
+/// refuses, worded as the domain's `StoredDataError`: the record, its id and the field, never the
+/// value.
+#[derive(Debug, thiserror::Error)]
+#[error("{record} {id}: bad {field}: {reason}")]
+struct BadField {
+    record: &'static str,
+    id: String,
+    field: &'static str,
+    reason: String,
+}
+
+/// [`RepositoryError::Unexpected`] for a refused field.
+fn bad_field(
+    record: &'static str,
+    id: impl fmt::Display,
+    field: &'static str,
+    reason: impl fmt::Display,
+) -> RepositoryError {
+    RepositoryError::Unexpected(Box::new(BadField {
+        record,
+        id: id.to_string(),
+        field,
+        reason: reason.to_string(),
+    }))
+}
 
 /// An `organizations` row.
 #[derive(sqlx::FromRow)]
@@ -225,6 +280,123 @@ impl TryFrom<CallRow> for CallRecord {
             received_at: row.received_at,
         })
         .map_err(unexpected)
+    }
+}
+
+/// A `contacts` row as the management API reads it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ManagedContactRow {
+    #[sqlx(flatten)]
+    contact: ContactRow,
+    phone_raw: String,
+    external_id: Option<String>,
+    created_at: DateTime<Utc>,
+    version: i64,
+}
+
+impl ManagedContactRow {
+    /// The contact's id.
+    pub(crate) fn id(&self) -> Uuid {
+        self.contact.id
+    }
+
+    /// The contact's version.
+    pub(crate) fn version(&self) -> i64 {
+        self.version
+    }
+
+    /// The contact's normalized number.
+    pub(crate) fn phone_e164(&self) -> &str {
+        &self.contact.phone_e164
+    }
+
+    /// Whether the row already holds exactly `draft` (names, both numbers, external id).
+    pub(crate) fn holds(&self, draft: &ContactDraft) -> bool {
+        self.contact.first_name == draft.first_name
+            && self.contact.last_name == draft.last_name
+            && self.phone_raw == draft.phone_raw
+            && self.contact.phone_e164 == draft.phone.as_str()
+            && self.external_id.as_deref() == draft.external_id.as_ref().map(ExternalId::as_str)
+    }
+
+    /// The contact, of `org` (the organization the query was scoped to).
+    pub(crate) fn into_managed(self, org: OrgId) -> Result<ManagedContact, RepositoryError> {
+        let id = self.contact.id;
+        let external_id = self
+            .external_id
+            .map(|raw| {
+                ExternalId::parse(&raw).map_err(|e| bad_field("contact", id, "external_id", e))
+            })
+            .transpose()?;
+        Ok(ManagedContact {
+            contact: self.contact.into_contact(org)?,
+            external_id,
+            phone_raw: self.phone_raw,
+            created_at: self.created_at,
+            version: self.version,
+        })
+    }
+}
+
+/// A `management_keys` row (never its digest).
+#[derive(sqlx::FromRow)]
+pub(crate) struct KeyRow {
+    id: Uuid,
+    org_id: Option<Uuid>,
+    label: String,
+    created_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<KeyRow> for ApiKeyInfo {
+    type Error = RepositoryError;
+
+    fn try_from(row: KeyRow) -> Result<Self, Self::Error> {
+        let label =
+            KeyLabel::parse(&row.label).map_err(|e| bad_field("key", row.id, "label", e))?;
+        Ok(Self {
+            id: ApiKeyId::from_uuid(row.id),
+            scope: row.org_id.map_or(KeyScope::Operator, |org| {
+                KeyScope::Organization(OrgId::from_uuid(org))
+            }),
+            label,
+            created_at: row.created_at,
+            revoked_at: row.revoked_at,
+        })
+    }
+}
+
+/// An `audit_log` row.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    seq: i64,
+    at: DateTime<Utc>,
+    actor: String,
+    org_id: Option<Uuid>,
+    action: String,
+    target: Option<String>,
+}
+
+impl TryFrom<AuditRow> for AuditEntry {
+    type Error = RepositoryError;
+
+    fn try_from(row: AuditRow) -> Result<Self, Self::Error> {
+        let actor = Actor::from_stored(&row.actor).ok_or_else(|| {
+            bad_field(
+                "audit entry",
+                row.seq,
+                "actor",
+                "neither `cli` nor `key:<uuid>`",
+            )
+        })?;
+        Ok(Self {
+            seq: row.seq,
+            at: row.at,
+            actor,
+            org_id: row.org_id.map(OrgId::from_uuid),
+            action: row.action,
+            target: row.target,
+        })
     }
 }
 

@@ -245,3 +245,252 @@ async fn a_stored_call_the_domain_refuses_is_unexpected_data() {
         "{message}"
     );
 }
+
+/// A fresh database with one organization, "Acme" in Canada.
+async fn db_with_org() -> (TestDb, PgStore, OrgId) {
+    use relay_domain::{OrgName, Region};
+    use relay_ports::OrganizationAdmin as _;
+    let db = TestDb::create().await;
+    let store = db.store();
+    let org = store
+        .create_organization(
+            &OrgName::parse("Acme").unwrap(),
+            Region::parse("CA").unwrap(),
+        )
+        .await
+        .unwrap();
+    (db, store, org.id)
+}
+
+fn draft(first: &str, phone: &str, external_id: Option<&str>) -> relay_domain::ContactDraft {
+    relay_domain::ContactDraft {
+        first_name: Some(first.to_owned()),
+        last_name: None,
+        phone_raw: phone.to_owned(),
+        phone: E164::parse_e164(phone).unwrap(),
+        external_id: external_id.map(|e| relay_domain::ExternalId::parse(e).unwrap()),
+    }
+}
+
+#[tokio::test]
+async fn the_audit_log_refuses_updates_and_deletes() {
+    use relay_domain::{Actor, AuditEntry};
+    use relay_ports::{AuditLog as _, OrganizationAdmin as _};
+    let (db, store, org) = db_with_org().await;
+    let seq = store
+        .append_audit(&AuditEntry {
+            seq: 0,
+            at: Utc::now(),
+            actor: Actor::Cli,
+            org_id: Some(org),
+            action: "contact.create".to_owned(),
+            target: None,
+        })
+        .await
+        .unwrap();
+    for sql in [
+        "UPDATE audit_log SET action = 'contact.delete' WHERE seq = $1",
+        "DELETE FROM audit_log WHERE seq = $1",
+    ] {
+        let err = sqlx::query(sql)
+            .bind(seq)
+            .execute(db.pool())
+            .await
+            .expect_err(sql);
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    // Deleting the organization leaves its trail (no foreign key).
+    store.delete_organization(org).await.unwrap();
+    let left = store.list_audit(Some(org), None, 10).await.unwrap();
+    assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), [seq]);
+}
+
+/// The `has_memory` mark the caller lookup relies on (Postgres only): a contact created at, or
+/// moved to, a number the organization remembers is answered with that memory.
+#[tokio::test]
+async fn contacts_created_at_or_moved_to_a_remembered_number_find_its_memory() {
+    use relay_domain::ExternalId;
+    use relay_ports::{ContactAdmin as _, ContactDirectory as _};
+    let (db, store, org) = db_with_org().await;
+    for phone in ["+14165550100", "+14165550101", "+14165550102"] {
+        sqlx::query(
+            "INSERT INTO caller_memory (org_id, phone_e164, completed_calls, last_activity_at)
+             VALUES ($1, $2, 1, now())",
+        )
+        .bind(org.as_uuid())
+        .bind(phone)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    }
+    let epoch = DateTime::<Utc>::from_timestamp(0, 0).unwrap();
+    let remembered = |phone: &'static str| {
+        let store = store.clone();
+        async move {
+            let caller = store
+                .find_caller(org, &E164::parse_e164(phone).unwrap(), Some(epoch))
+                .await
+                .unwrap();
+            assert!(caller.contact.is_some(), "{phone}: no contact");
+            caller.memory.unwrap().map(|m| m.previous_calls)
+        }
+    };
+
+    let created = store
+        .create_contact(org, &draft("Ada", "+14165550100", None))
+        .await
+        .unwrap();
+    assert_eq!(remembered("+14165550100").await, Some(1));
+
+    let stranger = store
+        .create_contact(org, &draft("Bob", "+14165550199", None))
+        .await
+        .unwrap();
+    store
+        .update_contact(
+            org,
+            stranger.contact.id,
+            &draft("Bob", "+14165550101", None),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(remembered("+14165550101").await, Some(1));
+
+    store
+        .upsert_by_external_id(
+            org,
+            &ExternalId::parse("crm-1").unwrap(),
+            &draft("Eve", "+14165550102", None),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(remembered("+14165550102").await, Some(1));
+
+    // A change that keeps the number keeps the mark.
+    store
+        .update_contact(
+            org,
+            created.contact.id,
+            &draft("Ada Lovelace", "+14165550100", None),
+            None,
+        )
+        .await
+        .unwrap();
+    let marked: bool = sqlx::query_scalar("SELECT has_memory FROM contacts WHERE id = $1")
+        .bind(created.contact.id.as_uuid())
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert!(marked);
+    assert_eq!(remembered("+14165550100").await, Some(1));
+}
+
+#[tokio::test]
+async fn stored_management_rows_the_domain_refuses_are_unexpected_data() {
+    use relay_ports::{AuditLog as _, ContactAdmin as _, ManagementKeys as _};
+    let (db, store, org) = db_with_org().await;
+    // Each passes the column's check, but not the domain's rule.
+    let contact: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO contacts (org_id, phone_raw, phone_e164, external_id)
+         VALUES ($1, '+14165550100', '+14165550100', ' crm-1') RETURNING id",
+    )
+    .bind(org.as_uuid())
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    let message = unexpected_message(store.get_contact(org, ContactId::from_uuid(contact)).await);
+    assert_eq!(
+        message,
+        format!(
+            "contact {contact}: bad external_id: it holds a control character or starts or ends \
+             with whitespace"
+        )
+    );
+
+    let key: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO management_keys (label, digest) VALUES ('crm ', $1) RETURNING id",
+    )
+    .bind([7_u8; 32].as_slice())
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    let message = unexpected_message(store.list_keys(None).await);
+    assert!(
+        message.starts_with(&format!("key {key}: bad label")),
+        "{message}"
+    );
+
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO audit_log (at, actor, action) VALUES (now(), 'root', 'x') RETURNING seq",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    match store.list_audit(None, None, 10).await {
+        Err(relay_ports::RepositoryError::Unexpected(e)) => {
+            let message = e.to_string();
+            assert!(
+                message.starts_with(&format!("audit entry {seq}: bad actor")),
+                "{message}"
+            );
+            assert!(!message.contains("root"), "{message}");
+        }
+        other => panic!("expected unexpected data, got {other:?}"),
+    }
+}
+
+/// The race the upsert's `ON CONFLICT DO NOTHING` resolves, made certain: another transaction
+/// inserted the external id and has not committed when the upsert reads. The upsert waits for it
+/// and then updates that contact.
+#[tokio::test]
+async fn an_upsert_racing_an_uncommitted_insert_of_its_external_id_updates_it() {
+    use relay_domain::{ContactQuery, ExternalId};
+    use relay_ports::{ContactAdmin as _, Upserted};
+    let (db, store, org) = db_with_org().await;
+    let mut other = db.pool().begin().await.unwrap();
+    let theirs: uuid::Uuid = sqlx::query_scalar(
+        "INSERT INTO contacts (org_id, first_name, phone_raw, phone_e164, external_id)
+         VALUES ($1, 'Bob', '+14165550100', '+14165550100', 'crm-race') RETURNING id",
+    )
+    .bind(org.as_uuid())
+    .fetch_one(&mut *other)
+    .await
+    .unwrap();
+    let upsert = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .upsert_by_external_id(
+                    org,
+                    &ExternalId::parse("crm-race").unwrap(),
+                    &draft("Ada", "+14165550100", None),
+                    None,
+                )
+                .await
+        })
+    };
+    // Give the upsert time to read (nothing) and block on the insert.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!upsert.is_finished(), "the upsert did not wait");
+    other.commit().await.unwrap();
+    let upserted = upsert.await.unwrap().unwrap();
+    assert_eq!(upserted.outcome, Upserted::Updated);
+    assert_eq!(upserted.contact.contact.id.as_uuid(), theirs);
+    assert_eq!(upserted.contact.contact.first_name.as_deref(), Some("Ada"));
+    assert_eq!(upserted.contact.version, 2);
+    let all = store
+        .list_contacts(
+            org,
+            &ContactQuery {
+                phone: None,
+                name: None,
+                after: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+}
