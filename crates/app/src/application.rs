@@ -15,16 +15,18 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use relay_domain::Region;
+use relay_http::admin::{Guard, ManagementApi};
 use relay_http::{Access, Operations, ServerSettings, Webhooks};
 use relay_memory_cache::{CachedOrganizations, DEFAULT_MAX_ORGANIZATIONS};
 use relay_observability::{ContextWriteCounts, Metrics, Observed, OutboxCounts};
 use relay_ports::{
-    CallContextCache, CallLog, ContactDirectory, DeliveryOutbox, MemoryKeeper,
-    OrganizationDirectory, Probe,
+    AuditLog, CallContextCache, CallLog, ContactAdmin, ContactDirectory, ContactImport,
+    DeliveryOutbox, ManagementKeys, MemoryKeeper, OrganizationAdmin, OrganizationDirectory, Probe,
 };
 use relay_usecase::post_call::{PostCallPorts, PostCallSettings, RecordCall};
 use relay_usecase::{
-    KnownCredentials, MAX_KNOWN_CREDENTIALS, PersonalizeCall, Readiness, Retention, RetryPolicy,
+    KnownCredentials, MAX_KNOWN_CREDENTIALS, Management, ManagementPorts, PersonalizeCall,
+    Readiness, Retention, RetryPolicy,
 };
 use tokio::task::JoinHandle;
 
@@ -43,6 +45,7 @@ pub struct Service {
     access: Arc<Access>,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
+    management: ManagementApi,
     trace_requests: bool,
     /// The post-call replay loop; aborted when the service is dropped.
     replay: JoinHandle<()>,
@@ -187,7 +190,28 @@ impl Service {
             vec![(store_label, store_probe), (cache_label, cache_probe)],
             config.readiness_timeout,
         ));
+        let management = ManagementApi {
+            manage: Arc::new(Management::new(
+                ManagementPorts {
+                    orgs: store.wrap(Arc::clone(&adapters.store) as Arc<dyn OrganizationAdmin>),
+                    contacts: store.wrap(Arc::clone(&adapters.store) as Arc<dyn ContactAdmin>),
+                    import: store.wrap(Arc::clone(&adapters.store) as Arc<dyn ContactImport>),
+                    keys: store.wrap(Arc::clone(&adapters.store) as Arc<dyn ManagementKeys>),
+                    audit: store.wrap(Arc::clone(&adapters.store) as Arc<dyn AuditLog>),
+                    calls: store.wrap(Arc::clone(&adapters.store) as Arc<dyn CallLog>),
+                    cache: cache.wrap(Arc::clone(&adapters.cache) as Arc<dyn CallContextCache>),
+                },
+                config.webhook_sealer.clone(),
+            )),
+            guard: Arc::new(Guard::new(
+                config.trusted_proxies.clone(),
+                config.auth_throttle,
+                config.admin_budget,
+            )),
+            metrics: Arc::clone(&metrics),
+        };
         Self {
+            management,
             personalize,
             record_call,
             access: Arc::new(Access::new(
@@ -209,6 +233,11 @@ impl Service {
             Arc::clone(&self.record_call),
             Arc::clone(&self.access),
         )
+    }
+
+    /// The management API's operations and guard (served on `ADMIN_LISTEN_ADDR`).
+    pub fn management(&self) -> ManagementApi {
+        self.management.clone()
     }
 
     /// The probe and metrics routes' state.
@@ -284,6 +313,8 @@ pub struct Application {
     service: Service,
     server: actix_web::dev::Server,
     addr: SocketAddr,
+    /// The management server and its address, when `ADMIN_LISTEN_ADDR` is set.
+    admin: Option<(actix_web::dev::Server, SocketAddr)>,
     shutdown_drain: Duration,
     shutdown_timeout: Duration,
 }
@@ -339,7 +370,34 @@ impl Application {
             },
         )
         .context("cannot start the HTTP server")?;
+        let admin = match config.admin_listen_addr {
+            None => None,
+            Some(admin_addr) => {
+                let listener = TcpListener::bind(admin_addr)
+                    .with_context(|| format!("cannot listen on ADMIN_LISTEN_ADDR {admin_addr}"))?;
+                let bound = listener.local_addr().context("admin listener address")?;
+                let server = relay_http::admin_server(
+                    listener,
+                    service.management(),
+                    ServerSettings {
+                        // Management traffic is light: one worker keeps the webhooks' cores free.
+                        workers: Some(1),
+                        shutdown_timeout: config.shutdown_timeout,
+                    },
+                )
+                .context("cannot start the management server")?;
+                Some((server, bound))
+            }
+        };
         log_start(config, adapters, addr, &service, trace_requests);
+        if let Some((_, admin_addr)) = &admin {
+            tracing::info!(
+                admin_listen_addr = %admin_addr,
+                admin_requests_per_minute = config.admin_budget.per_minute,
+                admin_request_burst = config.admin_budget.burst,
+                "management API listening on {admin_addr}"
+            );
+        }
         if adapters.fresh {
             demo::seed(Arc::clone(&adapters.store), addr)
                 .await
@@ -349,6 +407,7 @@ impl Application {
             service,
             server,
             addr,
+            admin,
             shutdown_drain: config.shutdown_drain,
             shutdown_timeout: config.shutdown_timeout,
         })
@@ -357,6 +416,12 @@ impl Application {
     /// The address it listens on (the port chosen when `LISTEN_ADDR` asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The management API's address, when `ADMIN_LISTEN_ADDR` is set (the port chosen when it
+    /// asked for port 0).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|(_, addr)| *addr)
     }
 
     /// The wired service.
@@ -376,12 +441,17 @@ impl Application {
         let Self {
             service,
             server,
+            admin,
             shutdown_drain,
             shutdown_timeout,
             ..
         } = self;
         let handle = server.handle();
         let mut running = tokio::spawn(server);
+        let admin = admin.map(|(server, _)| {
+            let handle = server.handle();
+            (handle, tokio::spawn(server))
+        });
         let signal = tokio::select! {
             signal = signals.next() => signal,
             ended = &mut running => {
@@ -416,6 +486,15 @@ impl Application {
             .await
             .context("HTTP server task failed")?
             .context("HTTP server failed")?;
+        if let Some((handle, running)) = admin {
+            // Management requests in flight finish too (a bulk import is bounded by the same
+            // timeout).
+            handle.stop(!forced).await;
+            running
+                .await
+                .context("management server task failed")?
+                .context("management server failed")?;
+        }
         service.replay.abort();
         let pending = if forced {
             0

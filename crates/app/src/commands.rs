@@ -20,7 +20,7 @@ use crate::cli::{CallsCommand, Command, ContactsCommand, ImportFile, OrgCommand,
 use crate::config::{ConfigError, Env, ServeConfig, StoreConfig, webhook_sealer_from_env};
 use crate::failure::Failure;
 use crate::signals::Signals;
-use crate::{adapters, csv_source, import_outcome};
+use crate::{adapters, import_outcome};
 
 /// Rows per upsert round trip during an import.
 const IMPORT_BATCH: usize = 2_000;
@@ -372,7 +372,8 @@ async fn secret(cmd: SecretCommand, config: &StoreConfig) -> Result<(), Failure>
 async fn import(org_id: OrgId, file: &ImportFile, config: &StoreConfig) -> Result<(), Failure> {
     let store = admin_store(config).await?;
     let org = Admin::new(store.clone()).organization(org_id).await?;
-    let (rows, stopped) = csv_source::open(&file.path)?;
+    let (rows, stopped) =
+        relay_contact_files::csv::open(&file.path).map_err(anyhow::Error::from)?;
 
     let progress = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new_spinner();

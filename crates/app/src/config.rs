@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use relay_http::admin::RequestBudget;
 use relay_http::{ThrottleSettings, TrustedProxies};
 use relay_ports::OutboxLimits;
 use relay_usecase::post_call::SecretSealer;
@@ -268,6 +269,12 @@ pub struct ServeConfig {
     pub redis_pool_size: usize,
     /// `LISTEN_ADDR` (default `0.0.0.0:2212`).
     pub listen_addr: SocketAddr,
+    /// `ADMIN_LISTEN_ADDR` (default: unset, no management API): where the management API
+    /// listens. Never expose it through the webhook ingress.
+    pub admin_listen_addr: Option<SocketAddr>,
+    /// `ADMIN_REQUESTS_PER_MINUTE` (default 1,200, 0 turns the budget off) and
+    /// `ADMIN_REQUEST_BURST` (default 200): requests each management key may make.
+    pub admin_budget: RequestBudget,
     /// `LOOKUP_TIMEOUT_MS` (default 800): the dependency budget of one webhook call.
     pub lookup_timeout: Duration,
     /// `HTTP_WORKERS` (default: one per physical core).
@@ -362,6 +369,20 @@ impl ServeConfig {
             redis_key_prefix: prefix,
             redis_pool_size: env.number_in("REDIS_POOL_SIZE", 16, 1..=1_000)?,
             listen_addr: Self::listen_addr_from_env(env)?,
+            admin_listen_addr: env
+                .get("ADMIN_LISTEN_ADDR")
+                .map(|raw| {
+                    raw.parse()
+                        .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
+                            name: "ADMIN_LISTEN_ADDR",
+                            reason: e.to_string(),
+                        })
+                })
+                .transpose()?,
+            admin_budget: RequestBudget {
+                per_minute: env.number_in("ADMIN_REQUESTS_PER_MINUTE", 1_200, 0..=1_000_000)?,
+                burst: env.number_in("ADMIN_REQUEST_BURST", 200, 1..=1_000_000)?,
+            },
             lookup_timeout: env.millis_in("LOOKUP_TIMEOUT_MS", 800, 1..=60_000)?,
             http_workers: (workers > 0).then_some(workers),
             org_cache_ttl: env.seconds_in("ORG_CACHE_TTL_SECONDS", 10, 0..=3_600)?,
@@ -604,7 +625,7 @@ mod tests {
     }
 
     /// Every variable `ServeConfig::from_env` reads.
-    const SERVE_VARIABLES: [&str; 22] = [
+    const SERVE_VARIABLES: [&str; 25] = [
         "DATABASE_URL",
         "DATABASE_MAX_CONNECTIONS",
         "REDIS_URL",
@@ -612,6 +633,9 @@ mod tests {
         "REDIS_KEY_PREFIX",
         "REDIS_POOL_SIZE",
         "LISTEN_ADDR",
+        "ADMIN_LISTEN_ADDR",
+        "ADMIN_REQUESTS_PER_MINUTE",
+        "ADMIN_REQUEST_BURST",
         "LOOKUP_TIMEOUT_MS",
         "HTTP_WORKERS",
         "ORG_CACHE_TTL_SECONDS",

@@ -3,9 +3,8 @@
 
 use std::path::Path;
 
+use relay_contact_files::CsvError;
 use relay_usecase::ImportReport;
-
-use crate::csv_source::CsvError;
 
 /// stderr's lines about rejected rows: `line N: reason` for each one the report kept, then how
 /// many more there were.

@@ -15,7 +15,6 @@ mod application;
 mod cli;
 mod commands;
 pub mod config;
-mod csv_source;
 mod demo;
 mod failure;
 mod import_outcome;

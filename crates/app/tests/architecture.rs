@@ -243,6 +243,49 @@ fn observability_does_no_io_and_knows_no_adapter_or_use_case() {
     );
 }
 
+#[test]
+fn contact_files_depend_on_no_io_runtime_or_store() {
+    // A format library (CSV, NDJSON → the import's rows) that the app and the HTTP adapter both
+    // read with: it is not an adapter (the HTTP adapter may depend on it), so it must not pull in
+    // an adapter, a driver or a runtime. It needs the use case's row types, and the use case
+    // depends on tokio: what it declares itself is checked against the I/O crates, its closure
+    // against the drivers and frameworks.
+    let meta = metadata();
+    let package = meta
+        .workspace_packages()
+        .into_iter()
+        .find(|p| p.name.as_str() == "relay-contact-files")
+        .expect("relay-contact-files is a workspace member");
+    let declared: BTreeSet<String> = package
+        .dependencies
+        .iter()
+        .filter(|d| d.kind == DependencyKind::Normal)
+        .map(|d| d.name.clone())
+        .collect();
+    assert_eq!(offending(&declared, IO_CRATES), Vec::<&str>::new());
+    let closure = normal_closure(&meta, "relay-contact-files");
+    assert_eq!(offending(&closure, ADAPTERS), Vec::<&str>::new());
+    assert!(!closure.contains("relay-app"), "{closure:?}");
+    assert_eq!(
+        offending(
+            &closure,
+            &[
+                "sqlx",
+                "sqlx-core",
+                "redis",
+                "deadpool-redis",
+                "moka",
+                "actix-web",
+                "actix-rt",
+                "hyper",
+                "reqwest",
+                "async-std",
+            ]
+        ),
+        Vec::<&str>::new()
+    );
+}
+
 /// The top-level modules of a crate's `src/` that each module names through `crate::` (its
 /// `use` lines and paths; `super::` stays inside a subtree and is not counted).
 fn module_imports(src: &std::path::Path) -> HashMap<String, BTreeSet<String>> {

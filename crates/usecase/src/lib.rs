@@ -35,9 +35,9 @@ pub use import::{
     ContactImporter, ImportError, ImportReport, MAX_REPORTED_REJECTIONS, RawContact, Rejection,
 };
 pub use management::{
-    ContactInput, ContactPatch, ContactSearch, DEFAULT_PAGE, DeletedContact, IssuedKey,
-    MANAGEMENT_KEY_PREFIX, MAX_PAGE, ManageError, Management, ManagementPorts, OrgChange, Page,
-    Principal,
+    ContactInput, ContactPatch, ContactSearch, DEFAULT_PAGE, DeletedContact, IMPORT_BATCH,
+    IssuedKey, MANAGEMENT_KEY_PREFIX, MAX_PAGE, ManageError, Management, ManagementPorts,
+    OrgChange, Page, Principal,
 };
 pub use memory::{
     ForgetCaller, ForgetError, ForgetReport, PURGE_BATCH, PURGE_INTERVAL, PURGE_MAX_BATCHES,

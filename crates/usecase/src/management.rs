@@ -18,13 +18,15 @@ use relay_domain::{
     OrgName, Organization, Region, SecretId, SecretInfo, ToolToken,
 };
 use relay_ports::{
-    AdminError, AuditLog, CallContextCache, CallLog, ContactAdmin, Entity, ManagementKeys,
-    OrganizationAdmin, RepositoryError, Upserted,
+    AdminError, AuditLog, CallContextCache, CallLog, ContactAdmin, ContactImport, Entity,
+    ManagementKeys, OrganizationAdmin, RepositoryError, Upserted,
 };
 use secrecy::SecretString;
 
 use crate::admin::{Admin, FallbackNameError, IssuedSecret, WebhookSecret};
-use crate::import::contact_fields;
+use crate::import::{
+    ContactImporter, ImportError, ImportReport, RawContact, Rejection, contact_fields,
+};
 use crate::post_call::SecretSealer;
 
 /// Prefix of every management key, so secret scanners and people can tell one apart.
@@ -32,6 +34,9 @@ pub const MANAGEMENT_KEY_PREFIX: &str = "rmk_";
 
 /// Most items one list page returns.
 pub const MAX_PAGE: u32 = 500;
+
+/// Rows per upsert round trip during an import.
+pub const IMPORT_BATCH: usize = 2_000;
 
 /// Items a list page returns when the client does not say.
 pub const DEFAULT_PAGE: u32 = 50;
@@ -232,6 +237,8 @@ pub struct ManagementPorts {
     pub orgs: Arc<dyn OrganizationAdmin>,
     /// Contacts one at a time.
     pub contacts: Arc<dyn ContactAdmin>,
+    /// Contacts in bulk.
+    pub import: Arc<dyn ContactImport>,
     /// Management keys.
     pub keys: Arc<dyn ManagementKeys>,
     /// The audit trail.
@@ -252,7 +259,7 @@ impl std::fmt::Debug for ManagementPorts {
 pub struct Management {
     ports: ManagementPorts,
     admin: Admin,
-    sealer: Option<SecretSealer>,
+    sealer: Option<Arc<SecretSealer>>,
     audit_failures: AtomicU64,
 }
 
@@ -266,7 +273,7 @@ impl std::fmt::Debug for Management {
 
 impl Management {
     /// Operations over `ports`; `sealer` seals webhook secrets (none: setting one is refused).
-    pub fn new(ports: ManagementPorts, sealer: Option<SecretSealer>) -> Self {
+    pub fn new(ports: ManagementPorts, sealer: Option<Arc<SecretSealer>>) -> Self {
         Self {
             admin: Admin::new(Arc::clone(&ports.orgs)),
             ports,
@@ -938,6 +945,43 @@ impl Management {
             encode_cursor(&items[items.len() - 1].contact.id.to_string())
         });
         Ok(Page { items, next_cursor })
+    }
+
+    /// Imports `rows` into `org` with the rules of `relay contacts import` (normalized in the
+    /// organization's region, per-row rejections, upserted by number in batches), after
+    /// checking the principal reaches `org`: call [`Management::organization`] first to refuse
+    /// before reading anything. `progress` is told the rows handled after each batch.
+    ///
+    /// # Errors
+    /// [`ManageError::Forbidden`], [`ManageError::NotFound`], the store's errors (batches
+    /// written before stay written).
+    pub async fn import_contacts<I>(
+        &self,
+        who: &Principal,
+        org: OrgId,
+        rows: I,
+        progress: impl FnMut(u64) + Send,
+    ) -> Result<ImportReport, ManageError>
+    where
+        I: IntoIterator<Item = Result<RawContact, Rejection>> + Send + 'static,
+        I::IntoIter: Send,
+    {
+        who.reach(org)?;
+        let organization = self.admin.organization(org).await?;
+        let importer = ContactImporter::new(Arc::clone(&self.ports.import), IMPORT_BATCH);
+        let report = importer
+            .import(&organization, rows, progress)
+            .await
+            .map_err(|e| match e {
+                ImportError::Store(e) => ManageError::from(e),
+                ImportError::WorkerFailed(e) => ManageError::Store(RepositoryError::Unexpected(
+                    format!("import worker failed: {e}").into(),
+                )),
+            })?;
+        if report.accepted() > 0 {
+            self.audit(who, Some(org), "contacts.import", None).await;
+        }
+        Ok(report)
     }
 
     // ---- calls and the audit trail ----

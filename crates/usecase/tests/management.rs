@@ -31,6 +31,7 @@ fn world() -> World {
         ManagementPorts {
             orgs: Arc::new(store.clone()),
             contacts: Arc::new(store.clone()),
+            import: Arc::new(store.clone()),
             keys: Arc::new(store.clone()),
             audit: Arc::new(store.clone()),
             calls: Arc::new(store.clone()),

@@ -1,5 +1,5 @@
-//! The CSV side of `relay contacts import`: the header checks, then the rows, read lazily with
-//! bounded memory whatever the file holds.
+//! Contacts as CSV: the header checks, then the rows, read lazily with bounded memory whatever
+//! the file holds.
 //!
 //! A contacts row is a few hundred bytes, so anything much longer is not a contacts CSV (a binary
 //! file, a file with no line breaks, a quote left open). Without caps the csv crate would hold
@@ -7,59 +7,113 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
-use anyhow::Context as _;
 use relay_usecase::{RawContact, Rejection};
 
-/// Longest physical line accepted, in bytes.
-pub(crate) const MAX_LINE_BYTES: u64 = 64 * 1024;
+use crate::{MAX_FIELD_BYTES, MAX_LINE_BYTES, Stopped};
 
 /// Longest row accepted, in bytes: a quoted field may span lines (a notes column), so a row can
-/// be longer than a line, but not without bound.
-pub(crate) const MAX_ROW_BYTES: u64 = 1024 * 1024;
-
-/// Longest value of a column the import uses (`phone`, `first_name`, `last_name`), in bytes.
-/// Longer values are rejected in the reader rather than copied, so a chunk of rows on its way to
-/// the store stays small.
-pub(crate) const MAX_FIELD_BYTES: usize = 1024;
+/// be longer than a line ([`MAX_LINE_BYTES`]), but not without bound.
+pub const MAX_ROW_BYTES: u64 = 1024 * 1024;
 
 /// The file is not a contacts CSV, or cannot be read. Messages never echo row content.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum CsvError {
+pub enum CsvError {
+    /// No header row.
     #[error("the file is empty (a header row with a `phone` column is expected)")]
     Empty,
+    /// A physical line over [`MAX_LINE_BYTES`].
     #[error("line {line} is longer than {MAX_LINE_BYTES} bytes: not a contacts CSV")]
-    LineTooLong { line: u64 },
+    LineTooLong {
+        /// The line, 1-based.
+        line: u64,
+    },
+    /// A row (a quoted field may span lines) over [`MAX_ROW_BYTES`].
     #[error(
         "the row starting at line {line} is longer than {MAX_ROW_BYTES} bytes (a quote left \
          open?): not a contacts CSV"
     )]
-    RowTooLong { line: u64 },
+    RowTooLong {
+        /// The line the row starts at, 1-based.
+        line: u64,
+    },
+    /// Reading failed (a disk error, a connection closed mid-body).
     #[error("cannot read line {line}: {error}")]
-    Read { line: u64, error: io::Error },
+    Read {
+        /// The line being read, 1-based.
+        line: u64,
+        /// What the reader said.
+        error: io::Error,
+    },
+    /// The header row is not UTF-8 (a binary file).
     #[error("the header row is not valid UTF-8: not a contacts CSV")]
     HeaderNotUtf8,
+    /// The header row has no `phone` column.
     #[error("the header row has no `phone` column (found: {found})")]
-    NoPhone { found: String },
+    NoPhone {
+        /// The header's column names, quoted, escaped and bounded.
+        found: String,
+    },
+    /// The header row names a used column twice.
     #[error("the header row has two `{column}` columns (columns {first} and {second})")]
     DuplicateColumn {
+        /// `phone`, `first_name` or `last_name`.
         column: &'static str,
+        /// The first one's column, 1-based.
         first: usize,
+        /// The second one's column, 1-based.
         second: usize,
     },
 }
 
+/// A contacts CSV file could not be opened, or its header row was refused. Shown as the path
+/// with the cause as its [`source`](std::error::Error::source) (`{:#}` with anyhow: `path: cause`).
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The file cannot be opened.
+    #[error("cannot open {}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        error: io::Error,
+    },
+    /// The file is not a contacts CSV (see [`from_reader`]).
+    #[error("{}", path.display())]
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        error: CsvError,
+    },
+}
+
 /// Opens `file` and checks its header row; the rows are read when iterated.
-pub(crate) fn open(file: &Path) -> anyhow::Result<(Rows<File>, Stopped)> {
-    let handle = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
-    from_reader(handle).with_context(|| file.display().to_string())
+///
+/// # Errors
+/// The file cannot be opened, or its header row is refused (see [`from_reader`]).
+pub fn open(file: &Path) -> Result<(Rows<File>, Stopped<CsvError>), OpenError> {
+    let handle = File::open(file).map_err(|error| OpenError::Open {
+        path: file.to_owned(),
+        error,
+    })?;
+    from_reader(handle).map_err(|error| OpenError::Csv {
+        path: file.to_owned(),
+        error,
+    })
 }
 
 /// The rows of the CSV `input`, after checking its header row.
-pub(crate) fn from_reader<R: Read>(input: R) -> Result<(Rows<R>, Stopped), CsvError> {
+///
+/// # Errors
+/// No header row, a header without a `phone` column or naming a used column twice, not UTF-8,
+/// over the caps, or a read error.
+pub fn from_reader<R: Read>(input: R) -> Result<(Rows<R>, Stopped<CsvError>), CsvError> {
     let row_start = Arc::new(RowStart::default());
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
@@ -87,22 +141,6 @@ pub(crate) fn from_reader<R: Read>(input: R) -> Result<(Rows<R>, Stopped), CsvEr
     };
     rows.mark_row_start();
     Ok((rows, stopped))
-}
-
-/// Why the rows ended early, if they did: a line or row over the caps, or a read error. Rows read
-/// before it were handed on (and imported) as usual.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Stopped(Arc<Mutex<Option<CsvError>>>);
-
-impl Stopped {
-    /// The error that ended the rows early, once.
-    pub(crate) fn take(&self) -> Option<CsvError> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
-    }
-
-    fn set(&self, error: CsvError) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
-    }
 }
 
 /// Where each used column is, from the header row.
@@ -174,13 +212,13 @@ fn found(headers: &csv::StringRecord) -> String {
 
 /// The data rows, each a contact to normalize or a rejection with its line. Ends early (see
 /// [`Stopped`]) at a line or row over the caps, or a read error.
-pub(crate) struct Rows<R> {
+pub struct Rows<R> {
     reader: csv::Reader<Capped<R>>,
     record: csv::StringRecord,
     columns: Columns,
     row_start: Arc<RowStart>,
     last_line: u64,
-    stopped: Stopped,
+    stopped: Stopped<CsvError>,
     done: bool,
 }
 

@@ -23,6 +23,16 @@ pub enum Allowed {
     /// The probes and the scrape. Only `GET`: actix-web routes `HEAD` to no `GET` handler, so
     /// `HEAD` is refused too.
     Get,
+    /// A management collection: list and create.
+    GetPost,
+    /// A management item: read, change, delete.
+    GetPatchDelete,
+    /// A management item addressed by an external id: read, replace, delete.
+    GetPutDelete,
+    /// A management item that is only replaced (the webhook secret).
+    Put,
+    /// A management item that is only deleted (revoking a secret or key).
+    Delete,
 }
 
 impl Allowed {
@@ -31,6 +41,11 @@ impl Allowed {
         match self {
             Self::Post => "POST",
             Self::Get => "GET",
+            Self::GetPost => "GET, POST",
+            Self::GetPatchDelete => "GET, PATCH, DELETE",
+            Self::GetPutDelete => "GET, PUT, DELETE",
+            Self::Put => "PUT",
+            Self::Delete => "DELETE",
         }
     }
 }
@@ -65,6 +80,22 @@ pub enum ApiError {
         /// Seconds until the next attempt is allowed.
         retry_after: u64,
     },
+    /// 403: the credentials are valid but do not reach what the request names (the management
+    /// API: another organization, or an operator's operation). The detail says which.
+    Forbidden(&'static str),
+    /// 409: the request conflicts with what is stored (`code` says how: `external_id_taken`,
+    /// `not_configured`).
+    Conflict {
+        /// The envelope's `code`.
+        code: &'static str,
+        /// For a person.
+        detail: String,
+    },
+    /// 412: `If-Match` named another version than the stored one.
+    PreconditionFailed,
+    /// 500: the store answered with data this service cannot read. Logged; the body says no
+    /// more.
+    Internal,
 }
 
 #[derive(Serialize)]
@@ -91,6 +122,10 @@ impl ApiError {
             Self::Unverifiable => Some("unverifiable"),
             Self::RequestTimeout => Some("request_timeout"),
             Self::TooManyRequests { .. } => Some("too_many_requests"),
+            Self::Forbidden(_) => Some("forbidden"),
+            Self::Conflict { code, .. } => Some(code),
+            Self::PreconditionFailed => Some("precondition_failed"),
+            Self::Internal => Some("internal"),
         }
     }
 
@@ -102,6 +137,9 @@ impl ApiError {
             Self::ServiceUnavailable => "unavailable",
             Self::Unverifiable => "unverifiable",
             Self::RequestTimeout => "timeout",
+            Self::Forbidden(_) => "forbidden",
+            Self::Conflict { .. } | Self::PreconditionFailed => "conflict",
+            Self::Internal => "error",
             Self::InvalidJson(_)
             | Self::InvalidRequest(_)
             | Self::PayloadTooLarge
@@ -122,6 +160,10 @@ impl ApiError {
             Self::ServiceUnavailable | Self::Unverifiable => "Service unavailable",
             Self::RequestTimeout => "Request timeout",
             Self::TooManyRequests { .. } => "Too many requests",
+            Self::Forbidden(_) => "Forbidden",
+            Self::Conflict { .. } => "Conflict",
+            Self::PreconditionFailed => "Precondition failed",
+            Self::Internal => "Internal error",
         }
     }
 }
@@ -144,13 +186,32 @@ impl ResponseError for ApiError {
             Self::ServiceUnavailable | Self::Unverifiable => StatusCode::SERVICE_UNAVAILABLE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
+        let detail;
         let details = match self {
             Self::InvalidJson(issue) => Some(std::slice::from_ref(issue)),
             Self::InvalidRequest(issues) => Some(issues.as_slice()),
+            Self::Forbidden(why) => {
+                detail = [FieldIssue {
+                    field: None,
+                    message: (*why).to_owned(),
+                }];
+                Some(detail.as_slice())
+            }
+            Self::Conflict { detail: why, .. } => {
+                detail = [FieldIssue {
+                    field: None,
+                    message: why.clone(),
+                }];
+                Some(detail.as_slice())
+            }
             _ => None,
         };
         let mut response = HttpResponse::build(self.status_code());

@@ -6,6 +6,7 @@
 //! contract's error envelope. It knows the use case and domain types, never a database or cache.
 
 mod access;
+pub mod admin;
 mod auth;
 mod body;
 mod client;
@@ -180,18 +181,54 @@ pub fn server(
     operations: Operations,
     settings: ServerSettings,
 ) -> std::io::Result<Server> {
+    let metrics = Arc::clone(&operations.metrics);
+    listen(
+        listener,
+        "relay-http",
+        Some(&metrics),
+        settings,
+        move || configure(webhooks.clone(), operations.clone()),
+    )
+}
+
+/// Builds the management server ([`admin`]) on an already-bound listener: the same
+/// connection rules as [`server`], the management routes only (and 404 elsewhere).
+///
+/// # Errors
+/// The listener cannot be used.
+pub fn admin_server(
+    listener: TcpListener,
+    api: admin::ManagementApi,
+    settings: ServerSettings,
+) -> std::io::Result<Server> {
+    listen(listener, "relay-admin", None, settings, move || {
+        admin::configure_admin(api.clone())
+    })
+}
+
+/// One server: each worker's app is `App::new().configure(routes())` with the 404 fallback.
+/// Slow request heads are counted into `metrics` when given (the webhook server's).
+fn listen<F, C>(
+    listener: TcpListener,
+    name: &'static str,
+    metrics: Option<&Metrics>,
+    settings: ServerSettings,
+    routes: F,
+) -> std::io::Result<Server>
+where
+    F: Fn() -> C + Send + Clone + 'static,
+    C: FnOnce(&mut web::ServiceConfig),
+{
     use actix_service::{ServiceFactoryExt as _, fn_service, map_config};
     use actix_web::dev::AppConfig;
 
     let addr = listener.local_addr()?;
     let slow_heads = Arc::new(connection::SlowHeads::default());
-    {
+    if let Some(metrics) = metrics {
         let slow_heads = Arc::clone(&slow_heads);
-        operations
-            .metrics
-            .register_http_server(move || relay_observability::HttpServerCounts {
-                slow_request_heads: slow_heads.count(),
-            });
+        metrics.register_http_server(move || relay_observability::HttpServerCounts {
+            slow_request_heads: slow_heads.count(),
+        });
     }
     let mut builder = actix_server::Server::build()
         .disable_signals()
@@ -200,9 +237,9 @@ pub fn server(
         builder = builder.workers(workers);
     }
     let shutdown = builder.graceful_shutdown_signal();
-    let builder = builder.listen("relay-http", listener, move || {
+    let builder = builder.listen(name, listener, move || {
         let app = App::new()
-            .configure(configure(webhooks.clone(), operations.clone()))
+            .configure(routes())
             .default_service(web::to(error::not_found))
             .into_factory()
             .map_err(|error: actix_web::Error| error.error_response());
@@ -226,6 +263,24 @@ pub fn server(
         .and_then(http)
     })?;
     Ok(builder.run())
+}
+
+/// The management app as tests build it: same routes, same fallback.
+#[doc(hidden)]
+pub fn admin_test_app(
+    api: admin::ManagementApi,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .configure(admin::configure_admin(api))
+        .default_service(web::to(error::not_found))
 }
 
 /// The app as tests build it: same routes, same fallbacks.
