@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use relay_domain::{OrgId, SecretId};
+use relay_domain::{ApiKeyId, OrgId, SecretId};
 
 /// ElevenLabs personalization webhook: greets callers by name.
 ///
@@ -39,6 +39,12 @@ pub(crate) enum Command {
     /// Call records from ElevenLabs' post-call webhook.
     #[command(subcommand)]
     Calls(CallsCommand),
+    /// Management API keys: create (shown once), list, revoke.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// The audit trail: every change made through the management API or this CLI.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Delete returning-caller memory and call summaries past each organization's retention,
     /// now (the service does it every MEMORY_PURGE_INTERVAL_SECONDS by itself).
     Purge,
@@ -91,6 +97,45 @@ pub(crate) enum OrgCommand {
     SetWebhookSecret {
         /// The organization.
         org_id: OrgId,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Creates a management API key and prints it (once): an organization's key with `--org`,
+    /// an operator key (every organization) without.
+    Create {
+        /// The organization the key reaches; without it, an operator key.
+        #[arg(long, value_name = "ORG_ID")]
+        org: Option<OrgId>,
+        /// What the key is for ("crm-sync"); shown in `keys list`.
+        #[arg(long)]
+        label: String,
+    },
+    /// Lists keys (never the keys themselves): an organization's with `--org`, the operator
+    /// keys without. `id<TAB>scope<TAB>created<TAB>live|revoked TIME<TAB>label`.
+    List {
+        /// The organization whose keys to list.
+        #[arg(long, value_name = "ORG_ID")]
+        org: Option<OrgId>,
+    },
+    /// Revokes a key at once: from the next request on it authenticates nothing.
+    Revoke {
+        /// The key's id (from `keys create` or `keys list`).
+        key_id: ApiKeyId,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// The newest entries first: `seq<TAB>time<TAB>actor<TAB>organization<TAB>action<TAB>target`.
+    List {
+        /// Only this organization's changes.
+        #[arg(long, value_name = "ORG_ID")]
+        org: Option<OrgId>,
+        /// Most entries printed.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=500))]
+        limit: u32,
     },
 }
 

@@ -7,23 +7,23 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use relay_domain::MemorySettings;
 use relay_domain::{OrgId, OrgName, Region, mask_phone};
 use relay_ports::Store;
+use relay_usecase::post_call::SecretSealer;
 use relay_usecase::{
-    Admin, CallHistory, ContactImporter, FallbackNameError, ForgetCaller, ForgetError, Retention,
-    WebhookSecret, WebhookSecretError, check_prompt_text,
+    CallHistory, ForgetCaller, ForgetError, ManageError, Management, ManagementPorts, OrgChange,
+    Principal, Retention, WebhookSecret, WebhookSecretError, check_prompt_text,
 };
 
 use crate::application::Application;
-use crate::cli::{CallsCommand, Command, ContactsCommand, ImportFile, OrgCommand, SecretCommand};
+use crate::cli::{
+    AuditCommand, CallsCommand, Command, ContactsCommand, ImportFile, KeysCommand, OrgCommand,
+    SecretCommand,
+};
 use crate::config::{ConfigError, Env, ServeConfig, StoreConfig, webhook_sealer_from_env};
 use crate::failure::Failure;
 use crate::signals::Signals;
 use crate::{adapters, import_outcome};
-
-/// Rows per upsert round trip during an import.
-const IMPORT_BATCH: usize = 2_000;
 
 fn process_env() -> Env<impl Fn(&str) -> Option<String>> {
     Env(|name: &str| std::env::var(name).ok())
@@ -49,6 +49,8 @@ pub(crate) async fn run(command: Command, tracing_enabled: bool) -> Result<(), F
             forget(org_id, &phone, &ServeConfig::from_env(&env)?).await
         }
         Command::Purge => purge(&StoreConfig::from_env(&env)?).await,
+        Command::Keys(cmd) => keys(cmd, &StoreConfig::from_env(&env)?).await,
+        Command::Audit(cmd) => audit(cmd, &StoreConfig::from_env(&env)?).await,
     }
 }
 
@@ -102,6 +104,12 @@ async fn forget(org_id: OrgId, phone: &str, config: &ServeConfig) -> Result<(), 
     match forget.forget(org_id, phone).await {
         Ok(report) => {
             print(&report);
+            if !report.is_empty() {
+                management(&config.store, None)
+                    .await?
+                    .record(&Principal::CLI, Some(org_id), "caller.forget", None)
+                    .await;
+            }
             if report.is_empty() {
                 eprintln!("nothing of this caller was left: already forgotten, or never known");
             }
@@ -131,6 +139,107 @@ async fn forget(org_id: OrgId, phone: &str, config: &ServeConfig) -> Result<(), 
 
 async fn admin_store(config: &StoreConfig) -> Result<Arc<dyn Store>, Failure> {
     adapters::for_command(config).await
+}
+
+/// The management operations the CLI shares with the management API, acting as
+/// [`Principal::CLI`] (an operator, audited as `cli`). No CLI command deletes single contacts, so
+/// the call-context cache is an empty in-process one (`contacts forget` opens the real one).
+async fn management(
+    config: &StoreConfig,
+    sealer: Option<Arc<SecretSealer>>,
+) -> Result<Management, Failure> {
+    let store = admin_store(config).await?;
+    Ok(Management::new(
+        ManagementPorts {
+            orgs: store.clone(),
+            contacts: store.clone(),
+            import: store.clone(),
+            keys: store.clone(),
+            audit: store.clone(),
+            calls: store,
+            cache: Arc::new(relay_memory_cache::MemoryCache::new(1)),
+        },
+        sealer,
+    ))
+}
+
+/// A refused value, as the CLI names its flag.
+fn refused(error: ManageError, flag: &str) -> Failure {
+    match error {
+        ManageError::Invalid { reason, .. } => {
+            anyhow::anyhow!("{flag} refused, nothing stored: {reason}").into()
+        }
+        other => other.into(),
+    }
+}
+
+#[allow(clippy::print_stdout, reason = "stdout is the command's result")]
+async fn keys(cmd: KeysCommand, config: &StoreConfig) -> Result<(), Failure> {
+    let manage = management(config, None).await?;
+    let who = Principal::CLI;
+    let line = |k: &relay_domain::ApiKeyInfo| {
+        let scope = k
+            .scope
+            .org()
+            .map_or_else(|| "operator".to_owned(), |o| format!("org:{o}"));
+        let state = k.revoked_at.map_or_else(
+            || "live".to_owned(),
+            |t| format!("revoked {}", t.to_rfc3339()),
+        );
+        format!(
+            "{}\t{scope}\t{}\t{state}\t{}",
+            k.id,
+            k.created_at.to_rfc3339(),
+            k.label.as_str()
+        )
+    };
+    match cmd {
+        KeysCommand::Create { org, label } => {
+            let issued = manage
+                .create_key(&who, org, &label)
+                .await
+                .map_err(|e| refused(e, "--label"))?;
+            #[allow(clippy::print_stderr, reason = "a note beside the result")]
+            {
+                eprintln!(
+                    "key {} created; the key below is shown only once",
+                    issued.info.id
+                );
+            }
+            println!("{}", issued.token.expose());
+        }
+        KeysCommand::List { org } => {
+            for key in manage.list_keys(&who, org).await? {
+                println!("{}", line(&key));
+            }
+        }
+        KeysCommand::Revoke { key_id } => {
+            let key = manage.revoke_key(&who, key_id).await?;
+            println!("{}", line(&key));
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout, reason = "stdout is the command's result")]
+async fn audit(cmd: AuditCommand, config: &StoreConfig) -> Result<(), Failure> {
+    let manage = management(config, None).await?;
+    let AuditCommand::List { org, limit } = cmd;
+    let page = manage
+        .audit_trail(&Principal::CLI, org, None, Some(limit))
+        .await?;
+    for e in page.items {
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}",
+            e.seq,
+            e.at.to_rfc3339(),
+            e.actor,
+            e.org_id.map_or_else(|| "-".to_owned(), |o| o.to_string()),
+            e.action,
+            e.target.as_deref().unwrap_or("-"),
+        );
+    }
+    Ok(())
 }
 
 async fn serve(config: ServeConfig, tracing_enabled: bool) -> Result<(), Failure> {
@@ -186,20 +295,21 @@ async fn org<F: Fn(&str) -> Option<String>>(cmd: OrgCommand, env: &Env<F>) -> Re
     if let OrgCommand::SetWebhookSecret { org_id } = cmd {
         return set_webhook_secret(org_id, env).await;
     }
-    let admin = Admin::new(admin_store(&StoreConfig::from_env(env)?).await?);
+    let manage = management(&StoreConfig::from_env(env)?, None).await?;
+    let who = Principal::CLI;
     match cmd {
         OrgCommand::Create { name, region } => {
             // `org_name` reaches the agent's prompt: refuse what it would not get as typed
             // rather than store one name and have the agent say another.
             check_prompt_text(&name)
                 .map_err(|e| anyhow::anyhow!("--name refused, nothing stored: {e}"))?;
-            let name = OrgName::parse(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
-            let region = Region::parse(&region).map_err(|e| anyhow::anyhow!("--region: {e}"))?;
-            let org = admin.create_organization(&name, region).await?;
+            OrgName::parse(&name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+            Region::parse(&region).map_err(|e| anyhow::anyhow!("--region: {e}"))?;
+            let org = manage.create_organization(&who, &name, &region).await?;
             println!("{}", org.id);
         }
         OrgCommand::List => {
-            for org in admin.list_organizations().await? {
+            for org in manage.list_organizations(&who).await? {
                 println!(
                     "{}\t{}\t{}\t{}",
                     org.id, org.default_region, org.memory, org.name
@@ -210,15 +320,14 @@ async fn org<F: Fn(&str) -> Option<String>>(cmd: OrgCommand, env: &Env<F>) -> Re
             org_id,
             caller_name,
         } => {
-            let org = admin
-                .set_unknown_caller_name(org_id, &caller_name)
+            let change = OrgChange {
+                unknown_caller_name: Some(caller_name),
+                ..OrgChange::default()
+            };
+            let org = manage
+                .update_organization(&who, org_id, change)
                 .await
-                .map_err(|e| match e {
-                    FallbackNameError::Refused(reason) => Failure::Other(anyhow::anyhow!(
-                        "--caller-name refused, nothing stored: {reason}"
-                    )),
-                    FallbackNameError::Admin(e) => e.into(),
-                })?;
+                .map_err(|e| refused(e, "--caller-name"))?;
             println!("{}\t{:?}", org.id, org.unknown_caller_name);
         }
         OrgCommand::SetMemory {
@@ -226,13 +335,15 @@ async fn org<F: Fn(&str) -> Option<String>>(cmd: OrgCommand, env: &Env<F>) -> Re
             retention_days,
             unknown_callers,
         } => {
-            let current = admin.organization(org_id).await?.memory;
-            let settings = MemorySettings::new(
-                retention_days.unwrap_or(current.retention_days),
-                unknown_callers.unwrap_or(current.unknown_callers),
-            )
-            .map_err(|e| anyhow::anyhow!("--retention-days: {e}"))?;
-            let org = admin.set_memory(org_id, settings).await?;
+            let change = OrgChange {
+                memory_retention_days: retention_days,
+                memory_unknown_callers: unknown_callers,
+                ..OrgChange::default()
+            };
+            let org = manage
+                .update_organization(&who, org_id, change)
+                .await
+                .map_err(|e| refused(e, "--retention-days"))?;
             println!("{}\t{}", org.id, org.memory);
         }
         OrgCommand::SetWebhookSecret { .. } => unreachable!("handled above"),
@@ -275,15 +386,17 @@ async fn set_webhook_secret<F: Fn(&str) -> Option<String>>(
     }
     let text = std::str::from_utf8(input.expose_secret())
         .map_err(|_| refused("the webhook secret on stdin is not valid UTF-8"))?;
-    let secret = WebhookSecret::parse(&secrecy::SecretString::from(text)).map_err(|e| match e {
+    // Checked here for the CLI's own messages; the shared operation checks it again.
+    WebhookSecret::parse(&secrecy::SecretString::from(text)).map_err(|e| match e {
         WebhookSecretError::Empty => anyhow::anyhow!(
             "{e}: pipe it on stdin, e.g. `relay org set-webhook-secret {org_id} < secret.txt`; \
              nothing stored"
         ),
         _ => refused(&e.to_string()),
     })?;
-    Admin::new(admin_store(&StoreConfig::from_env(env)?).await?)
-        .set_webhook_secret(org_id, &secret, &sealer)
+    management(&StoreConfig::from_env(env)?, Some(sealer))
+        .await?
+        .set_webhook_secret(&Principal::CLI, org_id, &secrecy::SecretString::from(text))
         .await?;
     println!("{org_id}\twebhook secret stored (encrypted)");
     Ok(())
@@ -336,10 +449,11 @@ async fn calls(cmd: CallsCommand, config: &StoreConfig) -> Result<(), Failure> {
     reason = "stdout is the result; notes go to stderr"
 )]
 async fn secret(cmd: SecretCommand, config: &StoreConfig) -> Result<(), Failure> {
-    let admin = Admin::new(admin_store(config).await?);
+    let manage = management(config, None).await?;
+    let who = Principal::CLI;
     match cmd {
         SecretCommand::Add { org_id } => {
-            let issued = admin.issue_secret(org_id).await?;
+            let issued = manage.issue_secret(&who, org_id).await?;
             eprintln!(
                 "secret {} created for organization {org_id}; the token below is shown only once",
                 issued.info.id
@@ -347,7 +461,7 @@ async fn secret(cmd: SecretCommand, config: &StoreConfig) -> Result<(), Failure>
             println!("{}", issued.token.expose());
         }
         SecretCommand::List { org_id } => {
-            for s in admin.list_secrets(org_id).await? {
+            for s in manage.list_secrets(&who, org_id).await? {
                 let revoked = s.revoked_at.map_or_else(
                     || "live".to_owned(),
                     |t| format!("revoked {}", t.to_rfc3339()),
@@ -356,7 +470,7 @@ async fn secret(cmd: SecretCommand, config: &StoreConfig) -> Result<(), Failure>
             }
         }
         SecretCommand::Revoke { secret_id } => {
-            let s = admin.revoke_secret(secret_id).await?;
+            let s = manage.revoke_secret_by_id(&who, secret_id).await?;
             let at = s.revoked_at.map(|t| t.to_rfc3339()).unwrap_or_default();
             println!("{}\t{at}", s.id);
         }
@@ -370,8 +484,8 @@ async fn secret(cmd: SecretCommand, config: &StoreConfig) -> Result<(), Failure>
     reason = "stdout is the summary; rejections go to stderr"
 )]
 async fn import(org_id: OrgId, file: &ImportFile, config: &StoreConfig) -> Result<(), Failure> {
-    let store = admin_store(config).await?;
-    let org = Admin::new(store.clone()).organization(org_id).await?;
+    let manage = management(config, None).await?;
+    manage.organization(&Principal::CLI, org_id).await?;
     let (rows, stopped) =
         relay_contact_files::csv::open(&file.path).map_err(anyhow::Error::from)?;
 
@@ -386,9 +500,8 @@ async fn import(org_id: OrgId, file: &ImportFile, config: &StoreConfig) -> Resul
         ProgressBar::hidden()
     };
     let started = std::time::Instant::now();
-    let importer = ContactImporter::new(store, IMPORT_BATCH);
-    let report = importer
-        .import(&org, rows, |n| progress.set_position(n))
+    let report = manage
+        .import_contacts(&Principal::CLI, org_id, rows, |n| progress.set_position(n))
         .await?;
     progress.finish_and_clear();
 

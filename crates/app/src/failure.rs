@@ -2,7 +2,7 @@
 //! (exit 1). Every module may fail with it; it depends on none of them but [`crate::config`].
 
 use relay_ports::AdminError;
-use relay_usecase::ImportError;
+use relay_usecase::{ImportError, ManageError};
 
 use crate::config::ConfigError;
 
@@ -35,6 +35,12 @@ impl From<AdminError> for Failure {
 
 impl From<ImportError> for Failure {
     fn from(e: ImportError) -> Self {
+        Self::Other(e.into())
+    }
+}
+
+impl From<ManageError> for Failure {
+    fn from(e: ManageError) -> Self {
         Self::Other(e.into())
     }
 }
