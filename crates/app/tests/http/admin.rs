@@ -768,3 +768,96 @@ async fn a_webhook_secret_is_stored_sealed_and_never_echoed() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(!body.to_string().contains("two words"), "{body}");
 }
+
+#[actix_web::test]
+async fn bulk_import_reads_csv_or_ndjson_reports_rows_and_refuses_before_reading() {
+    let w = world();
+    let k = key(&w, Some(w.org.id)).await;
+    let uri = format!("{ADMIN}/organizations/{}/contacts/import", w.org.id);
+    let csv = "phone,first_name\n416 555 0301,Csv\nnope,Bad\n";
+    let (status, _, report) = send(
+        &w,
+        with_key(
+            TestRequest::post()
+                .uri(&uri)
+                .insert_header(("content-type", "text/csv"))
+                .set_payload(csv),
+            &k,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        report,
+        json!({"rows": 2, "inserted": 1, "updated": 0, "unchanged": 0, "rejected_total": 1,
+               "rejected": [{"line": 3, "reason": "phone is not a valid number (region CA)"}], "stopped": null})
+    );
+    let ndjson = "{\"phone\": \"416 555 0302\", \"first_name\": \"Nd\"}\n\n{\"phone\": 5}\n";
+    let (status, _, report) = send(
+        &w,
+        with_key(
+            TestRequest::post()
+                .uri(&uri)
+                .insert_header(("content-type", "application/x-ndjson"))
+                .set_payload(ndjson),
+            &k,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        (
+            report["inserted"].as_u64(),
+            report["rejected"][0]["line"].as_u64()
+        ),
+        (Some(1), Some(3)),
+        "{report}"
+    );
+    assert_eq!(personalize(&w, "+14165550302").await["caller_name"], "Nd");
+
+    let (status, _, body) = send(
+        &w,
+        with_key(
+            TestRequest::post()
+                .uri(&uri)
+                .insert_header(("content-type", "text/csv"))
+                .set_payload("name\nx\n"),
+            &k,
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request")),
+        "no phone column: {body}"
+    );
+    let (status, _, _) = send(
+        &w,
+        with_key(TestRequest::post().uri(&uri).set_json(json!([])), &k),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    // Another organization's key is refused before the body is read: nothing is imported.
+    let other = w
+        .service
+        .management()
+        .manage
+        .create_organization(&Principal::CLI, "Other", "CA")
+        .await
+        .unwrap();
+    let stranger = key(&w, Some(other.id)).await;
+    let (status, _, _) = send(
+        &w,
+        with_key(
+            TestRequest::post()
+                .uri(&uri)
+                .insert_header(("content-type", "text/csv"))
+                .set_payload("phone\n4165550303\n"),
+            &stranger,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(personalize(&w, "+14165550303").await, json!({}));
+}
