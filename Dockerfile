@@ -36,7 +36,7 @@ COPY --from=builder /src/target/release/relay /usr/local/bin/relay
 USER 65532:65532
 ENV LISTEN_ADDR=0.0.0.0:2212 \
     LOG_FORMAT=json
-EXPOSE 2212
+EXPOSE 2212 2213
 # Docker and Compose use this; Kubernetes uses its own probes on /healthz and /readyz.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
     CMD ["relay", "healthcheck"]

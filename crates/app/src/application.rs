@@ -21,7 +21,8 @@ use relay_memory_cache::{CachedOrganizations, DEFAULT_MAX_ORGANIZATIONS};
 use relay_observability::{ContextWriteCounts, Metrics, Observed, OutboxCounts};
 use relay_ports::{
     AuditLog, CallContextCache, CallLog, ContactAdmin, ContactDirectory, ContactImport,
-    DeliveryOutbox, ManagementKeys, MemoryKeeper, OrganizationAdmin, OrganizationDirectory, Probe,
+    DeliveryOutbox, IdempotencyCache, ManagementKeys, MemoryKeeper, OrganizationAdmin,
+    OrganizationDirectory, Probe,
 };
 use relay_usecase::post_call::{PostCallPorts, PostCallSettings, RecordCall};
 use relay_usecase::{
@@ -209,6 +210,7 @@ impl Service {
                 config.admin_budget,
             )),
             metrics: Arc::clone(&metrics),
+            idempotency: cache.wrap(Arc::clone(&adapters.cache) as Arc<dyn IdempotencyCache>),
         };
         Self {
             management,
@@ -474,11 +476,25 @@ impl Application {
             shutdown_timeout_s = shutdown_timeout.as_secs(),
             "no longer accepting connections; finishing the requests in flight"
         );
+        // Both listeners stop together: the management one's requests in flight (a bulk import
+        // included) get the same SHUTDOWN_TIMEOUT_SECONDS.
+        let admin_handle = admin.as_ref().map(|(handle, _)| handle.clone());
+        let stop = |graceful: bool| {
+            let (handle, admin_handle) = (handle.clone(), admin_handle.clone());
+            async move {
+                let admin = async {
+                    if let Some(admin) = admin_handle {
+                        admin.stop(graceful).await;
+                    }
+                };
+                tokio::join!(handle.stop(graceful), admin);
+            }
+        };
         let forced = tokio::select! {
-            () = handle.stop(true) => false,
+            () = stop(true) => false,
             again = signals.next() => {
                 tracing::warn!(signal = again, "another signal: closing the requests in flight now");
-                handle.stop(false).await;
+                stop(false).await;
                 true
             }
         };
@@ -486,10 +502,7 @@ impl Application {
             .await
             .context("HTTP server task failed")?
             .context("HTTP server failed")?;
-        if let Some((handle, running)) = admin {
-            // Management requests in flight finish too (a bulk import is bounded by the same
-            // timeout).
-            handle.stop(!forced).await;
+        if let Some((_, running)) = admin {
             running
                 .await
                 .context("management server task failed")?

@@ -204,6 +204,29 @@ async fn a_crm_keeps_the_contacts_in_sync_and_the_webhook_follows(adapters: Adap
     assert_eq!(found["items"][0]["first_name"], "Bulk12345");
     assert_eq!(answer("+16472019999").await["caller_name"], "Bulk19999 Row");
 
+    // A create retried with its Idempotency-Key gets the first answer and creates nothing.
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let res = admin
+            .client
+            .post(format!("{}{contacts}", admin.base))
+            .bearer_auth(&crm)
+            .header("idempotency-key", "sync-42")
+            .json(&json!({"first_name": "Ida", "phone": "416 555 0404"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let replayed = res.headers().get("idempotent-replayed").is_some();
+        answers.push((replayed, res.json::<Value>().await.unwrap()["id"].clone()));
+    }
+    assert_eq!((answers[0].0, answers[1].0), (false, true));
+    assert_eq!(answers[0].1, answers[1].1, "the same contact");
+    assert_eq!(
+        setup.db.count("SELECT count(*) FROM contacts").await,
+        3 + i64::from(rows)
+    );
+
     // Another organization's key reaches none of it.
     let (_, other) = admin
         .send(
@@ -303,4 +326,24 @@ async fn without_admin_listen_addr_there_is_no_management_port() {
         "the webhook port serves no management route"
     );
     assert!(!service.logs().contains("management API listening"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_both_listeners_and_the_process_exits_0() {
+    let setup = Setup::on(Adapters::Embedded).await;
+    let mut service = setup.serve(&[
+        ("ADMIN_LISTEN_ADDR", "127.0.0.1:0"),
+        ("SHUTDOWN_DRAIN_SECONDS", "0"),
+    ]);
+    let admin = admin_addr(&service).await;
+    service.terminate();
+    let status = service
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("exited");
+    assert!(status.success(), "{status}");
+    assert!(
+        tokio::net::TcpStream::connect(admin).await.is_err(),
+        "the management port is closed"
+    );
 }

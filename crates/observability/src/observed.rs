@@ -17,10 +17,11 @@ use relay_domain::{
     SecretInfo, TokenDigest,
 };
 use relay_ports::{
-    AdminError, Appended, AuditLog, CacheError, CallContextCache, CallLog, Caller, ContactAdmin,
-    ContactDirectory, ContactImport, ContactUpsert, DeliveryOutbox, Forgotten, ManagementKeys,
-    MemoryKeeper, OrganizationAdmin, OrganizationDirectory, OutboxEntry, OutboxError, OutboxLimits,
-    OutboxUsage, Purged, Recorded, RepositoryError, UpsertSummary, WebhookSigner,
+    AdminError, Appended, AuditLog, CacheError, CallContextCache, CallCursor, CallLog, Caller,
+    Claim, ContactAdmin, ContactDirectory, ContactImport, ContactUpsert, DeliveryOutbox, Forgotten,
+    IdempotencyCache, ManagementKeys, MemoryKeeper, OrganizationAdmin, OrganizationDirectory,
+    OutboxEntry, OutboxError, OutboxLimits, OutboxUsage, Purged, Recorded, RepositoryError,
+    StoredResponse, UpsertSummary, WebhookSigner,
 };
 use tracing::Instrument as _;
 use tracing::field::Empty;
@@ -618,9 +619,10 @@ impl CallLog for Observed<dyn CallLog> {
         &self,
         org: OrgId,
         since: Option<DateTime<Utc>>,
+        before: Option<CallCursor>,
         limit: u32,
     ) -> Result<Vec<CallRecord>, AdminError> {
-        let call = self.inner.list_calls(org, since, limit);
+        let call = self.inner.list_calls(org, since, before, limit);
         self.observe("list_calls", "SELECT", call, admin_result)
             .await
     }
@@ -687,5 +689,51 @@ impl DeliveryOutbox for Observed<dyn DeliveryOutbox> {
         let call = self.inner.usage();
         self.observe("outbox_usage", "XLEN", call, outbox_result)
             .await
+    }
+}
+
+#[async_trait]
+impl IdempotencyCache for Observed<dyn IdempotencyCache> {
+    async fn claim(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &[u8; 32],
+        ttl: Duration,
+    ) -> Result<Claim, CacheError> {
+        let call = self.inner.claim(scope, key, fingerprint, ttl);
+        self.observe("claim_idempotency_key", "SET", call, |r| match r {
+            Ok(Claim::Reserved) => (CallResult::Answered("reserved"), None),
+            Ok(Claim::InProgress) => (CallResult::Answered("in_progress"), None),
+            Ok(Claim::Completed(_)) => (CallResult::Answered("replayed"), None),
+            Ok(Claim::Mismatch) => (CallResult::Answered("mismatch"), None),
+            Err(e) => (CallResult::Failed, Some(cache_error_type(e))),
+        })
+        .await
+    }
+
+    async fn complete(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &[u8; 32],
+        response: &StoredResponse,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        let call = self.inner.complete(scope, key, fingerprint, response, ttl);
+        self.observe("complete_idempotency_key", "SET", call, |r| match r {
+            Ok(()) => (CallResult::Answered("ok"), None),
+            Err(e) => (CallResult::Failed, Some(cache_error_type(e))),
+        })
+        .await
+    }
+
+    async fn release(&self, scope: &str, key: &str) -> Result<(), CacheError> {
+        let call = self.inner.release(scope, key);
+        self.observe("release_idempotency_key", "DEL", call, |r| match r {
+            Ok(()) => (CallResult::Answered("ok"), None),
+            Err(e) => (CallResult::Failed, Some(cache_error_type(e))),
+        })
+        .await
     }
 }

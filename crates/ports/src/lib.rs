@@ -15,7 +15,10 @@ pub mod conformance;
 pub mod fakes;
 mod management;
 
-pub use management::{AuditLog, ContactAdmin, ContactUpsert, ManagementKeys, Upserted};
+pub use management::{
+    AuditLog, Claim, ContactAdmin, ContactUpsert, IdempotencyCache, ManagementKeys, StoredResponse,
+    Upserted,
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -301,14 +304,16 @@ pub trait CallLog: Send + Sync {
         remember: bool,
     ) -> Result<Recorded, RepositoryError>;
 
-    /// Records of `org` received at or after `since` (all when `None`), newest first, at most
-    /// `limit`.
+    /// Records of `org` received at or after `since` (all when `None`), newest first (by
+    /// receipt time, then id), at most `limit`, and only those after `before` in that order (the
+    /// previous page's last record) when it is set.
     ///
     /// - MUST return `Err(AdminError::NotFound(Entity::Organization))` when `org` does not exist.
     async fn list_calls(
         &self,
         org: OrgId,
         since: Option<DateTime<Utc>>,
+        before: Option<CallCursor>,
         limit: u32,
     ) -> Result<Vec<CallRecord>, AdminError>;
 
@@ -324,6 +329,15 @@ pub trait CallLog: Send + Sync {
     /// - MUST return `Ok(None)` when `org` has no record with this id (another organization's
     ///   record included).
     async fn get_call(&self, org: OrgId, call: CallId) -> Result<Option<CallRecord>, AdminError>;
+}
+
+/// Where a page of [`CallLog::list_calls`] ended: its last record's receipt time and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallCursor {
+    /// The last record's `received_at`.
+    pub received_at: DateTime<Utc>,
+    /// The last record's id.
+    pub id: CallId,
 }
 
 /// An organization that can verify signed post-call webhooks ([`CallLog::webhook_signer`]).
@@ -443,11 +457,11 @@ pub trait DeliveryOutbox: Send + Sync {
     async fn usage(&self) -> Result<OutboxUsage, OutboxError>;
 }
 
-/// A call-context cache the service can also probe (what the app wires from `REDIS_URL`, or in
-/// process).
-pub trait Cache: CallContextCache + Probe {}
+/// A call-context and idempotency cache the service can also probe (what the app wires from
+/// `REDIS_URL`, or in process).
+pub trait Cache: CallContextCache + IdempotencyCache + Probe {}
 
-impl<T: CallContextCache + Probe> Cache for T {}
+impl<T: CallContextCache + IdempotencyCache + Probe> Cache for T {}
 
 /// What one call of [`ContactImport::upsert_contacts`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

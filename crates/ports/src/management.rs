@@ -170,3 +170,69 @@ pub trait AuditLog: Send + Sync {
         limit: u32,
     ) -> Result<Vec<AuditEntry>, RepositoryError>;
 }
+
+/// A response kept for an `Idempotency-Key`: what a retry of the same request is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    /// The HTTP status.
+    pub status: u16,
+    /// The headers a retry must see again (`Location`, `ETag`), as name and value.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+/// What [`IdempotencyCache::claim`] found under a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// No request holds the key: it is now reserved for this one, until
+    /// [`IdempotencyCache::complete`], [`IdempotencyCache::release`] or the TTL.
+    Reserved,
+    /// A request with this key and fingerprint is still being handled.
+    InProgress,
+    /// A request with this key and fingerprint finished: its response.
+    Completed(StoredResponse),
+    /// The key was used for another request (another fingerprint), finished or not.
+    Mismatch,
+}
+
+/// Remembers the responses of creating requests by their `Idempotency-Key`, so a client that
+/// retries after a lost answer gets the first answer instead of a second object. Shared by the
+/// replicas (Redis), or in process for the embedded mode.
+///
+/// Keys live in the space of one `scope` (a management key's id): two clients using the same
+/// `Idempotency-Key` never see each other's responses.
+#[cfg_attr(feature = "mocks", mockall::automock)]
+#[async_trait]
+pub trait IdempotencyCache: Send + Sync {
+    /// Reserves `key` in `scope` for a request with `fingerprint` (a digest of its method, path
+    /// and body) for `ttl`, atomically: of concurrent claims of one key exactly one gets
+    /// [`Claim::Reserved`].
+    ///
+    /// - MUST return what is stored under the key otherwise (see [`Claim`]).
+    /// - MUST return `Err(CacheError::Unavailable)` when the backend cannot be reached.
+    async fn claim(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &[u8; 32],
+        ttl: std::time::Duration,
+    ) -> Result<Claim, crate::CacheError>;
+
+    /// Stores the response of the request that reserved `key`, for `ttl` from now.
+    ///
+    /// - MUST return `Err(CacheError::Unavailable)` when the backend cannot be reached.
+    async fn complete(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &[u8; 32],
+        response: &StoredResponse,
+        ttl: std::time::Duration,
+    ) -> Result<(), crate::CacheError>;
+
+    /// Frees `key` (the request failed in a way a retry may fix): the next claim reserves it.
+    ///
+    /// - MUST return `Err(CacheError::Unavailable)` when the backend cannot be reached.
+    async fn release(&self, scope: &str, key: &str) -> Result<(), crate::CacheError>;
+}

@@ -35,6 +35,6 @@ impl CallHistory {
         since: Option<DateTime<Utc>>,
         limit: u32,
     ) -> Result<Vec<CallRecord>, AdminError> {
-        self.calls.list_calls(org, since, limit).await
+        self.calls.list_calls(org, since, None, limit).await
     }
 }

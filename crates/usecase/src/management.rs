@@ -18,8 +18,8 @@ use relay_domain::{
     OrgName, Organization, Region, SecretId, SecretInfo, ToolToken,
 };
 use relay_ports::{
-    AdminError, AuditLog, CallContextCache, CallLog, ContactAdmin, ContactImport, Entity,
-    ManagementKeys, OrganizationAdmin, RepositoryError, Upserted,
+    AdminError, AuditLog, CallContextCache, CallCursor, CallLog, ContactAdmin, ContactImport,
+    Entity, ManagementKeys, OrganizationAdmin, RepositoryError, Upserted,
 };
 use secrecy::SecretString;
 
@@ -989,18 +989,46 @@ impl Management {
     /// One page of `org`'s call records, newest first, received at or after `since`.
     ///
     /// # Errors
-    /// [`ManageError::Forbidden`], [`ManageError::Invalid`], [`ManageError::NotFound`], the
-    /// store's errors.
+    /// [`ManageError::Forbidden`], [`ManageError::Invalid`] (a cursor this service did not give,
+    /// a limit out of range), [`ManageError::NotFound`], the store's errors.
     pub async fn list_calls(
         &self,
         who: &Principal,
         org: OrgId,
         since: Option<DateTime<Utc>>,
+        cursor: Option<&str>,
         limit: Option<u32>,
-    ) -> Result<Vec<CallRecord>, ManageError> {
+    ) -> Result<Page<CallRecord>, ManageError> {
         who.reach(org)?;
         let limit = page_limit(limit)?;
-        Ok(self.ports.calls.list_calls(org, since, limit).await?)
+        let before = cursor
+            .map(|c| {
+                decode_cursor(c)
+                    .and_then(|key| {
+                        let (micros, id) = key.split_once('/')?;
+                        Some(CallCursor {
+                            received_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+                            id: id.parse().ok()?,
+                        })
+                    })
+                    .ok_or_else(|| invalid("cursor", "not a cursor this service gave"))
+            })
+            .transpose()?;
+        let mut items = self
+            .ports
+            .calls
+            .list_calls(org, since, before, limit + 1)
+            .await?;
+        let next_cursor = (items.len() > limit as usize).then(|| {
+            items.truncate(limit as usize);
+            let last = &items[items.len() - 1];
+            encode_cursor(&format!(
+                "{}/{}",
+                last.received_at.timestamp_micros(),
+                last.id
+            ))
+        });
+        Ok(Page { items, next_cursor })
     }
 
     /// One call record of `org`.

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use relay_domain::{Contact, ContactId, E164, OrgId};
 use relay_ports::conformance::{CacheFixture, OutboxFixture, Store, StoreFixture};
 use relay_ports::fakes::{Behaviour, InMemoryCache, InMemoryOutbox, InMemoryStore};
-use relay_ports::{CallContextCache, DeliveryOutbox};
+use relay_ports::{Cache, CallContextCache, DeliveryOutbox, IdempotencyCache};
 
 struct FakeCache(InMemoryCache);
 
@@ -15,7 +15,11 @@ impl CacheFixture for FakeCache {
         &self.0
     }
 
-    fn dead_cache(&self) -> Option<Box<dyn CallContextCache>> {
+    fn idempotency(&self) -> &dyn IdempotencyCache {
+        &self.0
+    }
+
+    fn dead_cache(&self) -> Option<Box<dyn Cache>> {
         let dead = InMemoryCache::new();
         dead.set_behaviour(Behaviour::Down);
         Some(Box::new(dead))

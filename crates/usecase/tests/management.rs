@@ -175,7 +175,10 @@ async fn a_key_reaches_its_own_organization_only_and_every_refusal_changes_nothi
         ),
         (
             "list calls",
-            w.manage.list_calls(who, org, None, None).await.map(drop),
+            w.manage
+                .list_calls(who, org, None, None, None)
+                .await
+                .map(drop),
         ),
         (
             "audit",

@@ -93,6 +93,8 @@ pub enum ApiError {
     },
     /// 412: `If-Match` named another version than the stored one.
     PreconditionFailed,
+    /// 422: the `Idempotency-Key` was used before for another request.
+    IdempotencyKeyReused,
     /// 500: the store answered with data this service cannot read. Logged; the body says no
     /// more.
     Internal,
@@ -125,6 +127,7 @@ impl ApiError {
             Self::Forbidden(_) => Some("forbidden"),
             Self::Conflict { code, .. } => Some(code),
             Self::PreconditionFailed => Some("precondition_failed"),
+            Self::IdempotencyKeyReused => Some("idempotency_key_reused"),
             Self::Internal => Some("internal"),
         }
     }
@@ -138,7 +141,9 @@ impl ApiError {
             Self::Unverifiable => "unverifiable",
             Self::RequestTimeout => "timeout",
             Self::Forbidden(_) => "forbidden",
-            Self::Conflict { .. } | Self::PreconditionFailed => "conflict",
+            Self::Conflict { .. } | Self::PreconditionFailed | Self::IdempotencyKeyReused => {
+                "conflict"
+            }
             Self::Internal => "error",
             Self::InvalidJson(_)
             | Self::InvalidRequest(_)
@@ -163,6 +168,7 @@ impl ApiError {
             Self::Forbidden(_) => "Forbidden",
             Self::Conflict { .. } => "Conflict",
             Self::PreconditionFailed => "Precondition failed",
+            Self::IdempotencyKeyReused => "Unprocessable content",
             Self::Internal => "Internal error",
         }
     }
@@ -189,6 +195,7 @@ impl ResponseError for ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

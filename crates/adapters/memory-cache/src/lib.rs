@@ -5,7 +5,11 @@
 //!   a restart empties it.
 //! - [`CachedOrganizations`]: a short-lived read-through cache of the organization lookup by
 //!   token digest, in front of the store.
+//!
+//! [`MemoryCache`] is also the idempotency cache port, in this process's memory (a second moka
+//! cache, bounded by the bytes its responses take).
 
+mod idempotency;
 mod organizations;
 
 pub use organizations::{CachedOrganizations, DEFAULT_MAX_ORGANIZATIONS, MAX_UNKNOWN_TOKENS};
@@ -20,6 +24,10 @@ use relay_ports::{BoxError, CacheError, CallContextCache, PoolStats, Probe};
 
 /// Entries kept at most by default; the least recently used go first beyond it.
 pub const DEFAULT_MAX_ENTRIES: u64 = 100_000;
+
+/// Bytes the idempotency responses (and their keys) may take by default; the least recently used
+/// go first beyond it.
+pub const DEFAULT_MAX_IDEMPOTENCY_BYTES: u64 = 64 * 1024 * 1024;
 
 #[derive(Clone)]
 struct Entry {
@@ -49,28 +57,32 @@ impl Expiry<ScopedKey, Entry> for PerEntryTtl {
     }
 }
 
-/// The call-context cache in this process's memory.
+/// The call-context and idempotency caches in this process's memory.
 #[derive(Clone)]
 pub struct MemoryCache {
     entries: Cache<ScopedKey, Entry>,
+    idempotency: idempotency::Responses,
 }
 
 impl std::fmt::Debug for MemoryCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryCache")
             .field("entries", &self.entries.entry_count())
+            .field("idempotency_keys", &self.idempotency.entry_count())
             .finish()
     }
 }
 
 impl MemoryCache {
-    /// A cache holding at most `max_entries` contexts.
+    /// A cache holding at most `max_entries` contexts, and idempotency responses up to
+    /// [`DEFAULT_MAX_IDEMPOTENCY_BYTES`].
     pub fn new(max_entries: u64) -> Self {
         Self {
             entries: Cache::builder()
                 .max_capacity(max_entries)
                 .expire_after(PerEntryTtl)
                 .build(),
+            idempotency: idempotency::responses(DEFAULT_MAX_IDEMPOTENCY_BYTES),
         }
     }
 }

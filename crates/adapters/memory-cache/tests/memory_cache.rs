@@ -1,8 +1,8 @@
 //! The in-process cache proves the cache port's contract through the shared conformance suite.
 
 use relay_memory_cache::MemoryCache;
-use relay_ports::CallContextCache;
 use relay_ports::conformance::CacheFixture;
+use relay_ports::{Cache, CallContextCache, IdempotencyCache};
 
 struct MemoryFixture(MemoryCache);
 
@@ -11,7 +11,11 @@ impl CacheFixture for MemoryFixture {
         &self.0
     }
 
-    fn dead_cache(&self) -> Option<Box<dyn CallContextCache>> {
+    fn idempotency(&self) -> &dyn IdempotencyCache {
+        &self.0
+    }
+
+    fn dead_cache(&self) -> Option<Box<dyn Cache>> {
         None
     }
 }

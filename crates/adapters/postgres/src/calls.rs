@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use relay_domain::{CallId, CallKind, CallOutcome, CallRecord, CallSid, CallSummary, OrgId};
 use relay_ports::{
-    AdminError, CallLog, Entity, OrganizationAdmin as _, Recorded, RepositoryError, WebhookSigner,
+    AdminError, CallCursor, CallLog, Entity, OrganizationAdmin as _, Recorded, RepositoryError,
+    WebhookSigner,
 };
 use sqlx::types::Uuid;
 
@@ -144,6 +145,7 @@ impl CallLog for PgStore {
         &self,
         org: OrgId,
         since: Option<DateTime<Utc>>,
+        before: Option<CallCursor>,
         limit: u32,
     ) -> Result<Vec<CallRecord>, AdminError> {
         if self.find_organization(org).await?.is_none() {
@@ -154,11 +156,14 @@ impl CallLog for PgStore {
             call_columns!(),
             " FROM calls
               WHERE org_id = $1 AND ($2::timestamptz IS NULL OR received_at >= $2)
+                AND ($3::timestamptz IS NULL OR (received_at, id) < ($3, $4))
               ORDER BY received_at DESC, id DESC
-              LIMIT $3"
+              LIMIT $5"
         ))
         .bind(org.as_uuid())
         .bind(since)
+        .bind(before.map(|b| b.received_at))
+        .bind(before.map(|b| b.id.as_uuid()))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await

@@ -10,6 +10,9 @@
 //! `XRANGE`, `XDEL`, bounded `XADD`), so the keys shard cleanly on a Redis Cluster:
 //! [`RedisCache::new`] talks to one server, [`RedisCache::cluster`] to a cluster (commands follow
 //! `MOVED`/`ASK`).
+//!
+//! The same cache keeps the responses of `Idempotency-Key` requests under
+//! `{prefix}idem:{scope}:{hex sha256 of the key}` (see the `idempotency` module).
 
 use std::time::Duration;
 
@@ -23,6 +26,7 @@ use relay_ports::{
 };
 use secrecy::{ExposeSecret, SecretString};
 
+mod idempotency;
 #[cfg(feature = "test-helpers")]
 pub mod testing;
 

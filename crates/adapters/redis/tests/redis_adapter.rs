@@ -8,7 +8,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use relay_domain::{CallContext, CallKey, CallSid, ContactId, ConversationId, E164, OrgId};
 use relay_ports::conformance::{CacheFixture, OutboxFixture};
-use relay_ports::{CacheError, CallContextCache, DeliveryOutbox, Probe as _};
+use relay_ports::{
+    Cache, CacheError, CallContextCache, DeliveryOutbox, IdempotencyCache, Probe as _,
+};
 use relay_redis::testing::{TestRedis, redis};
 use relay_redis::{PoolSettings, RedisCache};
 use secrecy::SecretString;
@@ -58,7 +60,11 @@ impl CacheFixture for RedisFixture {
         &self.cache
     }
 
-    fn dead_cache(&self) -> Option<Box<dyn CallContextCache>> {
+    fn idempotency(&self) -> &dyn IdempotencyCache {
+        &self.cache
+    }
+
+    fn dead_cache(&self) -> Option<Box<dyn Cache>> {
         // Port 1 on loopback: nothing listens, the connection is refused at once.
         let url = SecretString::from("redis://127.0.0.1:1");
         let cache = if self.cache.is_cluster() {
@@ -229,6 +235,94 @@ async fn entries_of_the_unscoped_layout_are_read_for_their_organization_only(red
     );
 }
 
+/// An idempotency record is a small JSON object under `{prefix}idem:{scope}:{hex sha256 of the
+/// key}`, with the TTL of its last write; a release deletes it.
+async fn idempotency_records_are_json_under_a_hashed_key_with_the_ttl(redis: TestRedis) {
+    let cache = redis.cache();
+    let key = cache.idempotency_key("scope-1", "abc");
+    assert_eq!(
+        key,
+        format!(
+            "{}idem:scope-1:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            redis.prefix()
+        )
+    );
+    let fp = [0xab; 32];
+    let claim = cache
+        .claim("scope-1", "abc", &fp, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claim, relay_ports::Claim::Reserved);
+    let record = |json: String| serde_json::from_str::<serde_json::Value>(&json).unwrap();
+    let pending = record(cache.query(redis::cmd("GET").arg(&key)).await.unwrap());
+    assert_eq!(
+        pending,
+        serde_json::json!({"fp": "ab".repeat(32), "state": "pending"})
+    );
+    let pttl: i64 = cache.query(redis::cmd("PTTL").arg(&key)).await.unwrap();
+    assert!((59_000..=60_000).contains(&pttl), "pttl {pttl}");
+
+    let response = relay_ports::StoredResponse {
+        status: 201,
+        headers: vec![("Location".to_owned(), "/v1/contacts/1".to_owned())],
+        body: vec![0xff, 0x00],
+    };
+    cache
+        .complete("scope-1", "abc", &fp, &response, Duration::from_secs(120))
+        .await
+        .unwrap();
+    let done = record(cache.query(redis::cmd("GET").arg(&key)).await.unwrap());
+    assert_eq!(
+        done,
+        serde_json::json!({
+            "fp": "ab".repeat(32),
+            "state": "done",
+            "status": 201,
+            "headers": [["Location", "/v1/contacts/1"]],
+            "body": "/wA=",
+        })
+    );
+    let pttl: i64 = cache.query(redis::cmd("PTTL").arg(&key)).await.unwrap();
+    assert!((119_000..=120_000).contains(&pttl), "pttl {pttl}");
+
+    // A completion of another request (another fingerprint) leaves the record alone.
+    cache
+        .complete(
+            "scope-1",
+            "abc",
+            &[0xcd; 32],
+            &response,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        record(cache.query(redis::cmd("GET").arg(&key)).await.unwrap()),
+        done
+    );
+
+    cache.release("scope-1", "abc").await.unwrap();
+    let exists: i64 = cache.query(redis::cmd("EXISTS").arg(&key)).await.unwrap();
+    assert_eq!(exists, 0);
+}
+
+async fn an_unreadable_idempotency_record_is_corrupt(redis: TestRedis) {
+    let cache = redis.cache();
+    cache
+        .query::<()>(
+            redis::cmd("SET")
+                .arg(cache.idempotency_key("scope-1", "broken"))
+                .arg("not json"),
+        )
+        .await
+        .unwrap();
+    let err = cache
+        .claim("scope-1", "broken", &[1; 32], Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CacheError::Corrupt(_)), "{err:?}");
+}
+
 async fn ping_answers_and_the_pool_gauges_are_reported(redis: TestRedis) {
     let cache = redis.cache();
     cache.ping().await.expect("a live Redis answers PING");
@@ -241,6 +335,19 @@ mod single {
     use super::*;
 
     relay_ports::cache_conformance_tests!(RedisFixture::single().await);
+
+    #[tokio::test]
+    async fn idempotency_records_are_json_under_a_hashed_key_with_the_ttl() {
+        super::idempotency_records_are_json_under_a_hashed_key_with_the_ttl(
+            TestRedis::create().await,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_idempotency_record_is_corrupt() {
+        super::an_unreadable_idempotency_record_is_corrupt(TestRedis::create().await).await;
+    }
 
     #[tokio::test]
     async fn put_stores_json_under_the_prefixed_key_with_the_ttl() {
@@ -324,6 +431,19 @@ mod cluster {
     use super::*;
 
     relay_ports::cache_conformance_tests!(RedisFixture::cluster().await);
+
+    #[tokio::test]
+    async fn idempotency_records_are_json_under_a_hashed_key_with_the_ttl() {
+        super::idempotency_records_are_json_under_a_hashed_key_with_the_ttl(
+            TestRedis::create_cluster().await,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_idempotency_record_is_corrupt() {
+        super::an_unreadable_idempotency_record_is_corrupt(TestRedis::create_cluster().await).await;
+    }
 
     #[tokio::test]
     async fn put_stores_json_under_the_prefixed_key_with_the_ttl() {

@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use relay_domain::{CallId, CallKind, CallOutcome, CallRecord, CallSid, CallSummary, OrgId};
 use relay_ports::{
-    AdminError, CallLog, Entity, OrganizationAdmin as _, Recorded, RepositoryError, WebhookSigner,
+    AdminError, CallCursor, CallLog, Entity, OrganizationAdmin as _, Recorded, RepositoryError,
+    WebhookSigner,
 };
 use uuid::fmt::Hyphenated;
 
@@ -124,6 +125,7 @@ impl CallLog for SqliteStore {
         &self,
         org: OrgId,
         since: Option<DateTime<Utc>>,
+        before: Option<CallCursor>,
         limit: u32,
     ) -> Result<Vec<CallRecord>, AdminError> {
         if self.find_organization(org).await?.is_none() {
@@ -134,11 +136,14 @@ impl CallLog for SqliteStore {
             call_columns!(),
             " FROM calls
               WHERE org_id = ?1 AND received_at >= ?2
+                AND (?3 IS NULL OR received_at < ?3 OR (received_at = ?3 AND id < ?4))
               ORDER BY received_at DESC, id DESC
-              LIMIT ?3"
+              LIMIT ?5"
         ))
         .bind(org.to_string())
         .bind(since.map_or(i64::MIN, micros))
+        .bind(before.map(|b| micros(b.received_at)))
+        .bind(before.map(|b| b.id.to_string()))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await

@@ -182,7 +182,7 @@ async fn a_stored_call_the_domain_refuses_is_unexpected_data() {
     .execute(fixture.store.pool())
     .await
     .unwrap();
-    let message = unexpected_message(fixture.store.list_calls(org.id, None, 10).await);
+    let message = unexpected_message(fixture.store.list_calls(org.id, None, None, 10).await);
     assert!(
         message.starts_with(&format!("call {call}: bad conversation_id")),
         "{message}"

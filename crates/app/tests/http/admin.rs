@@ -692,6 +692,15 @@ async fn wrong_keys_are_throttled_per_address_while_a_genuine_client_elsewhere_i
         "{} store calls",
         w.store.calls() - before
     );
+    // Refusals happen before any route, and are counted all the same.
+    let scrape = w.operations.metrics.render();
+    for outcome in ["unauthorized", "throttled"] {
+        assert!(
+            scrape.lines().any(|l| l.contains("route=\"admin_auth\"")
+                && l.contains(&format!("outcome=\"{outcome}\""))),
+            "{outcome} not counted"
+        );
+    }
     // Without the management prefix a token is not even looked up.
     let (status, _, _) = send(
         &w,
@@ -860,4 +869,97 @@ async fn bulk_import_reads_csv_or_ndjson_reports_rows_and_refuses_before_reading
     .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(personalize(&w, "+14165550303").await, json!({}));
+}
+
+#[actix_web::test]
+async fn an_idempotency_key_replays_the_first_answer_and_creates_once() {
+    let w = world();
+    let k = key(&w, Some(w.org.id)).await;
+    let other_client = key(&w, Some(w.org.id)).await;
+    let base = format!("{ADMIN}/organizations/{}/contacts", w.org.id);
+    let create = |key: &str, idem: &str, phone: &str| {
+        with_key(TestRequest::post().uri(&base), key)
+            .insert_header(("Idempotency-Key", idem.to_owned()))
+            .set_json(json!({"first_name": "Ida", "phone": phone}))
+    };
+    let (status, headers, first) = send(&w, create(&k, "order-7", "416 555 0401")).await;
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    assert!(headers.get("idempotent-replayed").is_none());
+    let (status, replayed_headers, again) = send(&w, create(&k, "order-7", "416 555 0401")).await;
+    assert_eq!(
+        (status, &again),
+        (StatusCode::CREATED, &first),
+        "the first answer, again"
+    );
+    assert_eq!(replayed_headers.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(replayed_headers.get("location"), headers.get("location"));
+    assert_eq!(replayed_headers.get(ETAG), headers.get(ETAG));
+    let found = body_of_list(&w, &k, &format!("{base}?phone=4165550401")).await;
+    assert_eq!(found.len(), 1, "created once: {found:?}");
+
+    let (status, _, body) = send(&w, create(&k, "order-7", "416 555 0402")).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("idempotency_key_reused")
+        )
+    );
+    let (status, _, _) = send(&w, create(&other_client, "order-7", "416 555 0402")).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "another key's Idempotency-Key space is its own"
+    );
+
+    for bad in [String::new(), "x".repeat(256), "tab\there".to_owned()] {
+        let (status, _, body) = send(&w, create(&k, &bad, "416 555 0403")).await;
+        assert_eq!(
+            (status, body["details"][0]["field"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("Idempotency-Key")),
+            "{bad:?}"
+        );
+    }
+
+    // Without the cache no request with a key is taken (it could not be made safe to retry).
+    w.cache.set_behaviour(relay_ports::fakes::Behaviour::Down);
+    let (status, _, _) = send(&w, create(&k, "order-8", "416 555 0404")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    w.cache
+        .set_behaviour(relay_ports::fakes::Behaviour::Healthy);
+    assert!(
+        body_of_list(&w, &k, &format!("{base}?phone=4165550404"))
+            .await
+            .is_empty()
+    );
+}
+
+#[actix_web::test]
+async fn a_retried_key_creation_says_it_was_created_but_never_shows_the_key_again() {
+    let w = world();
+    let op = key(&w, None).await;
+    let uri = format!("{ADMIN}/organizations/{}/keys", w.org.id);
+    let create = || {
+        with_key(TestRequest::post().uri(&uri), &op)
+            .insert_header(("Idempotency-Key", "new-crm-key"))
+            .set_json(json!({"label": "crm"}))
+    };
+    let (status, _, first) = send(&w, create()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let secret = first["key"].as_str().unwrap().to_owned();
+    let (status, headers, again) = send(&w, create()).await;
+    assert_eq!(
+        (status, again["code"].as_str()),
+        (
+            StatusCode::CONFLICT,
+            Some("idempotency_secret_not_replayed")
+        )
+    );
+    assert_eq!(headers.get("idempotent-replayed").unwrap(), "true");
+    assert!(
+        !again.to_string().contains(&secret),
+        "the key is never kept or shown again"
+    );
+    let keys = body_of_list(&w, &op, &uri).await;
+    assert_eq!(keys.len(), 1, "created once: {keys:?}");
 }

@@ -1,11 +1,41 @@
-//! The call-context cache contract.
+//! The call-context and idempotency cache contracts.
 
 use std::time::Duration;
 
 use relay_domain::{CallContext, CallSid, ContactId, OrgId};
 
 use super::{CacheFixture, context, conv, e164, org1, sid};
-use crate::CacheError;
+use crate::{CacheError, Claim, IdempotencyCache, StoredResponse};
+
+/// The scope of most idempotency cases.
+const SCOPE: &str = "scope-1";
+
+/// Long enough for any case to finish.
+const HOLD: Duration = Duration::from_secs(60);
+
+fn fingerprint(n: u8) -> [u8; 32] {
+    let mut fp = [n; 32];
+    fp[31] = 0xfe;
+    fp
+}
+
+/// A response with headers in a set order and a body that is not UTF-8.
+fn response() -> StoredResponse {
+    StoredResponse {
+        status: 201,
+        headers: vec![
+            ("Location".to_owned(), "/v1/contacts/0194".to_owned()),
+            ("ETag".to_owned(), "\"1\"".to_owned()),
+        ],
+        body: vec![b'{', 0xff, 0x00, 0xc3, 0x28, b'}', b'\n'],
+    }
+}
+
+async fn claim(c: &dyn IdempotencyCache, scope: &str, key: &str, fp: u8) -> Claim {
+    c.claim(scope, key, &fingerprint(fp), HOLD)
+        .await
+        .expect("claim")
+}
 
 cases! {
     /// One `#[tokio::test]` per cache contract case, on fixtures built by `$fixture` (an async
@@ -222,9 +252,132 @@ cases! {
         }
     }
 
+
+    /// The first claim of a key reserves it; a second one of the same request finds it in
+    /// progress, one of another request (another fingerprint) a mismatch.
+    pub async fn idempotency_first_claim_reserves_the_key(f: &impl CacheFixture) {
+        let c = f.idempotency();
+        assert_eq!(claim(c, SCOPE, "key-first", 1).await, Claim::Reserved);
+        assert_eq!(claim(c, SCOPE, "key-first", 1).await, Claim::InProgress);
+        assert_eq!(claim(c, SCOPE, "key-first", 2).await, Claim::Mismatch);
+    }
+
+    /// Once completed, a claim of the same request gets the stored response exactly (status,
+    /// headers in order, body bytes, not UTF-8 included); another request a mismatch.
+    pub async fn idempotency_completed_response_is_replayed_exactly(f: &impl CacheFixture) {
+        let c = f.idempotency();
+        assert_eq!(claim(c, SCOPE, "key-done", 1).await, Claim::Reserved);
+        c.complete(SCOPE, "key-done", &fingerprint(1), &response(), HOLD)
+            .await
+            .expect("complete");
+        assert_eq!(
+            claim(c, SCOPE, "key-done", 1).await,
+            Claim::Completed(response())
+        );
+        assert_eq!(claim(c, SCOPE, "key-done", 2).await, Claim::Mismatch);
+
+        let empty = StoredResponse {
+            status: 204,
+            headers: Vec::new(),
+            body: Vec::new(),
+        };
+        assert_eq!(claim(c, SCOPE, "key-empty", 3).await, Claim::Reserved);
+        c.complete(SCOPE, "key-empty", &fingerprint(3), &empty, HOLD)
+            .await
+            .expect("complete");
+        assert_eq!(
+            claim(c, SCOPE, "key-empty", 3).await,
+            Claim::Completed(empty)
+        );
+    }
+
+    /// A released key is free: the next claim, of any request, reserves it.
+    pub async fn idempotency_release_frees_the_key(f: &impl CacheFixture) {
+        let c = f.idempotency();
+        assert_eq!(claim(c, SCOPE, "key-released", 1).await, Claim::Reserved);
+        c.release(SCOPE, "key-released").await.expect("release");
+        assert_eq!(claim(c, SCOPE, "key-released", 2).await, Claim::Reserved);
+        c.release(SCOPE, "key-never-claimed")
+            .await
+            .expect("releasing a free key is not an error");
+    }
+
+    /// The same key in two scopes is two keys: each is reserved, and completing one leaves
+    /// the other as it was.
+    pub async fn idempotency_scopes_are_independent(f: &impl CacheFixture) {
+        let c = f.idempotency();
+        assert_eq!(claim(c, "scope-a", "key-shared", 1).await, Claim::Reserved);
+        assert_eq!(claim(c, "scope-b", "key-shared", 2).await, Claim::Reserved);
+        c.complete("scope-a", "key-shared", &fingerprint(1), &response(), HOLD)
+            .await
+            .expect("complete");
+        assert_eq!(claim(c, "scope-b", "key-shared", 2).await, Claim::InProgress);
+        assert_eq!(claim(c, "scope-b", "key-shared", 1).await, Claim::Mismatch);
+        assert_eq!(claim(c, "scope-c", "key-shared", 1).await, Claim::Reserved);
+    }
+
+    /// A key is any text up to 255 characters: separators, wildcards, non-ASCII; keys that
+    /// differ in any way are different keys.
+    pub async fn idempotency_keys_are_any_text(f: &impl CacheFixture) {
+        let c = f.idempotency();
+        let long = "k".repeat(255);
+        let long_other = format!("{}j", "k".repeat(254));
+        for key in ["a", "a:b", "a:b:", "*?[]{x}", "clé 🙂 ", &long, &long_other] {
+            assert_eq!(claim(c, SCOPE, key, 1).await, Claim::Reserved, "{key:?}");
+        }
+        for key in ["a", "a:b", "*?[]{x}", &long] {
+            assert_eq!(claim(c, SCOPE, key, 1).await, Claim::InProgress, "{key:?}");
+        }
+    }
+
+    /// A reservation and a stored response are gone once their TTL has passed (a completion's
+    /// TTL counts from the completion).
+    pub async fn idempotency_entries_expire_after_their_ttl(f: &impl CacheFixture) {
+        let c = f.idempotency();
+        let short = Duration::from_secs(1);
+        assert_eq!(
+            c.claim(SCOPE, "key-expiring", &fingerprint(1), short)
+                .await
+                .expect("claim"),
+            Claim::Reserved
+        );
+        assert_eq!(claim(c, SCOPE, "key-expiring-done", 1).await, Claim::Reserved);
+        c.complete(SCOPE, "key-expiring-done", &fingerprint(1), &response(), short)
+            .await
+            .expect("complete");
+        assert_eq!(claim(c, SCOPE, "key-expiring", 1).await, Claim::InProgress);
+        tokio::time::sleep(Duration::from_millis(2_100)).await;
+        assert_eq!(claim(c, SCOPE, "key-expiring", 2).await, Claim::Reserved);
+        assert_eq!(claim(c, SCOPE, "key-expiring-done", 2).await, Claim::Reserved);
+    }
+
+    /// Of concurrent claims of one key exactly one reserves it; the others find it in
+    /// progress.
+    pub async fn idempotency_concurrent_claims_reserve_once(f: &impl CacheFixture) {
+        let c = f.idempotency();
+        let fp = fingerprint(1);
+        let claims = futures_util::future::join_all(
+            (0..8).map(|_| c.claim(SCOPE, "key-raced", &fp, HOLD)),
+        )
+        .await;
+        let claims: Vec<Claim> = claims.into_iter().map(|r| r.expect("claim")).collect();
+        assert_eq!(
+            claims.iter().filter(|c| **c == Claim::Reserved).count(),
+            1,
+            "{claims:?}"
+        );
+        assert!(
+            claims
+                .iter()
+                .all(|c| matches!(c, Claim::Reserved | Claim::InProgress)),
+            "{claims:?}"
+        );
+    }
+
     needs a backend:
 
-    /// A backend that is gone gives `Unavailable`, for `put` and `get`.
+    /// A backend that is gone gives `Unavailable`, for `put` and `get`, and for the
+    /// idempotency cache's `claim`, `complete` and `release`.
     pub async fn gone_backend_is_unavailable(f: &impl CacheFixture) {
         let dead = f
             .dead_cache()
@@ -236,6 +389,19 @@ cases! {
         ));
         assert!(matches!(
             dead.get(org1(), &conv("conv_dead")).await,
+            Err(CacheError::Unavailable(_))
+        ));
+        assert!(matches!(
+            dead.claim(SCOPE, "key-dead", &fingerprint(1), HOLD).await,
+            Err(CacheError::Unavailable(_))
+        ));
+        assert!(matches!(
+            dead.complete(SCOPE, "key-dead", &fingerprint(1), &response(), HOLD)
+                .await,
+            Err(CacheError::Unavailable(_))
+        ));
+        assert!(matches!(
+            dead.release(SCOPE, "key-dead").await,
             Err(CacheError::Unavailable(_))
         ));
     }

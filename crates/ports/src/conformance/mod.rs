@@ -14,17 +14,19 @@ use chrono::{DateTime, Utc};
 use relay_domain::{CallContext, CallKey, CallSid, ContactId, ConversationId, E164, OrgId};
 
 pub use crate::Store;
-use crate::{CallContextCache, DeliveryOutbox};
+use crate::{Cache, CallContextCache, DeliveryOutbox, IdempotencyCache};
 
 /// What the cache suite needs from an adapter's test setup.
 #[async_trait]
 pub trait CacheFixture: Send + Sync {
     /// A cache on a live backend, isolated from other tests.
     fn cache(&self) -> &dyn CallContextCache;
+    /// The same cache as the idempotency cache (its keys as isolated as [`Self::cache`]'s).
+    fn idempotency(&self) -> &dyn IdempotencyCache;
     /// A cache whose backend is gone (unreachable); `None` for a cache with no backend to lose
     /// (in-process), whose suite is generated with `cache_conformance_tests!(in_process: ..)`
     /// and so has no backend-gone case.
-    fn dead_cache(&self) -> Option<Box<dyn CallContextCache>>;
+    fn dead_cache(&self) -> Option<Box<dyn Cache>>;
 }
 
 /// What the outbox suite needs from an adapter's test setup.

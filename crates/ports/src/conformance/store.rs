@@ -484,7 +484,7 @@ cases! {
         let duplicate = s.record_call(&again, false).await.expect("record");
         assert_eq!((duplicate.id, duplicate.inserted), (first.id, false));
         assert_eq!(
-            s.list_calls(acme.id, None, 10).await.expect("list"),
+            s.list_calls(acme.id, None, None, 10).await.expect("list"),
             vec![first],
             "the duplicate changed nothing"
         );
@@ -504,7 +504,7 @@ cases! {
         for r in [&other_org, &deleted] {
             assert!(s.record_call(r, false).await.expect("recorded").inserted);
         }
-        let stored = s.list_calls(acme.id, None, 10).await.expect("list");
+        let stored = s.list_calls(acme.id, None, None, 10).await.expect("list");
         assert_eq!(stored.len(), 2);
         assert!(stored.iter().all(|r| r.contact_id.is_none()), "{stored:?}");
     }
@@ -521,7 +521,7 @@ cases! {
         let winner = results.iter().find(|r| r.inserted).expect("one insert").id;
         assert!(results.iter().all(|r| r.id == winner));
         assert_eq!(
-            s.list_calls(acme.id, None, 10).await.expect("list").len(),
+            s.list_calls(acme.id, None, None, 10).await.expect("list").len(),
             1
         );
     }
@@ -545,20 +545,20 @@ cases! {
                 .collect::<Vec<_>>()
         };
         assert_eq!(
-            ids(s.list_calls(acme.id, None, 10).await.expect("list")),
+            ids(s.list_calls(acme.id, None, None, 10).await.expect("list")),
             ["conv_l3", "conv_l2", "conv_l1"]
         );
         let since = DateTime::<Utc>::from_timestamp(1_700_000_060, 0).expect("time");
         assert_eq!(
-            ids(s.list_calls(acme.id, Some(since), 10).await.expect("list")),
+            ids(s.list_calls(acme.id, Some(since), None, 10).await.expect("list")),
             ["conv_l3", "conv_l2"]
         );
         assert_eq!(
-            ids(s.list_calls(acme.id, None, 1).await.expect("list")),
+            ids(s.list_calls(acme.id, None, None, 1).await.expect("list")),
             ["conv_l3"]
         );
         assert!(matches!(
-            s.list_calls(OrgId::from_uuid(uuid::Uuid::new_v4()), None, 10)
+            s.list_calls(OrgId::from_uuid(uuid::Uuid::new_v4()), None, None, 10)
                 .await,
             Err(AdminError::NotFound(Entity::Organization))
         ));
@@ -721,10 +721,10 @@ cases! {
         }
         assert!(memory_of(f, long.id, "+14165550100").await.is_some(), "within its window");
         let summaries = |v: Vec<CallRecord>| v.into_iter().map(|r| r.summary.is_some()).collect::<Vec<_>>();
-        assert_eq!(summaries(s.list_calls(short.id, None, 10).await.expect("list")), [false, false]);
-        assert_eq!(summaries(s.list_calls(long.id, None, 10).await.expect("list")), [true]);
+        assert_eq!(summaries(s.list_calls(short.id, None, None, 10).await.expect("list")), [false, false]);
+        assert_eq!(summaries(s.list_calls(long.id, None, None, 10).await.expect("list")), [true]);
         assert_eq!(
-            summaries(s.list_calls(off.id, None, 10).await.expect("list")),
+            summaries(s.list_calls(off.id, None, None, 10).await.expect("list")),
             [true],
             "memory off keeps the call log's summaries"
         );
@@ -778,7 +778,7 @@ cases! {
         let after = s.find_caller(acme.id, &e164("+14165550100"), Some(since_epoch())).await.expect("find");
         assert!(after.contact.is_none());
         assert!(matches!(after.memory, Ok(None)));
-        let records = s.list_calls(acme.id, None, 10).await.expect("list");
+        let records = s.list_calls(acme.id, None, None, 10).await.expect("list");
         for r in records.iter().filter(|r| r.conversation_id.as_str() != "conv_f3") {
             assert_eq!(
                 (&r.summary, &r.external_number, &r.caller, &r.agent_number, r.contact_id),
@@ -1162,7 +1162,7 @@ cases! {
             s.create_contact(o.id, &draft("Ada", "+14165550100", Some("crm-1"))).await.expect("contact");
             s.record_call(&record(o.id, "conv_org", 0), true).await.expect("record");
         }
-        let call = s.list_calls(acme.id, None, 10).await.expect("calls")[0].id;
+        let call = s.list_calls(acme.id, None, None, 10).await.expect("calls")[0].id;
         let entry = audit(Some(acme.id), "organization.delete");
         s.append_audit(&entry).await.expect("audit");
 
@@ -1188,7 +1188,7 @@ cases! {
         assert!(s.find_key(&token(52).digest()).await.expect("find").is_some());
         assert!(s.find_by_phone(other.id, &e164("+14165550100")).await.expect("find").is_some());
         assert!(memory_of(f, other.id, "+14165550100").await.is_some());
-        assert_eq!(s.list_calls(other.id, None, 10).await.expect("calls").len(), 1);
+        assert_eq!(s.list_calls(other.id, None, None, 10).await.expect("calls").len(), 1);
     }
 
     /// The audit trail lists newest first, all of it or one organization's, a page at a time,
@@ -1218,6 +1218,34 @@ cases! {
         assert_eq!(acme_only.iter().map(|e| e.seq).collect::<Vec<_>>(), [seqs[3], seqs[0]]);
         let page = s.list_audit(None, Some(seqs[2]), 1).await.expect("list");
         assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), [seqs[1]]);
+    }
+
+    /// Call records page by cursor, newest first, receipt-time ties broken by id, without gaps
+    /// or repeats.
+    pub async fn calls_page_by_cursor_without_gaps_or_repeats(f: &impl StoreFixture) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        for i in 0..7 {
+            // Pairs share a receipt time.
+            s.record_call(&record(acme.id, &format!("conv_page{i}"), i / 2), false)
+                .await
+                .expect("record");
+        }
+        let all = s.list_calls(acme.id, None, None, 100).await.expect("list");
+        let mut paged = Vec::new();
+        let mut before = None;
+        loop {
+            let page = s.list_calls(acme.id, None, before, 3).await.expect("page");
+            before = page.last().map(|r| crate::CallCursor { received_at: r.received_at, id: r.id });
+            let done = page.len() < 3;
+            paged.extend(page.into_iter().map(|r| r.id));
+            if done {
+                break;
+            }
+        }
+        assert_eq!(paged, all.iter().map(|r| r.id).collect::<Vec<_>>());
+        assert_eq!(paged.len(), 7);
+        assert!(all.windows(2).all(|w| (w[0].received_at, w[0].id) > (w[1].received_at, w[1].id)));
     }
 
     /// A call record is got by its id within its organization only.

@@ -1,4 +1,4 @@
-//! The in-memory call-context cache, with per-entry TTLs on tokio's clock.
+//! The in-memory call-context and idempotency cache, with per-entry TTLs on tokio's clock.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,7 +9,10 @@ use relay_domain::{CallContext, CallKey, CallSid, ContactId, ConversationId, E16
 use tokio::time::Instant;
 
 use super::{Behaviour, lock};
-use crate::{BoxError, CacheError, CallContextCache, PoolStats, Probe};
+use crate::{
+    BoxError, CacheError, CallContextCache, Claim, IdempotencyCache, PoolStats, Probe,
+    StoredResponse,
+};
 
 #[derive(Debug)]
 struct CacheEntry {
@@ -25,9 +28,27 @@ impl CacheEntry {
     }
 }
 
+/// What an `Idempotency-Key` holds.
+#[derive(Debug)]
+struct HeldKey {
+    fingerprint: [u8; 32],
+    /// `None` while the request that reserved it runs.
+    response: Option<StoredResponse>,
+    /// `None`: a TTL too long to reach.
+    expires_at: Option<Instant>,
+}
+
+impl HeldKey {
+    fn is_live(&self, now: Instant) -> bool {
+        self.expires_at.is_none_or(|at| now < at)
+    }
+}
+
 #[derive(Debug, Default)]
 struct CacheData {
     entries: HashMap<(OrgId, CallKey), CacheEntry>,
+    /// Idempotency keys by (scope, key).
+    idempotency: HashMap<(String, String), HeldKey>,
     behaviour: Behaviour,
     puts: usize,
 }
@@ -150,6 +171,84 @@ impl CallContextCache for InMemoryCache {
                     || e.context.contact_id.is_some_and(|c| contacts.contains(&c))))
         });
         Ok((before - data.entries.len()) as u64)
+    }
+}
+
+#[async_trait]
+impl IdempotencyCache for InMemoryCache {
+    async fn claim(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &[u8; 32],
+        ttl: Duration,
+    ) -> Result<Claim, CacheError> {
+        let behaviour = lock(&self.data).behaviour;
+        behaviour.apply().await.map_err(CacheError::Unavailable)?;
+        let now = Instant::now();
+        // One lock for the look and the reservation: concurrent claims are serialized.
+        let mut data = lock(&self.data);
+        data.idempotency.retain(|_, held| held.is_live(now));
+        let scoped = (scope.to_owned(), key.to_owned());
+        if let Some(held) = data.idempotency.get(&scoped) {
+            return Ok(if held.fingerprint != *fingerprint {
+                Claim::Mismatch
+            } else {
+                held.response
+                    .clone()
+                    .map_or(Claim::InProgress, Claim::Completed)
+            });
+        }
+        data.idempotency.insert(
+            scoped,
+            HeldKey {
+                fingerprint: *fingerprint,
+                response: None,
+                expires_at: now.checked_add(ttl),
+            },
+        );
+        Ok(Claim::Reserved)
+    }
+
+    async fn complete(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &[u8; 32],
+        response: &StoredResponse,
+        ttl: Duration,
+    ) -> Result<(), CacheError> {
+        let behaviour = lock(&self.data).behaviour;
+        behaviour.apply().await.map_err(CacheError::Unavailable)?;
+        let now = Instant::now();
+        let mut data = lock(&self.data);
+        data.idempotency.retain(|_, held| held.is_live(now));
+        let scoped = (scope.to_owned(), key.to_owned());
+        // A key held by another request (another fingerprint) stays theirs.
+        if data
+            .idempotency
+            .get(&scoped)
+            .is_none_or(|held| held.fingerprint == *fingerprint)
+        {
+            data.idempotency.insert(
+                scoped,
+                HeldKey {
+                    fingerprint: *fingerprint,
+                    response: Some(response.clone()),
+                    expires_at: now.checked_add(ttl),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    async fn release(&self, scope: &str, key: &str) -> Result<(), CacheError> {
+        let behaviour = lock(&self.data).behaviour;
+        behaviour.apply().await.map_err(CacheError::Unavailable)?;
+        lock(&self.data)
+            .idempotency
+            .remove(&(scope.to_owned(), key.to_owned()));
+        Ok(())
     }
 }
 

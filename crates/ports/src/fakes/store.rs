@@ -14,10 +14,10 @@ use relay_domain::{
 
 use super::{Behaviour, lock};
 use crate::{
-    AdminError, AuditLog, BoxError, CallLog, Caller, ContactAdmin, ContactDirectory, ContactImport,
-    ContactUpsert, Entity, Forgotten, ManagementKeys, MemoryKeeper, OrganizationAdmin,
-    OrganizationDirectory, PoolStats, Probe, Purged, Recorded, RepositoryError, UpsertSummary,
-    Upserted, WebhookSigner,
+    AdminError, AuditLog, BoxError, CallCursor, CallLog, Caller, ContactAdmin, ContactDirectory,
+    ContactImport, ContactUpsert, Entity, Forgotten, ManagementKeys, MemoryKeeper,
+    OrganizationAdmin, OrganizationDirectory, PoolStats, Probe, Purged, Recorded, RepositoryError,
+    UpsertSummary, Upserted, WebhookSigner,
 };
 
 /// A tool secret as the store keeps it: the digest it authenticates, and its bookkeeping.
@@ -505,6 +505,7 @@ impl CallLog for InMemoryStore {
         &self,
         org: OrgId,
         since: Option<DateTime<Utc>>,
+        before: Option<CallCursor>,
         limit: u32,
     ) -> Result<Vec<CallRecord>, AdminError> {
         self.begin()
@@ -519,9 +520,10 @@ impl CallLog for InMemoryStore {
             .records
             .iter()
             .filter(|r| r.org_id == org && since.is_none_or(|s| r.received_at >= s))
+            .filter(|r| before.is_none_or(|b| (r.received_at, r.id) < (b.received_at, b.id)))
             .cloned()
             .collect();
-        records.sort_by_key(|r| std::cmp::Reverse(r.received_at));
+        records.sort_by_key(|r| std::cmp::Reverse((r.received_at, r.id)));
         records.truncate(limit as usize);
         Ok(records)
     }

@@ -177,39 +177,77 @@ impl FromRequest for Caller {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let req = req.clone();
         Box::pin(async move {
-            let guard = req
-                .app_data::<web::Data<Guard>>()
-                .map(|g| Arc::clone(g))
-                .ok_or(ApiError::Internal)?;
-            let manage = req
-                .app_data::<web::Data<Management>>()
-                .map(|m| Arc::clone(m))
-                .ok_or(ApiError::Internal)?;
-            let client = guard.proxies.client(&req);
-            if let Some(wait) = guard.blocked_for(client) {
-                return Err(ApiError::TooManyRequests {
-                    retry_after: retry_after_secs(wait),
-                });
+            let started = std::time::Instant::now();
+            let admitted = admit(&req).await;
+            if let Err(error) = &admitted {
+                refused(&req, error, started.elapsed());
             }
-            let Some(token) = bearer_token(&req) else {
-                return Err(guard.fail(client));
-            };
-            let principal = match manage.authenticate(&token).await {
-                Ok(Some(principal)) => principal,
-                Ok(None) => return Err(guard.fail(client)),
-                Err(error) => {
-                    tracing::warn!(error = %error, "management key lookup failed");
-                    return Err(ApiError::ServiceUnavailable);
-                }
-            };
-            let Actor::Key(key) = principal.actor else {
-                return Err(ApiError::Internal);
-            };
-            let rate_limit = guard.spend(key)?;
-            Ok(Self {
-                principal,
-                rate_limit,
-            })
+            admitted
         })
     }
+}
+
+/// Counts and logs a request refused before its route ran (401, 429, 503): the route label
+/// `admin_auth`, the client address, never the key.
+fn refused(req: &HttpRequest, error: &ApiError, elapsed: Duration) {
+    use actix_web::ResponseError as _;
+    let status = error.status_code().as_u16();
+    let client = req
+        .app_data::<web::Data<Guard>>()
+        .map(|guard| guard.proxies.client(req).to_string());
+    if let Some(metrics) = req.app_data::<web::Data<relay_observability::Metrics>>() {
+        metrics.observe_request("admin_auth", status, error.outcome(), elapsed);
+    }
+    if matches!(error, ApiError::TooManyRequests { .. }) {
+        tracing::debug!(
+            status,
+            client.address = client,
+            "management request throttled"
+        );
+    } else {
+        tracing::info!(
+            method = %req.method(),
+            status,
+            outcome = error.outcome(),
+            client.address = client,
+            "management request refused"
+        );
+    }
+}
+
+/// Authenticates `req` and spends from its key's budget.
+async fn admit(req: &HttpRequest) -> Result<Caller, ApiError> {
+    let guard = req
+        .app_data::<web::Data<Guard>>()
+        .map(|g| Arc::clone(g))
+        .ok_or(ApiError::Internal)?;
+    let manage = req
+        .app_data::<web::Data<Management>>()
+        .map(|m| Arc::clone(m))
+        .ok_or(ApiError::Internal)?;
+    let client = guard.proxies.client(req);
+    if let Some(wait) = guard.blocked_for(client) {
+        return Err(ApiError::TooManyRequests {
+            retry_after: retry_after_secs(wait),
+        });
+    }
+    let Some(token) = bearer_token(req) else {
+        return Err(guard.fail(client));
+    };
+    let principal = match manage.authenticate(&token).await {
+        Ok(Some(principal)) => principal,
+        Ok(None) => return Err(guard.fail(client)),
+        Err(error) => {
+            tracing::warn!(error = %error, "management key lookup failed");
+            return Err(ApiError::ServiceUnavailable);
+        }
+    };
+    let Actor::Key(key) = principal.actor else {
+        return Err(ApiError::Internal);
+    };
+    let rate_limit = guard.spend(key)?;
+    Ok(Caller {
+        principal,
+        rate_limit,
+    })
 }

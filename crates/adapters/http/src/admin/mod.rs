@@ -4,6 +4,7 @@
 //! same the CLI calls.
 
 mod guard;
+mod idempotency;
 mod import;
 mod json;
 mod routes;
@@ -12,9 +13,11 @@ use std::sync::Arc;
 
 use actix_web::web;
 use relay_observability::Metrics;
+use relay_ports::IdempotencyCache;
 use relay_usecase::Management;
 
 pub use guard::{Guard, RequestBudget};
+pub use idempotency::IDEMPOTENCY_TTL;
 pub use routes::MAX_ADMIN_BODY_BYTES;
 
 use crate::error::{self, Allowed};
@@ -23,7 +26,7 @@ use crate::error::{self, Allowed};
 pub const ADMIN_PREFIX: &str = "/admin/v1";
 
 /// What the management listener serves with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ManagementApi {
     /// The operations.
     pub manage: Arc<Management>,
@@ -31,6 +34,16 @@ pub struct ManagementApi {
     pub guard: Arc<Guard>,
     /// Requests are counted here (route label `admin_*`).
     pub metrics: Arc<Metrics>,
+    /// The answers of creating requests, by `Idempotency-Key`.
+    pub idempotency: Arc<dyn IdempotencyCache>,
+}
+
+impl std::fmt::Debug for ManagementApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagementApi")
+            .field("manage", &self.manage)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Registers the management routes under [`ADMIN_PREFIX`].
@@ -40,6 +53,7 @@ pub fn configure_admin(api: ManagementApi) -> impl FnOnce(&mut web::ServiceConfi
         cfg.app_data(web::Data::from(api.manage))
             .app_data(web::Data::from(api.guard))
             .app_data(web::Data::from(api.metrics))
+            .app_data(web::Data::from(api.idempotency))
             .service(
                 web::scope(ADMIN_PREFIX)
                     .service(

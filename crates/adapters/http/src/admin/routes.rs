@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 use validator::Validate;
 
 use super::guard::Caller;
+use super::idempotency::{Answer, creating};
 use super::json::{
     AuditJson, CallJson, ContactBody, ContactJson, ContactPatchBody, KeyJson, ListJson, NewKey,
     NewOrg, OrgJson, OrgPatch, SecretJson, WebhookSecretBody,
@@ -118,6 +119,21 @@ async fn json_body<T: DeserializeOwned + Validate>(
     parse(&bytes)
 }
 
+/// The body as it came (a creating request's, which its `Idempotency-Key` fingerprints).
+async fn raw_body(req: &HttpRequest, payload: web::Payload) -> Result<web::Bytes, ApiError> {
+    Ok(read_body(req, payload, MAX_ADMIN_BODY_BYTES)
+        .await?
+        .freeze())
+}
+
+fn json_from<T: DeserializeOwned + Validate>(
+    req: &HttpRequest,
+    bytes: &[u8],
+) -> Result<T, ApiError> {
+    require_json(req)?;
+    parse(bytes)
+}
+
 fn query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
     web::Query::<T>::from_query(req.query_string())
         .map(web::Query::into_inner)
@@ -193,15 +209,20 @@ pub(crate) async fn create_org(
     payload: web::Payload,
 ) -> HttpResponse {
     route!(req, caller, "admin_organizations", {
-        let body: NewOrg = json_body(&req, payload).await?;
-        let org = manager(&req)?
-            .create_organization(&caller.principal, &body.name, &body.default_region)
-            .await
-            .map_err(api_error)?;
-        Ok(with_location(
-            json(StatusCode::CREATED, &OrgJson::from(&org)),
-            &format!("/admin/v1/organizations/{}", org.id),
-        ))
+        let bytes = raw_body(&req, payload).await?;
+        let (req, caller) = (&req, &caller);
+        creating(req, caller, bytes, Answer::Plain, |bytes| async move {
+            let body: NewOrg = json_from(req, &bytes)?;
+            let org = manager(req)?
+                .create_organization(&caller.principal, &body.name, &body.default_region)
+                .await
+                .map_err(api_error)?;
+            Ok(with_location(
+                json(StatusCode::CREATED, &OrgJson::from(&org)),
+                &format!("/admin/v1/organizations/{}", org.id),
+            ))
+        })
+        .await
     })
 }
 
@@ -284,16 +305,22 @@ pub(crate) async fn issue_secret(
     req: HttpRequest,
     caller: Caller,
     path: web::Path<String>,
+    payload: web::Payload,
 ) -> HttpResponse {
     route!(req, caller, "admin_secrets", {
-        let issued = manager(&req)?
-            .issue_secret(&caller.principal, id(&path)?)
-            .await
-            .map_err(api_error)?;
-        Ok(json(
-            StatusCode::CREATED,
-            &SecretJson::new(&issued.info, Some(issued.token.expose().to_owned())),
-        ))
+        let org: OrgId = id(&path)?;
+        let bytes = raw_body(&req, payload).await?;
+        creating(&req, &caller, bytes, Answer::HoldsSecret, |_| async {
+            let issued = manager(&req)?
+                .issue_secret(&caller.principal, org)
+                .await
+                .map_err(api_error)?;
+            Ok(json(
+                StatusCode::CREATED,
+                &SecretJson::new(&issued.info, Some(issued.token.expose().to_owned())),
+            ))
+        })
+        .await
     })
 }
 
@@ -352,19 +379,29 @@ async fn keys_of(
 
 async fn issue_key(
     req: &HttpRequest,
-    principal: &Principal,
+    caller: &Caller,
     org: Option<OrgId>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let body: NewKey = json_body(req, payload).await?;
-    let issued = manager(req)?
-        .create_key(principal, org, &body.label)
-        .await
-        .map_err(api_error)?;
-    Ok(json(
-        StatusCode::CREATED,
-        &KeyJson::new(&issued.info, Some(issued.token.expose().to_owned())),
-    ))
+    let bytes = raw_body(req, payload).await?;
+    creating(
+        req,
+        caller,
+        bytes,
+        Answer::HoldsSecret,
+        |bytes| async move {
+            let body: NewKey = json_from(req, &bytes)?;
+            let issued = manager(req)?
+                .create_key(&caller.principal, org, &body.label)
+                .await
+                .map_err(api_error)?;
+            Ok(json(
+                StatusCode::CREATED,
+                &KeyJson::new(&issued.info, Some(issued.token.expose().to_owned())),
+            ))
+        },
+    )
+    .await
 }
 
 pub(crate) async fn list_operator_keys(req: HttpRequest, caller: Caller) -> HttpResponse {
@@ -379,7 +416,7 @@ pub(crate) async fn create_operator_key(
     payload: web::Payload,
 ) -> HttpResponse {
     route!(req, caller, "admin_keys", {
-        issue_key(&req, &caller.principal, None, payload).await
+        issue_key(&req, &caller, None, payload).await
     })
 }
 
@@ -400,7 +437,7 @@ pub(crate) async fn create_org_key(
     payload: web::Payload,
 ) -> HttpResponse {
     route!(req, caller, "admin_keys", {
-        issue_key(&req, &caller.principal, Some(id(&path)?), payload).await
+        issue_key(&req, &caller, Some(id(&path)?), payload).await
     })
 }
 
@@ -478,18 +515,23 @@ pub(crate) async fn create_contact(
 ) -> HttpResponse {
     route!(req, caller, "admin_contacts", {
         let org: OrgId = id(&path)?;
-        let body: ContactBody = json_body(&req, payload).await?;
-        let contact = manager(&req)?
-            .create_contact(&caller.principal, org, input(body))
-            .await
-            .map_err(api_error)?;
-        Ok(with_location(
-            contact_response(StatusCode::CREATED, &contact),
-            &format!(
-                "/admin/v1/organizations/{org}/contacts/{}",
-                contact.contact.id
-            ),
-        ))
+        let bytes = raw_body(&req, payload).await?;
+        let (req, caller) = (&req, &caller);
+        creating(req, caller, bytes, Answer::Plain, |bytes| async move {
+            let body: ContactBody = json_from(req, &bytes)?;
+            let contact = manager(req)?
+                .create_contact(&caller.principal, org, input(body))
+                .await
+                .map_err(api_error)?;
+            Ok(with_location(
+                contact_response(StatusCode::CREATED, &contact),
+                &format!(
+                    "/admin/v1/organizations/{org}/contacts/{}",
+                    contact.contact.id
+                ),
+            ))
+        })
+        .await
     })
 }
 
@@ -596,6 +638,7 @@ pub(crate) async fn put_contact(
 #[serde(deny_unknown_fields)]
 struct CallListQuery {
     since: Option<chrono::DateTime<chrono::Utc>>,
+    cursor: Option<String>,
     limit: Option<u32>,
 }
 
@@ -607,15 +650,21 @@ pub(crate) async fn list_calls(
     route!(req, caller, "admin_calls", {
         let org: OrgId = id(&path)?;
         let q: CallListQuery = query(&req)?;
-        let calls = manager(&req)?
-            .list_calls(&caller.principal, org, q.since, q.limit)
+        let page = manager(&req)?
+            .list_calls(
+                &caller.principal,
+                org,
+                q.since,
+                q.cursor.as_deref(),
+                q.limit,
+            )
             .await
             .map_err(api_error)?;
         Ok(json(
             StatusCode::OK,
             &ListJson {
-                items: calls.iter().map(CallJson::from).collect(),
-                next_cursor: None,
+                items: page.items.iter().map(CallJson::from).collect(),
+                next_cursor: page.next_cursor,
             },
         ))
     })
