@@ -310,6 +310,316 @@ async fn a_crm_keeps_the_contacts_in_sync_postgres_redis() {
     a_crm_keeps_the_contacts_in_sync_and_the_webhook_follows(Adapters::PostgresRedis).await;
 }
 
+const TRANSCRIPTION: &str =
+    include_str!("../../usecase/tests/fixtures/elevenlabs/post_call_transcription.json");
+
+/// `WEBHOOK_SECRET_KEY` of these tests (32 bytes, base64).
+const SEALING_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// Every route once with an operator key, as documented: statuses, and what each read shows of
+/// the writes before it.
+async fn every_route_answers_as_documented(adapters: Adapters) {
+    let setup = Setup::on(adapters).await;
+    let db = setup.db.url();
+    let op = relay_ok(&db, &["keys", "create", "--label", "ops"]);
+    let service = setup.serve(&[
+        ("ADMIN_LISTEN_ADDR", "127.0.0.1:0"),
+        ("WEBHOOK_SECRET_KEY", SEALING_KEY),
+    ]);
+    let a = Admin {
+        client: Client::new(),
+        base: format!("http://{}/admin/v1", admin_addr(&service).await),
+    };
+    let (s, org) = a
+        .send(
+            Method::POST,
+            "/organizations",
+            &op,
+            Some(json!({"name": "Acme", "default_region": "CA"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{org}");
+    let o = format!("/organizations/{}", org["id"].as_str().unwrap());
+    let (s, got) = a.send(Method::GET, &o, &op, None).await;
+    assert_eq!((s, &got), (StatusCode::OK, &org));
+    let (s, patched) = a.send(Method::PATCH, &o, &op, Some(json!({"name": "Acme Two", "default_region": "GB", "memory": {"unknown_callers": true}}))).await;
+    assert_eq!(s, StatusCode::OK, "{patched}");
+    assert_eq!(
+        (
+            patched["name"].as_str(),
+            patched["default_region"].as_str(),
+            patched["memory"]["unknown_callers"].as_bool()
+        ),
+        (Some("Acme Two"), Some("GB"), Some(true))
+    );
+    let (s, orgs) = a.send(Method::GET, "/organizations", &op, None).await;
+    assert_eq!(
+        (s, orgs["items"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(1))
+    );
+
+    let (s, secret) = a
+        .send(Method::POST, &format!("{o}/secrets"), &op, None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let token = secret["token"].as_str().unwrap().to_owned();
+    let (s, second) = a
+        .send(Method::POST, &format!("{o}/secrets"), &op, None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, revoked) = a
+        .send(
+            Method::DELETE,
+            &format!("{o}/secrets/{}", second["id"].as_str().unwrap()),
+            &op,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, revoked["revoked_at"].is_string()),
+        (StatusCode::OK, true)
+    );
+    let (s, secrets) = a
+        .send(Method::GET, &format!("{o}/secrets"), &op, None)
+        .await;
+    assert_eq!(
+        (s, secrets["items"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(2))
+    );
+    let (s, _) = a
+        .send(
+            Method::PUT,
+            &format!("{o}/webhook-secret"),
+            &op,
+            Some(json!({"secret": "wsec_0123456789abcdef"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        setup
+            .db
+            .count("SELECT count(*) FROM organizations WHERE webhook_secret_sealed IS NOT NULL")
+            .await,
+        1
+    );
+
+    let (s, org_key) = a
+        .send(
+            Method::POST,
+            &format!("{o}/keys"),
+            &op,
+            Some(json!({"label": "crm"})),
+        )
+        .await;
+    assert_eq!(
+        (s, org_key["scope"].as_str()),
+        (StatusCode::CREATED, Some("organization"))
+    );
+    let (s, keys) = a.send(Method::GET, &format!("{o}/keys"), &op, None).await;
+    assert_eq!(
+        (s, keys["items"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(1))
+    );
+    let (s, op2) = a
+        .send(Method::POST, "/keys", &op, Some(json!({"label": "ops-2"})))
+        .await;
+    assert_eq!(
+        (s, op2["scope"].as_str()),
+        (StatusCode::CREATED, Some("operator"))
+    );
+    let (s, ops) = a.send(Method::GET, "/keys", &op, None).await;
+    assert_eq!(
+        (s, ops["items"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(2))
+    );
+    let (s, _) = a
+        .send(
+            Method::DELETE,
+            &format!("/keys/{}", op2["id"].as_str().unwrap()),
+            &op,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = a
+        .send(Method::GET, "/keys", op2["key"].as_str().unwrap(), None)
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "revoked at once");
+
+    // Contacts: create, read, conditional patch, upsert, list, delete.
+    let c = format!("{o}/contacts");
+    let (s, ada) = a
+        .send(
+            Method::POST,
+            &c,
+            &op,
+            Some(json!({"first_name": "Ada", "phone": "020 7946 0000"})),
+        )
+        .await;
+    assert_eq!(
+        (s, ada["phone"].as_str()),
+        (StatusCode::CREATED, Some("+442079460000")),
+        "{ada}"
+    );
+    let one = format!("{c}/{}", ada["id"].as_str().unwrap());
+    let (s, got) = a.send(Method::GET, &one, &op, None).await;
+    assert_eq!((s, &got), (StatusCode::OK, &ada));
+    let res = a
+        .client
+        .patch(format!("{}{one}", a.base))
+        .bearer_auth(&op)
+        .header("if-match", "\"1\"")
+        .json(&json!({"last_name": "Lovelace"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            res.status(),
+            res.headers().get("etag").unwrap().to_str().unwrap()
+        ),
+        (StatusCode::OK, "\"2\"")
+    );
+    let res = a
+        .client
+        .patch(format!("{}{one}", a.base))
+        .bearer_auth(&op)
+        .header("if-match", "\"1\"")
+        .json(&json!({"last_name": "X"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PRECONDITION_FAILED);
+    let (s, _) = a
+        .send(
+            Method::PUT,
+            &format!("{c}/by-external-id/crm-9"),
+            &op,
+            Some(json!({"first_name": "Bo", "phone": "020 7946 0001"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, page) = a
+        .send(Method::GET, &format!("{c}?name=LOVE&limit=1"), &op, None)
+        .await;
+    assert_eq!(
+        (
+            s,
+            page["items"][0]["last_name"].as_str(),
+            &page["next_cursor"]
+        ),
+        (StatusCode::OK, Some("Lovelace"), &Value::Null)
+    );
+    let (s, page) = a
+        .send(Method::GET, &format!("{c}?limit=1"), &op, None)
+        .await;
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let (s2, rest) = a
+        .send(
+            Method::GET,
+            &format!("{c}?limit=1&cursor={cursor}"),
+            &op,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, s2, rest["items"].as_array().map(Vec::len)),
+        (StatusCode::OK, StatusCode::OK, Some(1))
+    );
+    assert_ne!(page["items"][0]["id"], rest["items"][0]["id"]);
+
+    // Calls: one post-call delivery (Bearer), then list and get it.
+    let mut event: Value = serde_json::from_str(TRANSCRIPTION).unwrap();
+    event["data"]["conversation_id"] = json!("conv_admin_e2e");
+    event["data"]["metadata"]["phone_call"]["external_number"] = json!("+442079460000");
+    let res = a
+        .client
+        .post(format!("http://{}/api/webhook/elevenlabs", service.addr))
+        .bearer_auth(&token)
+        .json(&event)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let (s, calls) = a
+        .send(Method::GET, &format!("{o}/calls?limit=10"), &op, None)
+        .await;
+    assert_eq!(
+        (s, calls["items"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(1)),
+        "{calls}"
+    );
+    let call = &calls["items"][0];
+    assert_eq!(
+        (
+            call["conversation_id"].as_str(),
+            call["contact_id"].as_str()
+        ),
+        (Some("conv_admin_e2e"), ada["id"].as_str())
+    );
+    let (s, got) = a
+        .send(
+            Method::GET,
+            &format!("{o}/calls/{}", call["id"].as_str().unwrap()),
+            &op,
+            None,
+        )
+        .await;
+    assert_eq!((s, &got), (StatusCode::OK, call));
+    let (s, _) = a
+        .send(
+            Method::GET,
+            &format!("{o}/calls/00000000-0000-4000-8000-000000000000"),
+            &op,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let (s, _) = a.send(Method::DELETE, &one, &op, None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, trail) = a
+        .send(
+            Method::GET,
+            &format!("/audit?org={}&limit=3", org["id"].as_str().unwrap()),
+            &op,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, trail["items"][0]["action"].as_str()),
+        (StatusCode::OK, Some("contact.delete"))
+    );
+    assert!(trail["next_cursor"].is_string());
+
+    let (s, _) = a.send(Method::DELETE, &o, &op, None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = a.send(Method::GET, &o, &op, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(
+        setup.db.count("SELECT count(*) FROM contacts").await,
+        0,
+        "deleted with its organization"
+    );
+    assert_eq!(setup.db.count("SELECT count(*) FROM calls").await, 0);
+    let (s, trail) = a.send(Method::GET, "/audit?limit=1", &op, None).await;
+    assert_eq!(
+        (s, trail["items"][0]["action"].as_str()),
+        (StatusCode::OK, Some("organization.delete")),
+        "the trail outlives it"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_answers_as_documented_embedded() {
+    every_route_answers_as_documented(Adapters::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_answers_as_documented_postgres_redis() {
+    every_route_answers_as_documented(Adapters::PostgresRedis).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn without_admin_listen_addr_there_is_no_management_port() {
     let setup = Setup::on(Adapters::Embedded).await;

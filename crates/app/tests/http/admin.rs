@@ -226,6 +226,11 @@ fn every_route(
             format!("{o}/contacts/by-external-id/crm-1"),
             Some(contact_body),
         ),
+        (
+            "POST",
+            format!("{o}/contacts/import"),
+            Some(json!("phone\n+14165550177\n")),
+        ),
         ("GET", format!("{o}/calls"), None),
         ("GET", format!("{o}/calls/{call}"), None),
         ("GET", format!("{ADMIN}/audit?org={org}"), None),
