@@ -30,6 +30,10 @@ test: redis-cluster
 fuzz-contract:
     scripts/contract-fuzz.sh
 
+# Fuzz the debug binary's management API against docs/openapi.yaml: every phase (stateful too) and check, operator and wrong key (~2 min)
+fuzz-admin:
+    scripts/admin-fuzz.sh
+
 # Start the three-master Redis Cluster the tests use (loopback ports 7101-7103; idempotent)
 redis-cluster:
     scripts/redis-cluster.sh start

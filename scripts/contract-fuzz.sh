@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Contract fuzzing: runs a pinned schemathesis against the served debug binary with
-# docs/openapi.yaml, every phase (examples, coverage, fuzzing) and every check, once with a valid
-# tool secret and once with a wrong one. Any failure, schema error or warning fails the script.
+# Contract fuzzing: runs a pinned schemathesis against the served debug binary with the webhook
+# routes of docs/openapi.yaml, every phase (examples, coverage, fuzzing) and every check, once
+# with a valid tool secret and once with a wrong one. Any failure, schema error or warning fails
+# the script. The management API's paths (`/admin/`, another listener) are fuzzed by
+# scripts/admin-fuzz.sh.
 #
 # The server runs on the embedded SQLite store and the in-process cache in a temporary
 # directory: the HTTP adapter (what the contract describes) is the same whatever the store, this
@@ -119,6 +121,7 @@ fuzz() {
     "$VENV/bin/st" --config-file "$config" --no-color \
         run docs/openapi.yaml \
         --url "$base" \
+        --exclude-path-regex '^/admin/' \
         --phases examples,coverage,fuzzing \
         --checks all \
         --mode all \

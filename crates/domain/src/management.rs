@@ -66,8 +66,11 @@ pub enum LabelError {
     /// Longer than allowed.
     #[error("it is longer than {0} characters")]
     TooLong(usize),
-    /// A control character, or whitespace at either end.
-    #[error("it holds a control character or starts or ends with whitespace")]
+    /// A control character, U+FFFD (bytes that were not UTF-8), or whitespace at either end.
+    #[error(
+        "it holds a control character or U+FFFD (bytes that were not UTF-8), or starts or ends \
+         with whitespace"
+    )]
     Unprintable,
 }
 
@@ -78,7 +81,11 @@ fn check_text(raw: &str, max: usize) -> Result<(), LabelError> {
     if raw.chars().count() > max {
         return Err(LabelError::TooLong(max));
     }
-    if raw.chars().any(char::is_control)
+    // U+FFFD is what a lossy decoding left of bytes that were not UTF-8 (`%FF` in a path):
+    // two different ids would read as one.
+    if raw
+        .chars()
+        .any(|c| c.is_control() || c == char::REPLACEMENT_CHARACTER)
         || raw.starts_with(char::is_whitespace)
         || raw.ends_with(char::is_whitespace)
     {
@@ -259,6 +266,11 @@ mod tests {
         assert_eq!(ExternalId::parse(" x"), Err(LabelError::Unprintable));
         assert_eq!(ExternalId::parse("x\n"), Err(LabelError::Unprintable));
         assert_eq!(ExternalId::parse("a\u{0}b"), Err(LabelError::Unprintable));
+        assert_eq!(
+            ExternalId::parse("\u{FFFD}"),
+            Err(LabelError::Unprintable),
+            "what %FF decodes to"
+        );
         assert_eq!(
             ExternalId::parse(&"x".repeat(201)),
             Err(LabelError::TooLong(200))

@@ -352,8 +352,9 @@ impl Management {
         region: &str,
     ) -> Result<Organization, ManageError> {
         who.operator("only an operator key creates organizations")?;
+        // Exactly as typed or not at all, as on update: no trimming.
+        crate::check_prompt_text(name).map_err(|e| invalid("name", e))?;
         let name = OrgName::parse(name).map_err(|e| invalid("name", e))?;
-        crate::check_prompt_text(name.as_str()).map_err(|e| invalid("name", e))?;
         let region = Region::parse(region).map_err(|e| invalid("default_region", e))?;
         let org = self.admin.create_organization(&name, region).await?;
         self.audit(
@@ -772,17 +773,25 @@ impl Management {
         if if_match.is_some_and(|v| v != current.version) {
             return Err(ManageError::VersionMismatch(Entity::Contact));
         }
+        let keeps_number = patch.phone.is_none();
         let input = ContactInput {
             first_name: patch
                 .first_name
                 .unwrap_or(current.contact.first_name.clone()),
             last_name: patch.last_name.unwrap_or(current.contact.last_name.clone()),
-            phone: patch.phone.unwrap_or(current.phone_raw.clone()),
+            // A patch without a number keeps the stored one as it is: its E.164 form reads the
+            // same in any region, whatever the organization's region is now.
+            phone: patch
+                .phone
+                .unwrap_or_else(|| current.contact.phone.as_str().to_owned()),
             external_id: patch
                 .external_id
                 .unwrap_or(current.external_id.as_ref().map(ToString::to_string)),
         };
-        let draft = self.draft(&organization, input)?;
+        let mut draft = self.draft(&organization, input)?;
+        if keeps_number {
+            draft.phone_raw.clone_from(&current.phone_raw);
+        }
         // Conditioned on the version read, so a concurrent change is never overwritten with
         // fields merged from before it.
         let updated = self

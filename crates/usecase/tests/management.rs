@@ -621,3 +621,73 @@ async fn organizations_change_field_by_field_and_a_bad_field_changes_none() {
         Err(ManageError::NotFound(Entity::Organization))
     ));
 }
+
+#[tokio::test]
+async fn a_patch_without_a_number_keeps_the_stored_one_whatever_the_region_is_now() {
+    let w = world();
+    let org = w.acme.id;
+    let alex = w
+        .manage
+        .create_contact(&Principal::CLI, org, input("Alex", "(416) 555-0100", None))
+        .await
+        .expect("create");
+    for region in ["DE", "LS"] {
+        w.manage
+            .update_organization(
+                &Principal::CLI,
+                org,
+                OrgChange {
+                    default_region: Some(region.into()),
+                    ..OrgChange::default()
+                },
+            )
+            .await
+            .expect("region");
+        let renamed = w
+            .manage
+            .update_contact(
+                &Principal::CLI,
+                org,
+                alex.contact.id,
+                ContactPatch {
+                    first_name: Some(Some(format!("Sam{region}"))),
+                    ..ContactPatch::default()
+                },
+                None,
+            )
+            .await
+            .expect("a name-only patch");
+        assert_eq!(renamed.contact.phone.as_str(), "+14165550100", "{region}");
+        assert_eq!(renamed.phone_raw, "(416) 555-0100", "{region}");
+    }
+}
+
+#[tokio::test]
+async fn an_organization_name_is_stored_as_typed_or_refused_on_create_as_on_update() {
+    let w = world();
+    for name in [" Acme ", "Acme  Two", "{{x}}"] {
+        let created = w
+            .manage
+            .create_organization(&Principal::CLI, name, "CA")
+            .await;
+        assert!(
+            matches!(created, Err(ManageError::Invalid { field: "name", .. })),
+            "{name:?}: {created:?}"
+        );
+        let renamed = w
+            .manage
+            .update_organization(
+                &Principal::CLI,
+                w.acme.id,
+                OrgChange {
+                    name: Some(name.into()),
+                    ..OrgChange::default()
+                },
+            )
+            .await;
+        assert!(
+            matches!(renamed, Err(ManageError::Invalid { field: "name", .. })),
+            "{name:?}: {renamed:?}"
+        );
+    }
+}

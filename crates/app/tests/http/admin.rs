@@ -619,6 +619,14 @@ async fn bad_requests_get_the_envelope_naming_the_field() {
             None,
         ),
         (
+            TestRequest::put()
+                .uri(&format!("{base}/by-external-id/%FF"))
+                .set_json(json!({"phone": "+14165550100"})),
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            Some("external_id"),
+        ),
+        (
             TestRequest::post().uri(&format!(
                 "{base}/{}",
                 "00000000-0000-0000-0000-000000000000"
