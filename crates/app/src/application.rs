@@ -212,6 +212,10 @@ impl Service {
             metrics: Arc::clone(&metrics),
             idempotency: cache.wrap(Arc::clone(&adapters.cache) as Arc<dyn IdempotencyCache>),
         };
+        {
+            let manage = Arc::clone(&management.manage);
+            metrics.register_audit_failures(move || manage.audit_failures());
+        }
         Self {
             management,
             personalize,

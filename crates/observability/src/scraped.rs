@@ -166,6 +166,17 @@ impl Metrics {
         );
     }
 
+    /// `relay_audit_failures_total`: changes made whose audit entry could not be written.
+    pub fn register_audit_failures(&self, read: impl Fn() -> u64 + Send + Sync + 'static) {
+        self.register_fn(
+            "relay_audit_failures",
+            "Changes made through the management API or the CLI whose audit entry could not be \
+             written (the change stands; each is logged at ERROR)",
+            Box::new(read),
+            false,
+        );
+    }
+
     fn register_families<C: 'static>(
         &self,
         read: &Arc<dyn Fn() -> C + Send + Sync>,

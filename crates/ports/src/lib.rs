@@ -19,6 +19,8 @@ pub use management::{
     AuditLog, Claim, ContactAdmin, ContactUpsert, IdempotencyCache, ManagementKeys, StoredResponse,
     Upserted,
 };
+#[cfg(feature = "mocks")]
+pub use management::{MockAuditLog, MockContactAdmin, MockIdempotencyCache, MockManagementKeys};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

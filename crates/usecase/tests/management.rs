@@ -691,3 +691,38 @@ async fn an_organization_name_is_stored_as_typed_or_refused_on_create_as_on_upda
         );
     }
 }
+
+#[tokio::test]
+async fn a_change_whose_audit_entry_cannot_be_written_stands_and_is_counted() {
+    let store = InMemoryStore::new();
+    let (acme, _) = store.add_org("Acme Corp", "CA");
+    let mut audit = relay_ports::MockAuditLog::new();
+    audit.expect_append_audit().returning(|_| {
+        Err(relay_ports::RepositoryError::Unavailable(
+            "audit table locked".into(),
+        ))
+    });
+    let manage = Management::new(
+        ManagementPorts {
+            orgs: Arc::new(store.clone()),
+            contacts: Arc::new(store.clone()),
+            import: Arc::new(store.clone()),
+            keys: Arc::new(store.clone()),
+            audit: Arc::new(audit),
+            calls: Arc::new(store.clone()),
+            cache: Arc::new(InMemoryCache::new()),
+        },
+        None,
+    );
+    let created = manage
+        .create_contact(&Principal::CLI, acme.id, input("Ada", "416 555 0100", None))
+        .await
+        .expect("the change stands");
+    assert_eq!(manage.audit_failures(), 1);
+    assert!(
+        manage
+            .contact(&Principal::CLI, acme.id, created.contact.id)
+            .await
+            .is_ok()
+    );
+}
