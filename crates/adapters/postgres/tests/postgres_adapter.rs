@@ -404,8 +404,8 @@ async fn stored_management_rows_the_domain_refuses_are_unexpected_data() {
     assert_eq!(
         message,
         format!(
-            "contact {contact}: bad external_id: it holds a control character or starts or ends \
-             with whitespace"
+            "contact {contact}: bad external_id: {}",
+            relay_domain::LabelError::Unprintable
         )
     );
 
