@@ -230,28 +230,48 @@ type Normalized = Vec<Result<NewContact, Rejection>>;
 
 fn normalize(raw: RawContact, region: &relay_domain::Region) -> Result<NewContact, Rejection> {
     let line = raw.line;
-    contact_fields(raw.first_name, raw.last_name, raw.phone.as_deref(), region)
-        .map_err(|reason| Rejection { line, reason })
+    contact_fields(raw.first_name, raw.last_name, raw.phone.as_deref(), region).map_err(|refused| {
+        Rejection {
+            line,
+            reason: refused.reason,
+        }
+    })
+}
+
+/// A contact field [`contact_fields`] refused: which, and why (for a person).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FieldRefused {
+    /// `phone`, `first_name` or `last_name`.
+    pub(crate) field: &'static str,
+    /// Why, naming the field.
+    pub(crate) reason: String,
 }
 
 /// The rules every written contact follows, an import's row or a management API request:
 /// the number is normalized in `region` (surrounding whitespace ignored), names are trimmed
-/// (blank is none) and at most 200 characters. The error is the reason, for a person.
+/// (blank is none) and at most 200 characters. The error names the field and the reason.
 pub(crate) fn contact_fields(
     first_name: Option<String>,
     last_name: Option<String>,
     phone: Option<&str>,
     region: &relay_domain::Region,
-) -> Result<NewContact, String> {
+) -> Result<NewContact, FieldRefused> {
+    let refused = |field, reason| FieldRefused { field, reason };
     let phone_raw = phone.map(str::trim).unwrap_or_default();
     let phone = match E164::parse(phone_raw, region) {
         Ok(phone) => phone,
-        Err(PhoneError::Empty) => return Err("no phone number".into()),
+        Err(PhoneError::Empty) => return Err(refused("phone", "no phone number".into())),
         Err(PhoneError::Anonymous) => {
-            return Err("phone is a withheld-number placeholder".into());
+            return Err(refused(
+                "phone",
+                "phone is a withheld-number placeholder".into(),
+            ));
         }
         Err(PhoneError::Invalid) => {
-            return Err(format!("phone is not a valid number (region {region})"));
+            return Err(refused(
+                "phone",
+                format!("phone is not a valid number (region {region})"),
+            ));
         }
     };
     let phone_raw = phone_raw.to_owned();
@@ -262,8 +282,9 @@ pub(crate) fn contact_fields(
             .as_ref()
             .is_some_and(|v| v.chars().count() > MAX_STORED_NAME_CHARS)
         {
-            return Err(format!(
-                "{column} is longer than {MAX_STORED_NAME_CHARS} characters"
+            return Err(refused(
+                column,
+                format!("{column} is longer than {MAX_STORED_NAME_CHARS} characters"),
             ));
         }
     }

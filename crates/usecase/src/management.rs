@@ -686,16 +686,7 @@ impl Management {
             Some(&input.phone),
             &org.default_region,
         )
-        .map_err(|reason| {
-            let field = if reason.starts_with("first_name") {
-                "first_name"
-            } else if reason.starts_with("last_name") {
-                "last_name"
-            } else {
-                "phone"
-            };
-            invalid(field, reason)
-        })?;
+        .map_err(|refused| invalid(refused.field, refused.reason))?;
         Ok(ContactDraft {
             first_name: fields.first_name,
             last_name: fields.last_name,
@@ -919,11 +910,13 @@ impl Management {
             })
             .map(|c| c.ok_or_else(|| invalid("cursor", "not a cursor this service gave")))
             .transpose()?;
-        let organization = self.admin.organization(org).await?;
+        // The organization is read only to know its region; the list itself answers NotFound
+        // for a missing organization.
         let phone = match search.phone.as_deref() {
             None => None,
             Some(raw) => {
-                match CallerNumber::from_caller_id(Some(raw), &organization.default_region) {
+                let region = self.admin.organization(org).await?.default_region;
+                match CallerNumber::from_caller_id(Some(raw), &region) {
                     CallerNumber::Known(number) => Some(number),
                     // What the webhook would match: nothing.
                     CallerNumber::Unusable(_) => {

@@ -714,18 +714,25 @@ async fn wrong_keys_are_throttled_per_address_while_a_genuine_client_elsewhere_i
             "{outcome} not counted"
         );
     }
-    // Without the management prefix a token is not even looked up.
-    let (status, _, _) = send(
+    // A tool secret (no management prefix) is refused without a lookup, from a fresh address.
+    let before = w.store.calls();
+    let (status, _, body) = send(
         &w,
         TestRequest::get()
             .uri(&uri)
-            .insert_header(("Authorization", format!("Bearer {}", w.token.expose()))),
+            .insert_header(("Authorization", format!("Bearer {}", w.token.expose())))
+            .peer_addr("198.51.100.77:40000".parse::<SocketAddr>().unwrap()),
     )
     .await;
-    assert!(matches!(
-        status,
-        StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS
-    ));
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("Unauthorized"))
+    );
+    assert_eq!(
+        w.store.calls(),
+        before,
+        "no store call for a token without the prefix"
+    );
 }
 
 #[actix_web::test]
@@ -975,4 +982,38 @@ async fn a_retried_key_creation_says_it_was_created_but_never_shows_the_key_agai
     );
     let keys = body_of_list(&w, &op, &uri).await;
     assert_eq!(keys.len(), 1, "created once: {keys:?}");
+}
+
+#[actix_web::test]
+async fn an_oversized_body_is_refused_and_a_genuine_request_right_after_is_answered() {
+    let w = world();
+    let k = key(&w, Some(w.org.id)).await;
+    let base = format!("{ADMIN}/organizations/{}/contacts", w.org.id);
+    let huge = json!({"phone": "+14165550500", "first_name": "x".repeat(70 * 1024)});
+    let (status, _, body) = send(
+        &w,
+        with_key(TestRequest::post().uri(&base).set_json(huge), &k),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+    );
+    assert!(
+        body_of_list(&w, &k, &format!("{base}?phone=4165550500"))
+            .await
+            .is_empty(),
+        "nothing stored"
+    );
+    let (status, _, _) = send(
+        &w,
+        with_key(
+            TestRequest::post()
+                .uri(&base)
+                .set_json(json!({"phone": "+14165550501"})),
+            &k,
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
 }

@@ -117,7 +117,7 @@ where
             let status = response.status();
             let (response, mut stored) = capture(response).await;
             if answer == Answer::HoldsSecret && status.is_success() {
-                stored = secret_not_replayed(stored);
+                stored = secret_not_replayed(stored).await;
             }
             // A server error or a throttled request may succeed when retried: free the key.
             let keep = !(status.is_server_error()
@@ -168,24 +168,21 @@ async fn capture(response: HttpResponse) -> (HttpResponse, StoredResponse) {
 
 /// What is kept of an answer that held a secret: a 409 saying the object was created (its
 /// `Location`), without the secret.
-fn secret_not_replayed(stored: StoredResponse) -> StoredResponse {
-    const DETAIL: &str = "the first request with this Idempotency-Key created this object; its \
-                          secret is shown only once and is not kept: list the objects to find it, \
-                          and revoke it if the secret was lost";
-    let body = serde_json::json!({
-        "error": "Conflict",
-        "code": "idempotency_secret_not_replayed",
-        "details": [{"field": null, "message": DETAIL}],
-    });
-    StoredResponse {
-        status: StatusCode::CONFLICT.as_u16(),
-        headers: stored
-            .headers
-            .into_iter()
-            .filter(|(name, _)| name == LOCATION.as_str())
-            .collect(),
-        body: serde_json::to_vec(&body).unwrap_or_default(),
-    }
+async fn secret_not_replayed(created: StoredResponse) -> StoredResponse {
+    let conflict = ApiError::Conflict {
+        code: "idempotency_secret_not_replayed",
+        detail: "the first request with this Idempotency-Key created this object; its secret is \
+                 shown only once and is not kept: list the objects to find it, and revoke it if \
+                 the secret was lost"
+            .into(),
+    };
+    let (_, mut stored) = capture(conflict.error_response()).await;
+    stored.headers = created
+        .headers
+        .into_iter()
+        .filter(|(name, _)| name == LOCATION.as_str())
+        .collect();
+    stored
 }
 
 /// The kept answer, again.

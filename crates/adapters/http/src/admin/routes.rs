@@ -178,6 +178,11 @@ fn contact_response(status: StatusCode, contact: &relay_domain::ManagedContact) 
     response
 }
 
+/// Where contact `id` of `org` is read.
+fn contact_location(org: OrgId, id: relay_domain::ContactId) -> String {
+    format!("/admin/v1/organizations/{org}/contacts/{id}")
+}
+
 fn with_location(mut response: HttpResponse, location: &str) -> HttpResponse {
     if let Ok(value) = HeaderValue::from_str(location) {
         response.headers_mut().insert(LOCATION, value);
@@ -525,10 +530,7 @@ pub(crate) async fn create_contact(
                 .map_err(api_error)?;
             Ok(with_location(
                 contact_response(StatusCode::CREATED, &contact),
-                &format!(
-                    "/admin/v1/organizations/{org}/contacts/{}",
-                    contact.contact.id
-                ),
+                &contact_location(org, contact.contact.id),
             ))
         })
         .await
@@ -624,10 +626,7 @@ pub(crate) async fn put_contact(
         };
         Ok(with_location(
             contact_response(status, &contact),
-            &format!(
-                "/admin/v1/organizations/{org}/contacts/{}",
-                contact.contact.id
-            ),
+            &contact_location(org, contact.contact.id),
         ))
     })
 }
