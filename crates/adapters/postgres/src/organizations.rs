@@ -7,9 +7,30 @@ use relay_domain::{
     TokenDigest,
 };
 use relay_ports::{AdminError, Entity, OrganizationAdmin, OrganizationDirectory, RepositoryError};
+use sqlx::{PgPool, Postgres, postgres::PgArguments, query::QueryAs};
 
 use crate::rows::{OrgRow, SecretRow, convert, org_columns, secret_columns};
 use crate::{PgStore, admin_error, repo_error};
+
+/// A query of [`OrgRow`]s, its parameters bound in turn.
+type OrgQuery<'q> = QueryAs<'q, Postgres, OrgRow, PgArguments>;
+
+/// Runs `sql`, an `UPDATE organizations … WHERE id = $1 RETURNING` [`org_columns`] statement,
+/// for `org`, its further parameters bound by `bind`: the organization as changed, or
+/// `NotFound` when there is none.
+async fn update_org<'q>(
+    pool: &PgPool,
+    sql: &'static str,
+    org: OrgId,
+    bind: impl FnOnce(OrgQuery<'q>) -> OrgQuery<'q>,
+) -> Result<Organization, AdminError> {
+    let row: Option<OrgRow> = bind(sqlx::query_as(sql).bind(org.as_uuid()))
+        .fetch_optional(pool)
+        .await
+        .map_err(repo_error)?;
+    let row = row.ok_or(AdminError::NotFound(Entity::Organization))?;
+    Ok(row.try_into()?)
+}
 
 #[async_trait]
 impl OrganizationDirectory for PgStore {
@@ -127,18 +148,16 @@ impl OrganizationAdmin for PgStore {
         org: OrgId,
         name: &FallbackName,
     ) -> Result<Organization, AdminError> {
-        let row: Option<OrgRow> = sqlx::query_as(concat!(
-            "UPDATE organizations SET unknown_caller_name = $2 WHERE id = $1
-             RETURNING ",
-            org_columns!()
-        ))
-        .bind(org.as_uuid())
-        .bind(name.as_str())
-        .fetch_optional(&self.pool)
+        update_org(
+            &self.pool,
+            concat!(
+                "UPDATE organizations SET unknown_caller_name = $2 WHERE id = $1 RETURNING ",
+                org_columns!()
+            ),
+            org,
+            |query| query.bind(name.as_str()),
+        )
         .await
-        .map_err(repo_error)?;
-        let row = row.ok_or(AdminError::NotFound(Entity::Organization))?;
-        Ok(row.try_into()?)
     }
 
     async fn set_memory(
@@ -146,20 +165,22 @@ impl OrganizationAdmin for PgStore {
         org: OrgId,
         settings: MemorySettings,
     ) -> Result<Organization, AdminError> {
-        let row: Option<OrgRow> = sqlx::query_as(concat!(
-            "UPDATE organizations SET memory_retention_days = $2, memory_unknown_callers = $3
-              WHERE id = $1
-             RETURNING ",
-            org_columns!()
-        ))
-        .bind(org.as_uuid())
-        .bind(i32::from(settings.retention_days))
-        .bind(settings.unknown_callers)
-        .fetch_optional(&self.pool)
+        update_org(
+            &self.pool,
+            concat!(
+                "UPDATE organizations SET memory_retention_days = $2, memory_unknown_callers = $3
+                  WHERE id = $1
+                 RETURNING ",
+                org_columns!()
+            ),
+            org,
+            |query| {
+                query
+                    .bind(i32::from(settings.retention_days))
+                    .bind(settings.unknown_callers)
+            },
+        )
         .await
-        .map_err(repo_error)?;
-        let row = row.ok_or(AdminError::NotFound(Entity::Organization))?;
-        Ok(row.try_into()?)
     }
 
     async fn rename_organization(
@@ -167,18 +188,16 @@ impl OrganizationAdmin for PgStore {
         org: OrgId,
         name: &OrgName,
     ) -> Result<Organization, AdminError> {
-        let row: Option<OrgRow> = sqlx::query_as(concat!(
-            "UPDATE organizations SET name = $2 WHERE id = $1
-             RETURNING ",
-            org_columns!()
-        ))
-        .bind(org.as_uuid())
-        .bind(name.as_str())
-        .fetch_optional(&self.pool)
+        update_org(
+            &self.pool,
+            concat!(
+                "UPDATE organizations SET name = $2 WHERE id = $1 RETURNING ",
+                org_columns!()
+            ),
+            org,
+            |query| query.bind(name.as_str()),
+        )
         .await
-        .map_err(repo_error)?;
-        let row = row.ok_or(AdminError::NotFound(Entity::Organization))?;
-        Ok(row.try_into()?)
     }
 
     async fn set_default_region(
@@ -186,18 +205,16 @@ impl OrganizationAdmin for PgStore {
         org: OrgId,
         region: Region,
     ) -> Result<Organization, AdminError> {
-        let row: Option<OrgRow> = sqlx::query_as(concat!(
-            "UPDATE organizations SET default_region = $2 WHERE id = $1
-             RETURNING ",
-            org_columns!()
-        ))
-        .bind(org.as_uuid())
-        .bind(region.code())
-        .fetch_optional(&self.pool)
+        update_org(
+            &self.pool,
+            concat!(
+                "UPDATE organizations SET default_region = $2 WHERE id = $1 RETURNING ",
+                org_columns!()
+            ),
+            org,
+            |query| query.bind(region.code()),
+        )
         .await
-        .map_err(repo_error)?;
-        let row = row.ok_or(AdminError::NotFound(Entity::Organization))?;
-        Ok(row.try_into()?)
     }
 
     async fn delete_organization(&self, org: OrgId) -> Result<(), AdminError> {

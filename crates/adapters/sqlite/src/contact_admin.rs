@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use relay_domain::{ContactDraft, ContactId, ContactQuery, ExternalId, ManagedContact, OrgId};
 use relay_ports::{AdminError, ContactAdmin, ContactUpsert, Entity, RepositoryError, Upserted};
-use sqlx::SqliteConnection;
+use sqlx::{Sqlite, SqliteConnection, Transaction};
 use uuid::Uuid;
 
 use crate::rows::{ManagedContactRow, convert, managed_contact_columns, now_micros};
@@ -99,6 +99,23 @@ async fn select_contact(
         .map_err(repo_error)
 }
 
+/// Contact `id` of `org`, read in the write transaction: `NotFound` when there is none,
+/// `VersionMismatch` when its version is not `expected` (any when `None`).
+async fn contact_at_version(
+    conn: &mut SqliteConnection,
+    org: &str,
+    id: ContactId,
+    expected: Option<i64>,
+) -> Result<ManagedContactRow, AdminError> {
+    let row = select_contact(conn, org, id)
+        .await?
+        .ok_or(AdminError::NotFound(Entity::Contact))?;
+    if expected.is_some_and(|v| v != row.version) {
+        return Err(AdminError::VersionMismatch(Entity::Contact));
+    }
+    Ok(row)
+}
+
 /// Whether a contact of `org` other than `except` has `external_id` (never, for none). Run
 /// inside the write transaction, so the answer holds until it commits.
 async fn external_id_taken(
@@ -180,6 +197,16 @@ fn contains_pattern(needle: &str) -> String {
     pattern
 }
 
+impl SqliteStore {
+    /// A write transaction, the write lock taken first (`BEGIN IMMEDIATE`).
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, RepositoryError> {
+        self.pool
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(repo_error)
+    }
+}
+
 #[async_trait]
 impl ContactAdmin for SqliteStore {
     async fn get_contact(
@@ -199,11 +226,7 @@ impl ContactAdmin for SqliteStore {
         draft: &ContactDraft,
     ) -> Result<ManagedContact, AdminError> {
         let org = org.to_string();
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(repo_error)?;
+        let mut tx = self.begin_write().await?;
         if !org_exists(&mut tx, &org).await? {
             return Err(AdminError::NotFound(Entity::Organization));
         }
@@ -225,17 +248,8 @@ impl ContactAdmin for SqliteStore {
         expected: Option<i64>,
     ) -> Result<ManagedContact, AdminError> {
         let org = org.to_string();
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(repo_error)?;
-        let row = select_contact(&mut tx, &org, id)
-            .await?
-            .ok_or(AdminError::NotFound(Entity::Contact))?;
-        if expected.is_some_and(|v| v != row.version) {
-            return Err(AdminError::VersionMismatch(Entity::Contact));
-        }
+        let mut tx = self.begin_write().await?;
+        let row = contact_at_version(&mut tx, &org, id, expected).await?;
         let external_id = draft.external_id.as_ref();
         if row.holds(draft, external_id) {
             return Ok(row.try_into()?);
@@ -260,11 +274,7 @@ impl ContactAdmin for SqliteStore {
         let org = org.to_string();
         // The lookup and the insert under one write lock: a concurrent upsert of the same
         // external id waits (busy timeout), then finds this one's contact.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(repo_error)?;
+        let mut tx = self.begin_write().await?;
         if !org_exists(&mut tx, &org).await? {
             return Err(AdminError::NotFound(Entity::Organization));
         }
@@ -308,17 +318,8 @@ impl ContactAdmin for SqliteStore {
         expected: Option<i64>,
     ) -> Result<ManagedContact, AdminError> {
         let org = org.to_string();
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(repo_error)?;
-        let row = select_contact(&mut tx, &org, id)
-            .await?
-            .ok_or(AdminError::NotFound(Entity::Contact))?;
-        if expected.is_some_and(|v| v != row.version) {
-            return Err(AdminError::VersionMismatch(Entity::Contact));
-        }
+        let mut tx = self.begin_write().await?;
+        let row = contact_at_version(&mut tx, &org, id, expected).await?;
         // Its call records stay, unlinked: `calls.contact_id` is ON DELETE SET NULL.
         sqlx::query("DELETE FROM contacts WHERE id = ?1")
             .bind(row.id())

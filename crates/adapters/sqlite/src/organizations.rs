@@ -7,12 +7,33 @@ use relay_domain::{
     TokenDigest,
 };
 use relay_ports::{AdminError, Entity, OrganizationAdmin, OrganizationDirectory, RepositoryError};
+use sqlx::{Sqlite, SqlitePool, query::QueryAs, sqlite::SqliteArguments};
 use uuid::Uuid;
 
 use crate::rows::{
     OrgRow, SecretRow, convert, from_micros, micros, now_micros, org_columns, secret_columns,
 };
 use crate::{SqliteStore, repo_error};
+
+/// A query of [`OrgRow`]s, its parameters bound in turn.
+type OrgQuery<'q> = QueryAs<'q, Sqlite, OrgRow, SqliteArguments>;
+
+/// Runs `sql`, an `UPDATE organizations … WHERE id = ?1 RETURNING` [`org_columns`] statement,
+/// for `org`, its further parameters bound by `bind`: the organization as changed, or
+/// `NotFound` when there is none.
+async fn update_org<'q>(
+    pool: &SqlitePool,
+    sql: &'static str,
+    org: OrgId,
+    bind: impl FnOnce(OrgQuery<'q>) -> OrgQuery<'q>,
+) -> Result<Organization, AdminError> {
+    let row: Option<OrgRow> = bind(sqlx::query_as(sql).bind(org.to_string()))
+        .fetch_optional(pool)
+        .await
+        .map_err(repo_error)?;
+    let row = row.ok_or(AdminError::NotFound(Entity::Organization))?;
+    Ok(row.try_into()?)
+}
 
 #[async_trait]
 impl OrganizationDirectory for SqliteStore {
@@ -150,18 +171,16 @@ impl OrganizationAdmin for SqliteStore {
         org: OrgId,
         name: &FallbackName,
     ) -> Result<Organization, AdminError> {
-        let row: Option<OrgRow> = sqlx::query_as(concat!(
-            "UPDATE organizations SET unknown_caller_name = ?2 WHERE id = ?1
-             RETURNING ",
-            org_columns!()
-        ))
-        .bind(org.to_string())
-        .bind(name.as_str())
-        .fetch_optional(&self.pool)
+        update_org(
+            &self.pool,
+            concat!(
+                "UPDATE organizations SET unknown_caller_name = ?2 WHERE id = ?1 RETURNING ",
+                org_columns!()
+            ),
+            org,
+            |query| query.bind(name.as_str()),
+        )
         .await
-        .map_err(repo_error)?;
-        let row = row.ok_or(AdminError::NotFound(Entity::Organization))?;
-        Ok(row.try_into()?)
     }
 
     async fn set_memory(
@@ -169,20 +188,22 @@ impl OrganizationAdmin for SqliteStore {
         org: OrgId,
         settings: MemorySettings,
     ) -> Result<Organization, AdminError> {
-        let row: Option<OrgRow> = sqlx::query_as(concat!(
-            "UPDATE organizations SET memory_retention_days = ?2, memory_unknown_callers = ?3
-              WHERE id = ?1
-             RETURNING ",
-            org_columns!()
-        ))
-        .bind(org.to_string())
-        .bind(i64::from(settings.retention_days))
-        .bind(settings.unknown_callers)
-        .fetch_optional(&self.pool)
+        update_org(
+            &self.pool,
+            concat!(
+                "UPDATE organizations SET memory_retention_days = ?2, memory_unknown_callers = ?3
+                  WHERE id = ?1
+                 RETURNING ",
+                org_columns!()
+            ),
+            org,
+            |query| {
+                query
+                    .bind(i64::from(settings.retention_days))
+                    .bind(settings.unknown_callers)
+            },
+        )
         .await
-        .map_err(repo_error)?;
-        let row = row.ok_or(AdminError::NotFound(Entity::Organization))?;
-        Ok(row.try_into()?)
     }
 
     async fn rename_organization(
@@ -190,18 +211,16 @@ impl OrganizationAdmin for SqliteStore {
         org: OrgId,
         name: &OrgName,
     ) -> Result<Organization, AdminError> {
-        let row: Option<OrgRow> = sqlx::query_as(concat!(
-            "UPDATE organizations SET name = ?2 WHERE id = ?1
-             RETURNING ",
-            org_columns!()
-        ))
-        .bind(org.to_string())
-        .bind(name.as_str())
-        .fetch_optional(&self.pool)
+        update_org(
+            &self.pool,
+            concat!(
+                "UPDATE organizations SET name = ?2 WHERE id = ?1 RETURNING ",
+                org_columns!()
+            ),
+            org,
+            |query| query.bind(name.as_str()),
+        )
         .await
-        .map_err(repo_error)?;
-        let row = row.ok_or(AdminError::NotFound(Entity::Organization))?;
-        Ok(row.try_into()?)
     }
 
     async fn set_default_region(
@@ -209,18 +228,16 @@ impl OrganizationAdmin for SqliteStore {
         org: OrgId,
         region: Region,
     ) -> Result<Organization, AdminError> {
-        let row: Option<OrgRow> = sqlx::query_as(concat!(
-            "UPDATE organizations SET default_region = ?2 WHERE id = ?1
-             RETURNING ",
-            org_columns!()
-        ))
-        .bind(org.to_string())
-        .bind(region.code())
-        .fetch_optional(&self.pool)
+        update_org(
+            &self.pool,
+            concat!(
+                "UPDATE organizations SET default_region = ?2 WHERE id = ?1 RETURNING ",
+                org_columns!()
+            ),
+            org,
+            |query| query.bind(region.code()),
+        )
         .await
-        .map_err(repo_error)?;
-        let row = row.ok_or(AdminError::NotFound(Entity::Organization))?;
-        Ok(row.try_into()?)
     }
 
     #[tracing::instrument(name = "sqlite.delete_organization", skip_all, fields(org_id = %org))]

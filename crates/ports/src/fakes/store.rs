@@ -49,6 +49,22 @@ impl ContactRow {
         }
     }
 
+    /// A new contact `id` of `org` holding `draft`, updated now.
+    fn from_draft(id: ContactId, org: OrgId, draft: &ContactDraft) -> Self {
+        Self::new(
+            Contact {
+                id,
+                org_id: org,
+                first_name: draft.first_name.clone(),
+                last_name: draft.last_name.clone(),
+                phone: draft.phone.clone(),
+                updated_at: Utc::now(),
+            },
+            draft.phone_raw.clone(),
+            draft.external_id.clone(),
+        )
+    }
+
     fn managed(&self) -> ManagedContact {
         ManagedContact {
             contact: self.contact.clone(),
@@ -373,6 +389,20 @@ impl InMemoryStore {
             .await
             .map_err(|e| AdminError::Repository(RepositoryError::Unavailable(e)))
     }
+
+    /// Applies `change` to organization `org` as an admin operation: the organization as
+    /// changed, or `NotFound`.
+    async fn change_org(
+        &self,
+        org: OrgId,
+        change: impl FnOnce(&mut Organization),
+    ) -> Result<Organization, AdminError> {
+        self.begin_admin().await?;
+        let mut data = lock(&self.data);
+        let found = data.org_mut(org)?;
+        change(found);
+        Ok(found.clone())
+    }
 }
 
 fn uuid_from_counter(n: u128) -> uuid::Uuid {
@@ -626,11 +656,8 @@ impl OrganizationAdmin for InMemoryStore {
         org: OrgId,
         name: &FallbackName,
     ) -> Result<Organization, AdminError> {
-        self.begin_admin().await?;
-        let mut data = lock(&self.data);
-        let found = data.org_mut(org)?;
-        found.unknown_caller_name = name.clone();
-        Ok(found.clone())
+        self.change_org(org, |found| found.unknown_caller_name = name.clone())
+            .await
     }
 
     async fn set_memory(
@@ -638,11 +665,7 @@ impl OrganizationAdmin for InMemoryStore {
         org: OrgId,
         settings: MemorySettings,
     ) -> Result<Organization, AdminError> {
-        self.begin_admin().await?;
-        let mut data = lock(&self.data);
-        let found = data.org_mut(org)?;
-        found.memory = settings;
-        Ok(found.clone())
+        self.change_org(org, |found| found.memory = settings).await
     }
 
     async fn rename_organization(
@@ -650,11 +673,8 @@ impl OrganizationAdmin for InMemoryStore {
         org: OrgId,
         name: &OrgName,
     ) -> Result<Organization, AdminError> {
-        self.begin_admin().await?;
-        let mut data = lock(&self.data);
-        let found = data.org_mut(org)?;
-        found.name = name.clone();
-        Ok(found.clone())
+        self.change_org(org, |found| found.name = name.clone())
+            .await
     }
 
     async fn set_default_region(
@@ -662,11 +682,8 @@ impl OrganizationAdmin for InMemoryStore {
         org: OrgId,
         region: Region,
     ) -> Result<Organization, AdminError> {
-        self.begin_admin().await?;
-        let mut data = lock(&self.data);
-        let found = data.org_mut(org)?;
-        found.default_region = region;
-        Ok(found.clone())
+        self.change_org(org, |found| found.default_region = region)
+            .await
     }
 
     async fn delete_organization(&self, org: OrgId) -> Result<(), AdminError> {
@@ -879,18 +896,7 @@ impl ContactAdmin for InMemoryStore {
             return Err(AdminError::ExternalIdTaken);
         }
         let id = data.next_contact_id();
-        let row = ContactRow::new(
-            Contact {
-                id,
-                org_id: org,
-                first_name: draft.first_name.clone(),
-                last_name: draft.last_name.clone(),
-                phone: draft.phone.clone(),
-                updated_at: Utc::now(),
-            },
-            draft.phone_raw.clone(),
-            draft.external_id.clone(),
-        );
+        let row = ContactRow::from_draft(id, org, draft);
         let managed = row.managed();
         data.contacts.push(row);
         Ok(managed)
@@ -962,18 +968,7 @@ impl ContactAdmin for InMemoryStore {
             None if expected.is_some() => Err(AdminError::VersionMismatch(Entity::Contact)),
             None => {
                 let id = data.next_contact_id();
-                let row = ContactRow::new(
-                    Contact {
-                        id,
-                        org_id: org,
-                        first_name: draft.first_name.clone(),
-                        last_name: draft.last_name.clone(),
-                        phone: draft.phone.clone(),
-                        updated_at: Utc::now(),
-                    },
-                    draft.phone_raw.clone(),
-                    draft.external_id.clone(),
-                );
+                let row = ContactRow::from_draft(id, org, &draft);
                 let contact = row.managed();
                 data.contacts.push(row);
                 Ok(ContactUpsert {
