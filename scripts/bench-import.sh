@@ -5,12 +5,13 @@
 #   scripts/bench-import.sh [ROWS]
 #
 # Uses BENCH_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/relay_bench); the database is
-# dropped and recreated. Prints the machine, then each run's wall time and the CLI's summary.
+# dropped and recreated. Builds the release binary into CARGO_TARGET_DIR (default target). Prints
+# the machine, then each run's wall time, the CLI's summary and the load average after it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rows=${1:-1000000}
 url=${BENCH_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/relay_bench}
-relay=target/release/relay
+relay=${CARGO_TARGET_DIR:-target}/release/relay
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(free -g | awk '/Mem:/{print $2}') GiB"
 echo "note: shared machine; Postgres runs on the same cores as the importer"
@@ -32,4 +33,5 @@ for run in first re-import; do
     end=$(date +%s%N)
     awk -v run="$run" -v rows="$rows" -v ns="$((end - start))" -v s="$summary" \
         'BEGIN { printf "%s: %s rows in %.1f s (%s)\n", run, rows, ns / 1e9, s }'
+    echo "  load average after it: $(cut -d' ' -f1-3 /proc/loadavg)"
 done

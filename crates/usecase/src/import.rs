@@ -1,10 +1,10 @@
 //! Bulk contact import: normalize every row in the organization's region, reject what cannot be
 //! matched (with the line and the reason), and upsert the rest in batches.
 //!
-//! Parsing numbers costs CPU and upserting costs round trips, so the work is a pipeline: one
-//! blocking thread reads the source in chunks of a batch, chunks are normalized on as many
-//! blocking threads as there are cores, and the batches are written in source order while the
-//! next chunks are being normalized.
+//! Parsing numbers costs CPU and upserting costs database time, so the work is a pipeline: one
+//! blocking thread reads the source in chunks, chunks are normalized on as many blocking threads
+//! as there are cores, and the batches are written in source order, one at a time, while the
+//! next batch is being normalized and gathered.
 
 use std::collections::{HashSet, VecDeque};
 use std::num::NonZero;
@@ -125,14 +125,15 @@ impl ContactImporter {
         let region = org.default_region;
         let parallelism = std::thread::available_parallelism().map_or(1, NonZero::get);
 
-        // Reader: rows in chunks of a batch (the source may block: a file, a CSV parser).
+        // Reader: rows in chunks (the source may block: a file, a CSV parser).
+        let chunk_size = batch_size.min(MAX_CHUNK);
         let (raw_tx, mut raw_rx) = mpsc::channel::<Vec<I::Item>>(parallelism);
         let reader = tokio::task::spawn_blocking(move || {
-            let mut chunk = Vec::with_capacity(batch_size);
+            let mut chunk = Vec::with_capacity(chunk_size);
             for row in rows {
                 chunk.push(row);
-                if chunk.len() == batch_size {
-                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(batch_size));
+                if chunk.len() == chunk_size {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(chunk_size));
                     if raw_tx.blocking_send(full).is_err() {
                         return;
                     }
@@ -144,7 +145,7 @@ impl ContactImporter {
         });
 
         // Normalizers: one chunk per core at a time, handed on in source order.
-        let (done_tx, mut done_rx) = mpsc::channel::<Normalized>(parallelism);
+        let (done_tx, done_rx) = mpsc::channel::<Normalized>(parallelism);
         let normalizer = tokio::spawn(async move {
             let mut pending = VecDeque::with_capacity(parallelism);
             loop {
@@ -168,43 +169,20 @@ impl ContactImporter {
             }
         });
 
-        // Writer: batches in order, never holding a number twice.
+        // Writer: batches in order, never holding a number twice, one write in flight while
+        // the next batch is gathered.
         let mut report = ImportReport::default();
-        let mut handled = 0u64;
-        let mut batch = Vec::with_capacity(batch_size);
-        let mut numbers = HashSet::with_capacity(batch_size);
-        let mut rows_in_batch = 0u64;
-        while let Some(chunk) = done_rx.recv().await {
-            for row in chunk {
-                rows_in_batch += 1;
-                report.rows += 1;
-                let contact = match row {
-                    Ok(contact) => contact,
-                    Err(rejection) => {
-                        report.reject(rejection);
-                        continue;
-                    }
-                };
-                // The later row of a repeated number goes into the next batch and updates the
-                // earlier one there.
-                if !numbers.insert(contact.phone.clone()) || batch.len() == batch_size {
-                    let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_size));
-                    numbers.clear();
-                    numbers.insert(contact.phone.clone());
-                    report.summary += self.store.upsert_contacts(org.id, &full).await?;
-                    handled += rows_in_batch - 1;
-                    progress(handled);
-                    rows_in_batch = 1;
-                }
-                batch.push(contact);
-            }
+        let mut batches = Batcher::new(done_rx, batch_size);
+        let mut next = batches.fill(&mut report).await;
+        while let Some(batch) = next {
+            let write = self.store.upsert_contacts(org.id, &batch.contacts);
+            let (written, following) = tokio::join!(write, batches.fill(&mut report));
+            report.summary += written?;
+            progress(batch.rows_through);
+            next = following;
         }
-        if !batch.is_empty() {
-            report.summary += self.store.upsert_contacts(org.id, &batch).await?;
-        }
-        handled += rows_in_batch;
-        progress(handled);
-        drop(done_rx);
+        progress(report.rows);
+        drop(batches);
         reader.await.map_err(ImportError::WorkerFailed)?;
         normalizer
             .await
@@ -227,6 +205,82 @@ pub enum ImportError {
 
 /// A chunk of rows after normalization, in source order.
 type Normalized = Vec<Result<NewContact, Rejection>>;
+
+/// Most rows normalized as one piece of work: small enough that every core gets some and the
+/// writer is fed steadily, large enough that handing chunks around costs nothing.
+const MAX_CHUNK: usize = 2_000;
+
+/// One batch for the store.
+struct Batch {
+    contacts: Vec<NewContact>,
+    /// Rows the source yielded up to this batch's last one, rejected rows included.
+    rows_through: u64,
+}
+
+/// Cuts the normalized rows into batches: at most `batch_size` contacts, never one number twice
+/// (the later row of a repeated number starts the next batch and updates the earlier one
+/// there), rejections recorded in the report as they pass.
+struct Batcher {
+    chunks: mpsc::Receiver<Normalized>,
+    rest: std::vec::IntoIter<Result<NewContact, Rejection>>,
+    /// The row that ended the previous batch (its number was already in it).
+    carried: Option<NewContact>,
+    batch_size: usize,
+    numbers: HashSet<E164>,
+}
+
+impl Batcher {
+    fn new(chunks: mpsc::Receiver<Normalized>, batch_size: usize) -> Self {
+        Self {
+            chunks,
+            rest: Vec::new().into_iter(),
+            carried: None,
+            batch_size,
+            numbers: HashSet::with_capacity(batch_size),
+        }
+    }
+
+    /// The next batch, or `None` when the rows are all handled.
+    async fn fill(&mut self, report: &mut ImportReport) -> Option<Batch> {
+        let mut contacts = Vec::with_capacity(self.batch_size);
+        self.numbers.clear();
+        if let Some(contact) = self.carried.take() {
+            self.numbers.insert(contact.phone.clone());
+            contacts.push(contact);
+        }
+        while contacts.len() < self.batch_size {
+            let row = match self.rest.next() {
+                Some(row) => row,
+                None => match self.chunks.recv().await {
+                    Some(chunk) => {
+                        self.rest = chunk.into_iter();
+                        continue;
+                    }
+                    None => break,
+                },
+            };
+            report.rows += 1;
+            match row {
+                Err(rejection) => report.reject(rejection),
+                Ok(contact) if self.numbers.contains(&contact.phone) => {
+                    self.carried = Some(contact);
+                    return Some(Batch {
+                        contacts,
+                        rows_through: report.rows - 1,
+                    });
+                }
+                Ok(contact) => {
+                    self.numbers.insert(contact.phone.clone());
+                    contacts.push(contact);
+                }
+            }
+        }
+        (!contacts.is_empty()).then_some(Batch {
+            contacts,
+            rows_through: report.rows,
+        })
+    }
+}
 
 fn normalize(raw: RawContact, region: &relay_domain::Region) -> Result<NewContact, Rejection> {
     let line = raw.line;

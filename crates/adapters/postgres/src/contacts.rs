@@ -7,6 +7,7 @@ use relay_domain::{Contact, E164, NewContact, OrgId};
 use relay_ports::{
     AdminError, Caller, ContactDirectory, ContactImport, Entity, RepositoryError, UpsertSummary,
 };
+use uuid::Uuid;
 
 use crate::rows::{CallerRow, ContactRow, UpsertCounts};
 use crate::{PgStore, admin_error, repo_error};
@@ -78,39 +79,81 @@ impl ContactDirectory for PgStore {
     }
 }
 
-/// One statement per batch: find the newest existing contact of each number, update those whose
-/// data changed (a new version), insert the numbers not seen before, and count each kind.
+/// One statement per batch: find the newest existing contact of each number (a probe of the
+/// caller-lookup index per row: `LIMIT 1` in a lateral subquery), update those whose data
+/// changed (a new version), insert the numbers not seen before, and count each kind.
+///
+/// Run with hash and merge joins off ([`IMPORT_LOCK`]): a batch of thousands would otherwise be
+/// joined to `contacts` by hashing the whole table (a sequential scan per batch: 2.3 s instead
+/// of 0.5 s for 20,000 changed rows of a 1,000,000-contact organization), where an index probe
+/// per row is what the sizes call for.
 const UPSERT_CONTACTS: &str = r"
 WITH input AS (
-    SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[])
-             AS i(first_name, last_name, phone_raw, phone_e164)
-), target AS (
-    SELECT DISTINCT ON (c.phone_e164) c.id, c.phone_e164, c.first_name, c.last_name, c.phone_raw
-      FROM contacts c
-      JOIN input i ON c.phone_e164 = i.phone_e164
-     WHERE c.org_id = $1
-     ORDER BY c.phone_e164, c.updated_at DESC, c.id DESC
+    SELECT * FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::uuid[])
+             AS i(first_name, last_name, phone_raw, phone_e164, new_id)
+), matched AS MATERIALIZED (
+    SELECT i.*, c.id,
+           (c.first_name, c.last_name, c.phone_raw)
+               IS NOT DISTINCT FROM (i.first_name, i.last_name, i.phone_raw) AS same
+      FROM input i
+      LEFT JOIN LATERAL (
+           SELECT id, first_name, last_name, phone_raw
+             FROM contacts c
+            WHERE c.org_id = $1 AND c.phone_e164 = i.phone_e164
+            ORDER BY c.updated_at DESC, c.id DESC
+            LIMIT 1) c ON true
 ), changed AS (
     UPDATE contacts c
-       SET first_name = i.first_name, last_name = i.last_name, phone_raw = i.phone_raw,
+       SET first_name = m.first_name, last_name = m.last_name, phone_raw = m.phone_raw,
            updated_at = now(), version = c.version + 1
-      FROM target t
-      JOIN input i ON i.phone_e164 = t.phone_e164
-     WHERE c.id = t.id
-       AND (t.first_name, t.last_name, t.phone_raw) IS DISTINCT FROM (i.first_name, i.last_name, i.phone_raw)
+      FROM matched m
+     WHERE c.id = m.id AND NOT m.same
     RETURNING 1
 ), inserted AS (
-    INSERT INTO contacts (org_id, first_name, last_name, phone_raw, phone_e164, has_memory)
-    SELECT $1, i.first_name, i.last_name, i.phone_raw, i.phone_e164,
-           EXISTS (SELECT 1 FROM caller_memory m
-                    WHERE m.org_id = $1 AND m.phone_e164 = i.phone_e164)
-      FROM input i
-     WHERE NOT EXISTS (SELECT 1 FROM target t WHERE t.phone_e164 = i.phone_e164)
+    INSERT INTO contacts (id, org_id, first_name, last_name, phone_raw, phone_e164, has_memory)
+    SELECT m.new_id, $1, m.first_name, m.last_name, m.phone_raw, m.phone_e164,
+           EXISTS (SELECT 1 FROM caller_memory cm
+                    WHERE cm.org_id = $1 AND cm.phone_e164 = m.phone_e164)
+      FROM matched m
+     WHERE m.id IS NULL
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM inserted) AS inserted,
        (SELECT count(*) FROM changed)  AS updated,
-       (SELECT count(*) FROM target)   AS matched";
+       (SELECT count(*) FROM matched WHERE id IS NOT NULL) AS matched";
+
+/// Opens a batch's transaction: two imports into one organization at once would both insert a
+/// new number, so they take turns (the lock is the organization's, until commit); and the
+/// batch's statement is planned with index probes only (see [`UPSERT_CONTACTS`]), for this
+/// transaction only.
+const IMPORT_LOCK: &str = "
+SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0)),
+       set_config('enable_hashjoin', 'off', true),
+       set_config('enable_mergejoin', 'off', true)";
+
+/// Ids for the contacts of a batch that turn out to be new: random (version 4) like the
+/// database's own, except that one batch's ids share their first 6 bytes (random too). A batch's
+/// new rows then go to one place in the two indexes on `id` instead of each to a random page: on
+/// a table larger than the buffer cache, that was a page read and a page write per row.
+fn new_ids(n: usize) -> Result<Vec<Uuid>, AdminError> {
+    const SHARED: usize = 6;
+    let mut random = vec![0u8; SHARED + n * 16];
+    getrandom::fill(&mut random).map_err(|e| {
+        AdminError::Repository(RepositoryError::Unexpected(
+            format!("no random bytes for contact ids: {e}").into(),
+        ))
+    })?;
+    let (shared, rows) = random.split_at(SHARED);
+    Ok(rows
+        .chunks_exact(16)
+        .map(|row| {
+            let mut bytes = [0u8; 16];
+            bytes.copy_from_slice(row);
+            bytes[..SHARED].copy_from_slice(shared);
+            uuid::Builder::from_random_bytes(bytes).into_uuid()
+        })
+        .collect())
+}
 
 #[async_trait]
 impl ContactImport for PgStore {
@@ -130,9 +173,9 @@ impl ContactImport for PgStore {
             raw.push(c.phone_raw.as_str());
             e164.push(c.phone.as_str());
         }
+        let ids = new_ids(contacts.len())?;
         let mut tx = self.pool.begin().await.map_err(repo_error)?;
-        // Two imports into one organization at once would both insert a new number; take turns.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 0))")
+        sqlx::query(IMPORT_LOCK)
             .bind(org.as_uuid())
             .execute(&mut *tx)
             .await
@@ -143,6 +186,7 @@ impl ContactImport for PgStore {
             .bind(&last)
             .bind(&raw)
             .bind(&e164)
+            .bind(&ids)
             .fetch_one(&mut *tx)
             .await
             .map_err(|e| admin_error(e, Entity::Organization))?;

@@ -387,6 +387,64 @@ async fn contacts_created_at_or_moved_to_a_remembered_number_find_its_memory() {
     assert_eq!(remembered("+14165550100").await, Some(1));
 }
 
+/// An import marks the contacts it inserts at a remembered number (and only those), so the
+/// caller lookup finds their memory; the ids it gives them are random (version 4) and distinct.
+#[tokio::test]
+async fn an_import_marks_the_new_contacts_of_remembered_numbers() {
+    use relay_domain::NewContact;
+    use relay_ports::{ContactDirectory as _, ContactImport as _};
+    let (db, store, org) = db_with_org().await;
+    sqlx::query(
+        "INSERT INTO caller_memory (org_id, phone_e164, completed_calls, last_activity_at)
+         VALUES ($1, '+14162000000', 2, now())",
+    )
+    .bind(org.as_uuid())
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let batch: Vec<NewContact> = (0..2_500)
+        .map(|n| {
+            let phone = format!("+1416{}", 2_000_000 + n);
+            NewContact {
+                first_name: Some("Ada".to_owned()),
+                last_name: None,
+                phone_raw: phone.clone(),
+                phone: E164::parse_e164(&phone).unwrap(),
+            }
+        })
+        .collect();
+    let summary = store.upsert_contacts(org, &batch).await.unwrap();
+    assert_eq!(summary.inserted, 2_500);
+
+    let marked: Vec<String> = sqlx::query_scalar(
+        "SELECT phone_e164 FROM contacts WHERE org_id = $1 AND has_memory ORDER BY phone_e164",
+    )
+    .bind(org.as_uuid())
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(marked, ["+14162000000"]);
+    let epoch = DateTime::<Utc>::from_timestamp(0, 0).unwrap();
+    let caller = store
+        .find_caller(org, &E164::parse_e164("+14162000000").unwrap(), Some(epoch))
+        .await
+        .unwrap();
+    assert!(caller.contact.is_some());
+    assert_eq!(caller.memory.unwrap().map(|m| m.previous_calls), Some(2));
+
+    let (ids, distinct, v4): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(DISTINCT id),
+                count(*) FILTER (WHERE substr(id::text, 15, 1) = '4'
+                                   AND substr(id::text, 20, 1) IN ('8', '9', 'a', 'b'))
+           FROM contacts WHERE org_id = $1",
+    )
+    .bind(org.as_uuid())
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!((ids, distinct, v4), (2_500, 2_500, 2_500));
+}
+
 #[tokio::test]
 async fn stored_management_rows_the_domain_refuses_are_unexpected_data() {
     use relay_ports::{AuditLog as _, ContactAdmin as _, ManagementKeys as _};

@@ -1087,6 +1087,92 @@ cases! {
         assert_eq!(after.external_id, Some(ext("crm-1")), "an import keeps the external id");
     }
 
+    /// A batch of thousands (more than an import batch used to hold) is counted row by row: the
+    /// new numbers inserted, the changed contacts updated to a new version, the others left
+    /// exactly as they were.
+    pub async fn a_large_batch_counts_each_row_and_versions_only_what_changed(
+        f: &impl StoreFixture,
+    ) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        let phone = |n: u32| format!("+1416{}", 2_000_000 + n);
+        let first: Vec<NewContact> = (0..3_000).map(|n| contact("Ada", &phone(n))).collect();
+        assert_eq!(
+            s.upsert_contacts(acme.id, &first).await.expect("import"),
+            UpsertSummary {
+                inserted: 3_000,
+                updated: 0,
+                unchanged: 0
+            }
+        );
+        let find = |n: u32| async move {
+            s.find_by_phone(acme.id, &e164(&phone(n)))
+                .await
+                .expect("find")
+                .expect("contact")
+        };
+        let (kept, renamed) = (find(0).await, find(1).await);
+        // Every odd number of the first 3,000 renamed, 2,000 new numbers after them.
+        let second: Vec<NewContact> = (0..5_000)
+            .map(|n| contact(if n % 2 == 1 && n < 3_000 { "Bea" } else { "Ada" }, &phone(n)))
+            .collect();
+        assert_eq!(
+            s.upsert_contacts(acme.id, &second).await.expect("import"),
+            UpsertSummary {
+                inserted: 2_000,
+                updated: 1_500,
+                unchanged: 1_500
+            }
+        );
+        let get = |id: ContactId| async move {
+            s.get_contact(acme.id, id)
+                .await
+                .expect("get")
+                .expect("contact")
+        };
+        let kept_after = get(kept.id).await;
+        assert_eq!(
+            (kept_after.version, kept_after.contact.updated_at),
+            (1, kept.updated_at),
+            "unchanged: same version, same update time"
+        );
+        let renamed_after = get(renamed.id).await;
+        assert_eq!(
+            (renamed_after.version, renamed_after.contact.first_name.as_deref()),
+            (2, Some("Bea"))
+        );
+        assert!(renamed_after.contact.updated_at >= renamed.updated_at);
+        assert_eq!(find(4_999).await.first_name.as_deref(), Some("Ada"));
+    }
+
+    /// Two imports of the same new numbers into one organization at once insert each number
+    /// once: one inserts, the other finds them.
+    pub async fn concurrent_imports_of_one_organization_insert_each_number_once(
+        f: &impl StoreFixture,
+    ) {
+        let s = f.store();
+        let acme = org(f, "Acme").await;
+        let batch: Vec<NewContact> = (0..2_500)
+            .map(|n| contact("Ada", &format!("+1647{}", 2_000_000 + n)))
+            .collect();
+        let results = futures_util::future::join_all(
+            (0..2).map(|_| s.upsert_contacts(acme.id, &batch)),
+        )
+        .await;
+        let mut total = UpsertSummary::default();
+        for result in results {
+            total += result.expect("import");
+        }
+        assert_eq!(
+            total,
+            UpsertSummary {
+                inserted: 2_500,
+                updated: 0,
+                unchanged: 2_500
+            }
+        );
+    }
+
     /// A management key authenticates by its digest until it is revoked; operator keys and an
     /// organization's keys list apart; revoking twice keeps the first time.
     pub async fn management_keys_authenticate_until_revoked(f: &impl StoreFixture) {
