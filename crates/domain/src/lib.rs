@@ -36,6 +36,8 @@ pub use memory::{
 };
 pub use name::{MAX_NAME_CHARS, PROMPT_SYNTAX, is_prompt_safe, sanitize_name, sanitize_text};
 pub use organization::{FallbackName, OrgName, OrgNameError, Organization};
+#[cfg(any(test, feature = "test-helpers"))]
+pub use phone::examples as phone_examples;
 pub use phone::{CallerNumber, E164, PhoneError, Region, RegionError, mask_phone};
 pub use secret::{SecretInfo, TokenDigest, ToolToken};
 pub use stored::StoredDataError;

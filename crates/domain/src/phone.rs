@@ -126,6 +126,23 @@ impl E164 {
         }
     }
 
+    /// A caller id already written as E.164 (`+` and 2 to 15 digits, surrounding whitespace
+    /// ignored) that is not a withheld-number placeholder: the number it names *if* it is valid,
+    /// read without the numbering-plan metadata.
+    ///
+    /// This is the webhook's fast path. Every stored number is an output of [`E164::parse`],
+    /// and [`E164::parse`] is idempotent (an output parses back to itself in every region, which
+    /// the property tests check for every region's numbers), so a caller id that *equals* a
+    /// stored number is exactly what the full parser would make of it. A caller id that equals
+    /// no stored number may still be invalid, or name another number (`+44 0 20...`, whose
+    /// trunk prefix the parser drops): only the full parser can tell, so the caller falls back
+    /// to it then.
+    pub fn written(raw: &str) -> Option<Self> {
+        let raw = raw.trim();
+        let number = Self::parse_e164(raw).ok()?;
+        (!ANONYMOUS_PLACEHOLDERS.contains(&&raw[1..])).then_some(number)
+    }
+
     /// The E.164 text, e.g. `+14165550100`.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -490,6 +507,82 @@ mod tests {
         }
     }
 
+    /// The webhook's fast path ([`E164::written`]) is exact: a number the parser gives (what
+    /// every stored number is) is its own written form, and parses back to itself in every
+    /// region it could be read in; so a caller id equal to a stored number is what the parser
+    /// would make of it. Over every region's example numbers in every written form.
+    #[test]
+    fn every_regions_numbers_are_their_own_fast_path() {
+        let all_regions: Vec<Region> = phonenumber::metadata::DATABASE
+            .iter()
+            .filter_map(|meta| Region::parse(meta.id()).ok())
+            .collect();
+        let readers: Vec<Region> = examples::READING_REGIONS
+            .iter()
+            .map(|code| Region::parse(code).unwrap())
+            .collect();
+        let cases = examples::caller_ids();
+        assert!(cases.len() > 2_000, "{} cases", cases.len());
+        let mut parsed = 0;
+        for (i, case) in cases.iter().enumerate() {
+            let raw = &case.raw;
+            let regions: Vec<Region> = case.region.iter().chain(&readers).copied().collect();
+            for region in &regions {
+                let Ok(n) = E164::parse(raw, region) else {
+                    continue;
+                };
+                parsed += 1;
+                assert_eq!(
+                    E164::written(n.as_str()),
+                    Some(n.clone()),
+                    "{raw} in {region}"
+                );
+                // Read back in its own region, the fixed ones, and one more of every region in
+                // turn (every region is a reader of some number).
+                let other = all_regions[i % all_regions.len()];
+                for again in regions.iter().chain([&other]) {
+                    assert_eq!(
+                        E164::parse(n.as_str(), again).as_ref(),
+                        Ok(&n),
+                        "{raw} read in {region} as {}, read again in {again}",
+                        n.as_str()
+                    );
+                }
+            }
+        }
+        assert!(parsed > 2_000, "only {parsed} example numbers parsed");
+    }
+
+    #[test]
+    fn a_caller_id_written_as_e164_is_its_own_candidate_and_nothing_else_is() {
+        for (raw, written) in [
+            ("+14165550100", Some("+14165550100")),
+            ("  +14165550100 ", Some("+14165550100")),
+            // The shape only: whether it is valid, and which number it names, is the parser's.
+            ("+4402079460958", Some("+4402079460958")),
+            ("+10000000000", Some("+10000000000")),
+            ("+1 416 555 0100", None),
+            ("14165550100", None),
+            ("(416) 555-0100", None),
+            ("+1416555010099999", None),
+            ("+266696687", None),
+            ("anonymous", None),
+            ("", None),
+        ] {
+            assert_eq!(
+                E164::written(raw).as_ref().map(E164::as_str),
+                written,
+                "{raw:?}"
+            );
+        }
+        // The trunk prefix after the country code is the parser's to drop.
+        let gb = Region::parse("GB").unwrap();
+        assert_eq!(
+            E164::parse("+4402079460958", &gb).unwrap().as_str(),
+            "+442079460958"
+        );
+    }
+
     proptest! {
         // Normalization is idempotent: an E.164 result parses back to itself in any region.
         #[test]
@@ -537,5 +630,64 @@ mod tests {
             let masked = mask_phone(&digits);
             prop_assert_eq!(masked.chars().filter(char::is_ascii_digit).count(), 4);
         }
+    }
+}
+
+/// Caller ids made from the numbering-plan metadata, for tests of anything that reads numbers
+/// (the fast path's exactness is checked over them here and in the use case's tests).
+#[cfg(any(test, feature = "test-helpers"))]
+pub mod examples {
+    use super::Region;
+
+    /// Regions to read every example in besides its own: trunk prefixes none (`IT`), `1`
+    /// (`US`), `0` (`GB`), `8` (`RU`) and Mexico's, the ones the parser treats differently.
+    pub const READING_REGIONS: [&str; 5] = ["IT", "US", "GB", "RU", "MX"];
+
+    /// One written caller id and the region its number belongs to (`None` for the
+    /// non-geographic entities: `+800`, `+882`, ...).
+    #[derive(Debug, Clone)]
+    pub struct CallerId {
+        /// As a caller id would arrive.
+        pub raw: String,
+        /// The number's own region.
+        pub region: Option<Region>,
+    }
+
+    /// Every region's example numbers (each kind the metadata has: fixed line, mobile, toll
+    /// free, premium, shared cost, personal, VoIP, pager, UAN, voicemail), the non-geographic
+    /// entities' included, each written the ways caller ids arrive: E.164, with the trunk
+    /// prefix kept after the country code (`+44 0 20...`, spaced and not), and national.
+    pub fn caller_ids() -> Vec<CallerId> {
+        let mut cases = Vec::new();
+        for meta in phonenumber::metadata::DATABASE.iter() {
+            let d = meta.descriptors();
+            let kinds = [
+                d.fixed_line(),
+                d.mobile(),
+                d.toll_free(),
+                d.premium_rate(),
+                d.shared_cost(),
+                d.personal_number(),
+                d.voip(),
+                d.pager(),
+                d.uan(),
+                d.voicemail(),
+            ];
+            let region = Region::parse(meta.id()).ok();
+            let cc = meta.country_code();
+            let trunk = meta.national_prefix().unwrap_or_default();
+            for nsn in kinds.into_iter().flatten().filter_map(|k| k.example()) {
+                let mut forms = vec![format!("+{cc}{nsn}")];
+                if !trunk.is_empty() {
+                    forms.push(format!("+{cc} {trunk}{nsn}"));
+                    forms.push(format!("+{cc}{trunk}{nsn}"));
+                }
+                if region.is_some() {
+                    forms.push(format!("{trunk}{nsn}"));
+                }
+                cases.extend(forms.into_iter().map(|raw| CallerId { raw, region }));
+            }
+        }
+        cases
     }
 }

@@ -8,7 +8,7 @@ use relay_domain::{
     CallContext, CallSid, CallerNumber, ContactId, ConversationId, DynamicVariables, E164,
     InitiationVariables, OrgId, Organization, PhoneError, ToolToken,
 };
-use relay_ports::{CallContextCache, ContactDirectory, OrganizationDirectory};
+use relay_ports::{CallContextCache, Caller, ContactDirectory, OrganizationDirectory};
 use tokio::time::{Instant, timeout_at};
 use tracing::Instrument as _;
 
@@ -201,6 +201,26 @@ impl Answer {
     }
 }
 
+/// The caller id read and, when it gave a number, that number looked up.
+enum CallerLookup {
+    /// No number to look up: none sent, withheld, or invalid.
+    Unusable(PhoneError),
+    /// The number, and what the store has for it (or how it failed).
+    Looked {
+        number: E164,
+        found: Result<Caller, DependencyFailure>,
+    },
+}
+
+impl CallerLookup {
+    fn number(&self) -> Option<&E164> {
+        match self {
+            Self::Unusable(_) => None,
+            Self::Looked { number, .. } => Some(number),
+        }
+    }
+}
+
 /// Personalizes calls: authenticate by token digest, match the caller within the organization,
 /// cache the call context, answer the dynamic variables.
 ///
@@ -243,6 +263,26 @@ impl PersonalizeCall {
             budget,
             background: BackgroundWriter::new(retry),
             known,
+        }
+    }
+
+    /// The same use case over other contact and context ports: the organization lookup, the
+    /// budget, the background writer (its bound on pending writes and its counts) and the
+    /// confirmed tokens are shared. The service gives each HTTP worker thread its own
+    /// connections this way, so a request's Postgres and Redis I/O runs, and is woken, on the
+    /// thread that serves it.
+    pub fn with_ports(
+        &self,
+        contacts: Arc<dyn ContactDirectory>,
+        cache: Arc<dyn CallContextCache>,
+    ) -> Self {
+        Self {
+            orgs: Arc::clone(&self.orgs),
+            contacts,
+            cache,
+            budget: self.budget,
+            background: self.background.clone(),
+            known: Arc::clone(&self.known),
         }
     }
 
@@ -362,10 +402,12 @@ impl PersonalizeCall {
         request: PersonalizationRequest,
         deadline: Instant,
     ) -> Answer {
-        let caller =
-            CallerNumber::from_caller_id(request.caller_id.as_deref(), &org.default_region);
-        let (variables, matched, store_failure, memory) =
-            self.match_caller(&org, &caller, deadline).await;
+        let now = Utc::now();
+        let lookup = self
+            .find_caller(&org, request.caller_id.as_deref(), now, deadline)
+            .await;
+        let caller_number = lookup.number().cloned();
+        let (variables, matched, store_failure, memory) = Self::match_caller(&org, lookup, now);
 
         let context = CallContext {
             conversation_id: request.conversation_id,
@@ -375,16 +417,16 @@ impl PersonalizeCall {
                 MatchResult::Matched(id) => Some(id),
                 _ => None,
             },
-            caller_number: caller.number().cloned(),
+            caller_number: caller_number.clone(),
             called_number: request.called_number,
             agent_id: request.agent_id,
-            received_at: Utc::now(),
+            received_at: now,
         };
         let cache_failure = self.store_context(context, deadline).await;
 
         Answer {
             variables,
-            caller_number: caller.number().cloned(),
+            caller_number,
             org: Some(org),
             matched,
             store_failure,
@@ -393,54 +435,99 @@ impl PersonalizeCall {
         }
     }
 
-    /// Finds the caller and what is remembered of them in one lookup. A memory that cannot be
-    /// read costs the answer its memory only, never the name.
-    async fn match_caller(
+    /// Reads the caller id and looks the number up.
+    ///
+    /// A caller id already written as E.164 ([`E164::written`], what telephony providers send)
+    /// is looked up as it is, and a contact found that way settles it without the
+    /// numbering-plan parser: the stored number is a parser output, which parses back to
+    /// itself. Otherwise the caller id is parsed in the organization's region, and the lookup
+    /// is reused when the parser gives the same number (or made again when it gives another).
+    /// Either way the result is exactly what parsing first would have given.
+    async fn find_caller(
         &self,
         org: &Organization,
-        caller: &CallerNumber,
+        raw: Option<&str>,
+        now: chrono::DateTime<Utc>,
         deadline: Instant,
-    ) -> (
-        DynamicVariables,
-        MatchResult,
-        Option<DependencyFailure>,
-        Option<MemoryOutcome>,
-    ) {
-        let number = match caller {
-            CallerNumber::Known(number) => number,
-            CallerNumber::Unusable(reason) => {
-                return (
-                    DynamicVariables::none(),
-                    MatchResult::NoCallerNumber(*reason),
-                    None,
-                    None,
-                );
-            }
-        };
-        let now = Utc::now();
+    ) -> CallerLookup {
         let since = org.memory.window_start(now);
-        let found = match timeout_at(deadline, self.contacts.find_caller(org.id, number, since))
-            .await
-        {
-            Ok(Ok(found)) => found,
+        let written = raw.and_then(E164::written);
+        let mut early = None;
+        if let Some(number) = written {
+            let found = self.lookup(org.id, &number, since, deadline).await;
+            if matches!(&found, Ok(caller) if caller.contact.is_some()) {
+                return CallerLookup::Looked { number, found };
+            }
+            early = Some((number, found));
+        }
+        let number = match CallerNumber::from_caller_id(raw, &org.default_region) {
+            CallerNumber::Known(number) => number,
+            CallerNumber::Unusable(reason) => return CallerLookup::Unusable(reason),
+        };
+        let found = match early {
+            Some((looked_up, found)) if looked_up == number => found,
+            _ => self.lookup(org.id, &number, since, deadline).await,
+        };
+        CallerLookup::Looked { number, found }
+    }
+
+    /// One lookup of the caller within the request's budget; a failure is logged here.
+    async fn lookup(
+        &self,
+        org: OrgId,
+        number: &E164,
+        since: Option<chrono::DateTime<Utc>>,
+        deadline: Instant,
+    ) -> Result<Caller, DependencyFailure> {
+        match timeout_at(deadline, self.contacts.find_caller(org, number, since)).await {
+            Ok(Ok(found)) => Ok(found),
             Ok(Err(error)) => {
                 tracing::warn!(error = %error, source = ?std::error::Error::source(&error), "contact lookup failed");
-                return (
-                    DynamicVariables::none(),
-                    MatchResult::Unknown,
-                    Some(DependencyFailure::Error),
-                    None,
-                );
+                Err(DependencyFailure::Error)
             }
             Err(_) => {
                 tracing::warn!(
                     budget_ms = self.budget.as_millis(),
                     "contact lookup timed out"
                 );
+                Err(DependencyFailure::Timeout)
+            }
+        }
+    }
+
+    /// What the lookup of the caller (and what is remembered of them) gives the answer. A
+    /// memory that cannot be read costs the answer its memory only, never the name.
+    fn match_caller(
+        org: &Organization,
+        lookup: CallerLookup,
+        now: chrono::DateTime<Utc>,
+    ) -> (
+        DynamicVariables,
+        MatchResult,
+        Option<DependencyFailure>,
+        Option<MemoryOutcome>,
+    ) {
+        let (number, found) = match lookup {
+            CallerLookup::Looked {
+                number,
+                found: Ok(found),
+            } => (number, found),
+            CallerLookup::Looked {
+                found: Err(failure),
+                ..
+            } => {
                 return (
                     DynamicVariables::none(),
                     MatchResult::Unknown,
-                    Some(DependencyFailure::Timeout),
+                    Some(failure),
+                    None,
+                );
+            }
+            CallerLookup::Unusable(reason) => {
+                return (
+                    DynamicVariables::none(),
+                    MatchResult::NoCallerNumber(reason),
+                    None,
                     None,
                 );
             }
@@ -459,14 +546,14 @@ impl PersonalizeCall {
         };
         match found.contact {
             Some(contact) => (
-                DynamicVariables::for_match(org, &contact, number)
+                DynamicVariables::for_match(org, &contact, &number)
                     .with_memory(memory.as_ref(), now),
                 MatchResult::Matched(contact.id),
                 None,
                 Some(outcome),
             ),
             None => (
-                DynamicVariables::for_remembered_stranger(org, number, memory.as_ref(), now),
+                DynamicVariables::for_remembered_stranger(org, &number, memory.as_ref(), now),
                 MatchResult::UnknownCaller,
                 None,
                 Some(outcome),

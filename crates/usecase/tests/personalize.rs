@@ -598,3 +598,292 @@ async fn memory_off_and_memory_past_the_window_read_nothing() {
     assert_eq!(off.variables.caller_name.as_deref(), Some("Alex"));
     assert_eq!(off.variables.memory, None);
 }
+
+/// A contact directory over a map, counting lookups: the fast-path tests look numbers up
+/// thousands of times, and a fake that scans every contact would make that quadratic.
+#[derive(Default)]
+struct MapDirectory {
+    contacts: std::collections::HashMap<(OrgId, E164), Contact>,
+    lookups: Mutex<Vec<E164>>,
+}
+
+#[async_trait::async_trait]
+impl ContactDirectory for MapDirectory {
+    async fn find_by_phone(
+        &self,
+        org: OrgId,
+        phone: &E164,
+    ) -> Result<Option<Contact>, RepositoryError> {
+        Ok(self.contacts.get(&(org, phone.clone())).cloned())
+    }
+
+    async fn find_caller(
+        &self,
+        org: OrgId,
+        phone: &E164,
+        _memory_since: Option<chrono::DateTime<Utc>>,
+    ) -> Result<Caller, RepositoryError> {
+        self.lookups.lock().unwrap().push(phone.clone());
+        Ok(Caller {
+            contact: self.find_by_phone(org, phone).await?,
+            memory: Ok(None),
+        })
+    }
+}
+
+impl MapDirectory {
+    fn add(&mut self, org: OrgId, phone: E164) -> ContactId {
+        let id = ContactId::from_uuid(uuid::Uuid::new_v4());
+        self.contacts
+            .entry((org, phone.clone()))
+            .or_insert(Contact {
+                id,
+                org_id: org,
+                first_name: Some("Alex".into()),
+                last_name: None,
+                phone,
+                updated_at: Utc::now(),
+            });
+        id
+    }
+
+    fn lookups(&self) -> Vec<String> {
+        let lookups = self.lookups.lock().unwrap();
+        lookups.iter().map(|n| n.as_str().to_owned()).collect()
+    }
+}
+
+fn org_in(region: &str) -> Organization {
+    Organization {
+        default_region: Region::parse(region).unwrap(),
+        ..org()
+    }
+}
+
+fn e164(s: &str) -> E164 {
+    E164::parse_e164(s).unwrap()
+}
+
+#[tokio::test]
+async fn a_caller_id_written_as_e164_is_matched_with_one_lookup_of_it_as_written() {
+    let org = org();
+    let mut directory = MapDirectory::default();
+    let alex = directory.add(org.id, e164("+14165550100"));
+    let directory = Arc::new(directory);
+    let (cache, written) = recording_cache();
+    let svc = PersonalizeCall::new(
+        Arc::new(orgs_finding(Some(org.clone()))),
+        Arc::clone(&directory) as Arc<dyn ContactDirectory>,
+        Arc::new(cache),
+        BUDGET,
+        RetryPolicy::default(),
+        Arc::new(KnownCredentials::new(Duration::from_secs(60), 100)),
+    );
+
+    let answer = svc
+        .personalize(&token(), request(Some(" +14165550100 ")))
+        .await
+        .unwrap();
+
+    assert_eq!(answer.matched, MatchResult::Matched(alex));
+    assert_eq!(answer.variables.caller_name.as_deref(), Some("Alex"));
+    assert_eq!(directory.lookups(), ["+14165550100"]);
+    assert_eq!(
+        written.lock().unwrap()[0].0.caller_number,
+        Some(e164("+14165550100"))
+    );
+}
+
+/// Each caller id the fast path cannot settle (no contact has it as written) is read by the
+/// parser, and the answer is the parser's: another number looked up, or no number at all.
+#[tokio::test]
+async fn a_written_caller_id_no_contact_has_is_answered_as_the_parser_reads_it() {
+    let gb = org_in("GB");
+    let mut directory = MapDirectory::default();
+    let london = directory.add(gb.id, e164("+442079460958"));
+    let directory = Arc::new(directory);
+    for (raw, matched, number, lookups) in [
+        // The trunk prefix kept after the country code: the parser drops it, the contact
+        // matches on the second lookup.
+        (
+            "+4402079460958",
+            MatchResult::Matched(london),
+            Some("+442079460958"),
+            &["+4402079460958", "+442079460958"][..],
+        ),
+        // Valid and no contact's: the first lookup's answer is reused.
+        (
+            "+442079460959",
+            MatchResult::UnknownCaller,
+            Some("+442079460959"),
+            &["+442079460959"][..],
+        ),
+        // E.164 in shape, not a number: refused as the parser refuses it.
+        (
+            "+10000000000",
+            MatchResult::NoCallerNumber(PhoneError::Invalid),
+            None,
+            &["+10000000000"][..],
+        ),
+    ] {
+        directory.lookups.lock().unwrap().clear();
+        let (cache, written) = recording_cache();
+        let svc = PersonalizeCall::new(
+            Arc::new(orgs_finding(Some(gb.clone()))),
+            Arc::clone(&directory) as Arc<dyn ContactDirectory>,
+            Arc::new(cache),
+            BUDGET,
+            RetryPolicy::default(),
+            Arc::new(KnownCredentials::new(Duration::from_secs(60), 100)),
+        );
+        let answer = svc.personalize(&token(), request(Some(raw))).await.unwrap();
+        assert_eq!(answer.matched, matched, "{raw}");
+        assert_eq!(
+            answer.caller_number.as_ref().map(E164::as_str),
+            number,
+            "{raw}"
+        );
+        assert_eq!(directory.lookups(), lookups, "{raw}");
+        assert_eq!(
+            written.lock().unwrap()[0]
+                .0
+                .caller_number
+                .as_ref()
+                .map(E164::as_str),
+            number,
+            "{raw}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failed_fast_lookup_of_an_invalid_number_is_no_store_failure() {
+    let mut contacts = MockContactDirectory::new();
+    contacts
+        .expect_find_caller()
+        .times(1)
+        .returning(|_, _, _| Err(RepositoryError::Unavailable("down".into())));
+    let (cache, _) = recording_cache();
+    let svc = service(orgs_finding(Some(org())), contacts, cache);
+
+    let answer = svc
+        .personalize(&token(), request(Some("+10000000000")))
+        .await
+        .unwrap();
+
+    // What parsing first gives: no number, so no lookup to fail.
+    assert_eq!(
+        answer.matched,
+        MatchResult::NoCallerNumber(PhoneError::Invalid)
+    );
+    assert_eq!(answer.store_failure, None);
+    assert_eq!(answer.outcome(), AnswerOutcome::NoMatch);
+}
+
+/// The fast path is exact: over every region's example numbers in every written form
+/// (`relay_domain::phone_examples`), for organizations in regions with each kind of trunk
+/// prefix, each holding a contact for every number the parser makes of the examples, the
+/// answer (match, number, variables) is what parsing first and looking the result up gives.
+#[tokio::test]
+async fn the_fast_path_answers_every_regions_numbers_as_parsing_first_does() {
+    use relay_domain::phone_examples;
+    let cases = phone_examples::caller_ids();
+    let orgs: Vec<Organization> = phone_examples::READING_REGIONS
+        .iter()
+        .enumerate()
+        .map(|(i, region)| Organization {
+            id: OrgId::from_uuid(uuid::Uuid::from_u128(1_000 + i as u128)),
+            ..org_in(region)
+        })
+        .collect();
+    let mut directory = MapDirectory::default();
+    for org in &orgs {
+        for case in &cases {
+            // Contacts imported in the organization's region, or in the number's own (a region
+            // the organization had before).
+            for region in case.region.iter().chain([&org.default_region]) {
+                if let Ok(number) = E164::parse(&case.raw, region) {
+                    directory.add(org.id, number);
+                }
+            }
+        }
+    }
+    let directory = Arc::new(directory);
+    let mut matched = 0;
+    for org in &orgs {
+        let mut orgs_dir = MockOrganizationDirectory::new();
+        let found = org.clone();
+        orgs_dir
+            .expect_find_by_secret_digest()
+            .returning(move |_| Ok(Some(found.clone())));
+        let svc = PersonalizeCall::new(
+            Arc::new(orgs_dir),
+            Arc::clone(&directory) as Arc<dyn ContactDirectory>,
+            Arc::new(InMemoryCache::new()),
+            BUDGET,
+            RetryPolicy::default(),
+            Arc::new(KnownCredentials::new(Duration::from_secs(60), 100)),
+        );
+        for case in &cases {
+            let answer = svc
+                .personalize(&token(), request(Some(&case.raw)))
+                .await
+                .unwrap();
+            let expected = match E164::parse(&case.raw, &org.default_region) {
+                Err(reason) => (MatchResult::NoCallerNumber(reason), None),
+                Ok(number) => match directory.find_by_phone(org.id, &number).await.unwrap() {
+                    Some(contact) => (MatchResult::Matched(contact.id), Some(number)),
+                    None => (MatchResult::UnknownCaller, Some(number)),
+                },
+            };
+            assert_eq!(
+                (answer.matched, answer.caller_number.clone()),
+                expected,
+                "{} in {}",
+                case.raw,
+                org.default_region
+            );
+            matched += usize::from(matches!(answer.matched, MatchResult::Matched(_)));
+        }
+    }
+    assert!(matched > 5_000, "only {matched} matches");
+}
+
+proptest::proptest! {
+    /// Any caller id in E.164 shape, valid or not, is answered as parsing first answers it.
+    #[test]
+    fn any_e164_shaped_caller_id_is_answered_as_parsing_first_does(
+        digits in "[0-9]{1,16}",
+        region in proptest::sample::select(&relay_domain::phone_examples::READING_REGIONS[..]),
+    ) {
+        let raw = format!("+{digits}");
+        let org = org_in(region);
+        let mut directory = MapDirectory::default();
+        if let Ok(number) = E164::parse(&raw, &org.default_region) {
+            directory.add(org.id, number);
+        }
+        let directory = Arc::new(directory);
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let answer = runtime.block_on(async {
+            let mut orgs_dir = MockOrganizationDirectory::new();
+            let found = org.clone();
+            orgs_dir.expect_find_by_secret_digest().returning(move |_| Ok(Some(found.clone())));
+            let svc = PersonalizeCall::new(
+                Arc::new(orgs_dir),
+                Arc::clone(&directory) as Arc<dyn ContactDirectory>,
+                Arc::new(InMemoryCache::new()),
+                BUDGET,
+                RetryPolicy::default(),
+                Arc::new(KnownCredentials::new(Duration::from_secs(60), 100)),
+            );
+            svc.personalize(&token(), request(Some(&raw))).await.unwrap()
+        });
+        match E164::parse(&raw, &org.default_region) {
+            Err(reason) => proptest::prop_assert_eq!(answer.matched, MatchResult::NoCallerNumber(reason)),
+            Ok(number) => {
+                proptest::prop_assert!(matches!(answer.matched, MatchResult::Matched(_)));
+                proptest::prop_assert_eq!(answer.caller_number, Some(number));
+            }
+        }
+    }
+}
