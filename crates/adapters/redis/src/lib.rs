@@ -14,6 +14,7 @@
 //! The same cache keeps the responses of `Idempotency-Key` requests under
 //! `{prefix}idem:{scope}:{hex sha256 of the key}` (see the `idempotency` module).
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -89,8 +90,44 @@ fn ensure_tls_provider() {
 
 #[derive(Clone)]
 enum Backend {
-    Single(deadpool_redis::Pool),
-    Cluster(cluster::Pool),
+    Single(
+        deadpool_redis::Pool,
+        Shared<redis::aio::MultiplexedConnection>,
+    ),
+    Cluster(cluster::Pool, Shared<cluster::ClusterConnection>),
+}
+
+/// The multiplexed connection commands go through, taken from the pool once and kept.
+///
+/// Two reasons. Each `Pool::get` of an idle connection costs a round trip (deadpool-redis
+/// checks it with `UNWATCH` and `PING`): that was one extra round trip per webhook call. And a
+/// connection checked out of the pool serves one command at a time, while a multiplexed
+/// connection shared by concurrent requests sends their commands together (redis-rs pipelines
+/// whatever is queued into one write), so many requests' context writes share a round trip.
+/// A command that fails drops the kept handle: the next one goes back to the pool, which checks
+/// the connection and opens a new one if it is broken.
+#[derive(Clone)]
+struct Shared<C>(Arc<Mutex<Option<C>>>);
+
+impl<C: Clone> Shared<C> {
+    fn new() -> Self {
+        Self(Arc::new(Mutex::new(None)))
+    }
+
+    fn get(&self) -> Option<C> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn keep(&self, connection: &C) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(connection.clone());
+    }
+
+    fn drop_kept(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
 }
 
 /// The call-context cache in Redis (one server or a cluster).
@@ -137,7 +174,7 @@ impl RedisCache {
             .create_pool(Some(Runtime::Tokio1))
             .map_err(|e| InvalidUrl::new("REDIS_URL", pool_error(&e)))?;
         Ok(Self {
-            backend: Backend::Single(pool),
+            backend: Backend::Single(pool, Shared::new()),
             prefix: prefix.to_owned(),
         })
     }
@@ -166,14 +203,14 @@ impl RedisCache {
             .create_pool(Some(Runtime::Tokio1))
             .map_err(|e| InvalidUrl::new(VARIABLE, pool_error(&e)))?;
         Ok(Self {
-            backend: Backend::Cluster(pool),
+            backend: Backend::Cluster(pool, Shared::new()),
             prefix: prefix.to_owned(),
         })
     }
 
     /// Whether this cache talks to a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
-        matches!(self.backend, Backend::Cluster(_))
+        matches!(self.backend, Backend::Cluster(..))
     }
 
     /// The key `org`'s context is stored under.
@@ -228,22 +265,42 @@ impl RedisCache {
         self.command(cmd).await
     }
 
-    /// Runs one command on a pooled connection (to the node owning its key, on a cluster).
+    /// Runs one command on the kept multiplexed connection ([`Shared`]; to the node owning
+    /// its key, on a cluster).
     async fn command<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheError> {
+        let pool_error = |e: deadpool_redis::PoolError| CacheError::Unavailable(Box::new(e));
         match &self.backend {
-            Backend::Single(pool) => {
-                let mut conn = pool
-                    .get()
-                    .await
-                    .map_err(|e| CacheError::Unavailable(Box::new(e)))?;
-                cmd.query_async(&mut conn).await.map_err(unavailable)
+            Backend::Single(pool, shared) => {
+                let mut conn = match shared.get() {
+                    Some(conn) => conn,
+                    None => {
+                        let pooled = pool.get().await.map_err(pool_error)?;
+                        let conn = redis::aio::MultiplexedConnection::clone(&pooled);
+                        shared.keep(&conn);
+                        conn
+                    }
+                };
+                let result = cmd.query_async(&mut conn).await;
+                if result.is_err() {
+                    shared.drop_kept();
+                }
+                result.map_err(unavailable)
             }
-            Backend::Cluster(pool) => {
-                let mut conn = pool
-                    .get()
-                    .await
-                    .map_err(|e| CacheError::Unavailable(Box::new(e)))?;
-                cmd.query_async(&mut conn).await.map_err(unavailable)
+            Backend::Cluster(pool, shared) => {
+                let mut conn = match shared.get() {
+                    Some(conn) => conn,
+                    None => {
+                        let pooled = pool.get().await.map_err(pool_error)?;
+                        let conn = cluster::ClusterConnection::clone(&pooled);
+                        shared.keep(&conn);
+                        conn
+                    }
+                };
+                let result = cmd.query_async(&mut conn).await;
+                if result.is_err() {
+                    shared.drop_kept();
+                }
+                result.map_err(unavailable)
             }
         }
     }
@@ -333,7 +390,7 @@ impl RedisCache {
     async fn scan(&self, pattern: &str) -> Result<Vec<String>, CacheError> {
         let mut keys = Vec::new();
         match &self.backend {
-            Backend::Single(pool) => {
+            Backend::Single(pool, _) => {
                 let mut conn = pool
                     .get()
                     .await
@@ -356,7 +413,7 @@ impl RedisCache {
                     cursor = next;
                 }
             }
-            Backend::Cluster(pool) => {
+            Backend::Cluster(pool, _) => {
                 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
                 let mut conn = pool
                     .get()
@@ -571,8 +628,8 @@ impl Probe for RedisCache {
 
     fn pool_stats(&self) -> Option<PoolStats> {
         let status = match &self.backend {
-            Backend::Single(pool) => pool.status(),
-            Backend::Cluster(pool) => pool.status(),
+            Backend::Single(pool, _) => pool.status(),
+            Backend::Cluster(pool, _) => pool.status(),
         };
         let clamp = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         Some(PoolStats {

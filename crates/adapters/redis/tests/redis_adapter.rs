@@ -331,8 +331,75 @@ async fn ping_answers_and_the_pool_gauges_are_reported(redis: TestRedis) {
     assert_eq!((stats.open, stats.in_use, stats.waiting), (1, 0, Some(0)));
 }
 
+/// Concurrent commands go through one multiplexed connection (their commands pipelined), not
+/// one pooled connection each.
+async fn concurrent_commands_share_one_connection(redis: TestRedis) {
+    let cache = redis.cache();
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let cache = cache.clone();
+        writes.spawn(async move {
+            cache
+                .put(&context(&format!("conv_{i}"), Some(7)), CallContext::TTL)
+                .await
+        });
+    }
+    while let Some(result) = writes.join_next().await {
+        result.unwrap().unwrap();
+    }
+    let stats = cache.pool_stats().unwrap();
+    assert_eq!(stats.open, 1, "{stats:?}");
+    let org = OrgId::from_uuid(uuid::Uuid::from_u128(1));
+    for i in [0, 49] {
+        let key = CallKey::Conversation(ConversationId::parse(format!("conv_{i}")).unwrap());
+        assert!(cache.get(org, &key).await.unwrap().is_some(), "conv_{i}");
+    }
+}
+
+/// When the kept connection dies (here killed by Redis), at most the command in flight fails:
+/// the next one takes a new connection from the pool.
+async fn a_dropped_connection_costs_at_most_one_command(redis: TestRedis) {
+    let cache = redis.cache();
+    cache
+        .put(&context("conv_before", Some(7)), CallContext::TTL)
+        .await
+        .unwrap();
+    let id: i64 = cache.query(redis::cmd("CLIENT").arg("ID")).await.unwrap();
+    let killer = RedisCache::new(&redis.url(), redis.prefix(), PoolSettings::default()).unwrap();
+    let killed: i64 = killer
+        .query(redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id))
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+
+    let first = cache
+        .put(&context("conv_after", Some(7)), CallContext::TTL)
+        .await;
+    if first.is_err() {
+        cache
+            .put(&context("conv_after", Some(7)), CallContext::TTL)
+            .await
+            .expect("the command after a failed one reconnects");
+    }
+    let org = OrgId::from_uuid(uuid::Uuid::from_u128(1));
+    let key = CallKey::Conversation(ConversationId::parse("conv_after").unwrap());
+    assert!(cache.get(org, &key).await.unwrap().is_some());
+    let new_id: i64 = cache.query(redis::cmd("CLIENT").arg("ID")).await.unwrap();
+    assert_ne!(new_id, id, "a new connection");
+}
+
 mod single {
     use super::*;
+
+    #[tokio::test]
+    async fn concurrent_commands_share_one_connection() {
+        super::concurrent_commands_share_one_connection(TestRedis::create().await).await;
+    }
+
+    #[tokio::test]
+    async fn a_dropped_connection_costs_at_most_one_command() {
+        super::a_dropped_connection_costs_at_most_one_command(TestRedis::create().await).await;
+    }
 
     relay_ports::cache_conformance_tests!(RedisFixture::single().await);
 
