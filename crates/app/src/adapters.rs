@@ -71,6 +71,32 @@ pub struct Adapters {
     pub outbox: Option<Arc<dyn DeliveryOutbox>>,
     /// The embedded file was created just now (first start): seed the demo.
     pub fresh: bool,
+    /// Opens the webhook hot path's own connections; `None`: the shared adapters serve it.
+    pub per_worker: Option<OpenPerWorker>,
+}
+
+/// Opens, on the calling thread, a new Postgres store and Redis cache for the webhook's hot path
+/// (the contact lookup and the context write). Each HTTP worker calls it once when it starts, so
+/// the sockets are registered with, and their readiness woken on, that worker's own runtime: a
+/// request's I/O never hands off to another thread. `None` in a field: the shared adapter serves
+/// (the embedded file, the in-process cache: nothing to gain).
+pub type OpenPerWorker = Arc<dyn Fn() -> WorkerAdapters + Send + Sync>;
+
+/// One HTTP worker's own adapters ([`OpenPerWorker`]).
+pub struct WorkerAdapters {
+    /// Its own Postgres pool.
+    pub store: Option<Arc<dyn Store>>,
+    /// Its own Redis pool.
+    pub cache: Option<Arc<dyn Cache>>,
+}
+
+impl std::fmt::Debug for WorkerAdapters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerAdapters")
+            .field("store", &self.store.is_some())
+            .field("cache", &self.cache.is_some())
+            .finish()
+    }
 }
 
 impl std::fmt::Debug for Adapters {
@@ -80,6 +106,7 @@ impl std::fmt::Debug for Adapters {
             .field("cache", &self.cache_kind)
             .field("outbox", &self.outbox.is_some())
             .field("fresh", &self.fresh)
+            .field("per_worker", &self.per_worker.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -93,25 +120,26 @@ impl Adapters {
     /// A URL that does not parse ([`Failure::Config`]); the embedded file cannot be opened.
     pub async fn open(config: &ServeConfig) -> Result<Self, Failure> {
         let (store, store_kind, fresh) = match config.store.backend {
-            Backend::Postgres => {
-                let store =
-                    PgStore::connect_lazy(&config.store.database_url, pg_settings(&config.store))
-                        .map_err(|e| ConfigError::Invalid {
-                        name: "DATABASE_URL",
-                        reason: e.to_string(),
-                    })?;
-                (
-                    Arc::new(store) as Arc<dyn Store>,
-                    StoreKind::Postgres,
-                    false,
-                )
-            }
+            Backend::Postgres => (
+                Arc::new(postgres(
+                    &config.store,
+                    pg_settings(config, PoolShare::Shared),
+                )?) as Arc<dyn Store>,
+                StoreKind::Postgres,
+                false,
+            ),
             Backend::Sqlite => {
                 let (store, fresh) = open_sqlite(&config.store).await?;
                 (Arc::new(store) as Arc<dyn Store>, StoreKind::Sqlite, fresh)
             }
         };
-        let Some(target) = &config.redis else {
+        let redis = config
+            .redis
+            .as_ref()
+            .map(|target| redis_cache(target, config, redis_settings(config, PoolShare::Shared)))
+            .transpose()?;
+        let per_worker = per_worker(config, store_kind, redis.is_some());
+        let Some(redis) = redis else {
             return Ok(Self {
                 store,
                 store_kind,
@@ -119,9 +147,9 @@ impl Adapters {
                 cache_kind: CacheKind::InProcess,
                 outbox: None,
                 fresh,
+                per_worker,
             });
         };
-        let redis = redis(target, config)?;
         let cluster = redis.is_cluster();
         Ok(Self {
             store,
@@ -130,6 +158,7 @@ impl Adapters {
             cache_kind: CacheKind::Redis { cluster },
             outbox: Some(Arc::new(redis)),
             fresh,
+            per_worker,
         })
     }
 
@@ -154,18 +183,101 @@ impl Adapters {
     }
 }
 
-fn pg_settings(config: &StoreConfig) -> PgPoolSettings {
+/// Which pool a connection budget is for: the shared one (organization lookups, post-call,
+/// management, background work) or one HTTP worker's (the webhook's hot path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PoolShare {
+    Shared,
+    Worker,
+}
+
+/// How `total` connections are shared out when `workers` HTTP workers each have a pool of their
+/// own beside the shared one: each gets an equal part (at least one), the shared pool the rest
+/// (at least one). `DATABASE_MAX_CONNECTIONS` and `REDIS_POOL_SIZE` thus stay the most a
+/// replica opens, unless they are smaller than the number of pools.
+fn pool_share(total: u32, workers: u32, share: PoolShare) -> u32 {
+    let per_worker = (total / (workers + 1)).max(1);
+    match share {
+        PoolShare::Worker => per_worker,
+        PoolShare::Shared => total.saturating_sub(per_worker * workers).max(1),
+    }
+}
+
+/// The HTTP workers that get pools of their own: `HTTP_WORKERS`, or one per CPU; none when
+/// neither dependency is a network service.
+fn pooled_workers(config: &ServeConfig) -> u32 {
+    let networked = config.store.backend == Backend::Postgres || config.redis.is_some();
+    if !networked {
+        return 0;
+    }
+    let workers = config
+        .http_workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+    u32::try_from(workers).unwrap_or(u32::MAX)
+}
+
+fn pg_settings(config: &ServeConfig, share: PoolShare) -> PgPoolSettings {
+    let total = config.store.max_connections;
+    let max_connections = if config.store.backend == Backend::Postgres {
+        pool_share(total, pooled_workers(config), share)
+    } else {
+        total
+    };
     PgPoolSettings {
-        max_connections: config.max_connections,
+        max_connections,
         ..PgPoolSettings::default()
     }
 }
 
-fn redis(target: &RedisTarget, config: &ServeConfig) -> Result<RedisCache, Failure> {
-    let settings = RedisPoolSettings {
-        max_size: config.redis_pool_size,
+fn redis_settings(config: &ServeConfig, share: PoolShare) -> RedisPoolSettings {
+    let total = u32::try_from(config.redis_pool_size).unwrap_or(u32::MAX);
+    let size = pool_share(total, pooled_workers(config), share);
+    RedisPoolSettings {
+        max_size: usize::try_from(size).unwrap_or(1),
         ..RedisPoolSettings::default()
-    };
+    }
+}
+
+/// Postgres at `DATABASE_URL`, connecting on first use.
+fn postgres(config: &StoreConfig, settings: PgPoolSettings) -> Result<PgStore, Failure> {
+    Ok(
+        PgStore::connect_lazy(&config.database_url, settings).map_err(|e| {
+            ConfigError::Invalid {
+                name: "DATABASE_URL",
+                reason: e.to_string(),
+            }
+        })?,
+    )
+}
+
+/// Each HTTP worker's own Postgres and Redis pools ([`pool_share`]); `None` when neither is a
+/// network service. The URLs were checked when the shared adapters were made, so a worker's
+/// cannot fail; if one did, the worker would use the shared adapter.
+fn per_worker(config: &ServeConfig, store: StoreKind, redis: bool) -> Option<OpenPerWorker> {
+    if store != StoreKind::Postgres && !redis {
+        return None;
+    }
+    let pg = pg_settings(config, PoolShare::Worker);
+    let redis_pool = redis_settings(config, PoolShare::Worker);
+    let config = config.clone();
+    Some(Arc::new(move || WorkerAdapters {
+        store: (store == StoreKind::Postgres)
+            .then(|| postgres(&config.store, pg).ok())
+            .flatten()
+            .map(|s| Arc::new(s) as Arc<dyn Store>),
+        cache: config
+            .redis
+            .as_ref()
+            .and_then(|target| redis_cache(target, &config, redis_pool).ok())
+            .map(|c| Arc::new(c) as Arc<dyn Cache>),
+    }))
+}
+
+fn redis_cache(
+    target: &RedisTarget,
+    config: &ServeConfig,
+    settings: RedisPoolSettings,
+) -> Result<RedisCache, Failure> {
     let (redis, name) = match target {
         RedisTarget::Single(url) => (
             RedisCache::new(url, &config.redis_key_prefix, settings),
@@ -195,7 +307,11 @@ pub async fn for_command(config: &StoreConfig) -> Result<Arc<dyn Store>, Failure
 }
 
 async fn connect_postgres(config: &StoreConfig) -> Result<PgStore, Failure> {
-    Ok(PgStore::connect(&config.database_url, pg_settings(config))
+    let settings = PgPoolSettings {
+        max_connections: config.max_connections,
+        ..PgPoolSettings::default()
+    };
+    Ok(PgStore::connect(&config.database_url, settings)
         .await
         .context("cannot connect to Postgres at DATABASE_URL")?)
 }
@@ -236,4 +352,40 @@ pub async fn migrate(config: &StoreConfig, create_database: bool) -> Result<(), 
         Backend::Sqlite => drop(open_sqlite(config).await?),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_budget_is_shared_out_among_the_workers_and_the_shared_pool() {
+        // (total, workers) -> (each worker's, the shared pool's)
+        for (total, workers, worker, shared) in [
+            (10, 2, 3, 4),
+            (16, 2, 5, 6),
+            (10, 1, 5, 5),
+            (10, 8, 1, 2),
+            // Fewer connections than pools: one each, the only case above the budget.
+            (1, 2, 1, 1),
+            (10, 0, 10, 10),
+        ] {
+            assert_eq!(
+                pool_share(total, workers, PoolShare::Worker),
+                worker,
+                "{total} among {workers}"
+            );
+            assert_eq!(
+                pool_share(total, workers, PoolShare::Shared),
+                shared,
+                "{total} among {workers}"
+            );
+            if total > workers {
+                assert!(
+                    worker * workers + shared <= total,
+                    "{total} among {workers}"
+                );
+            }
+        }
+    }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use relay_domain::Region;
 use relay_http::admin::{Guard, ManagementApi};
-use relay_http::{Access, Operations, ServerSettings, Webhooks};
+use relay_http::{Access, Operations, PerWorker, ServerSettings, Webhooks};
 use relay_memory_cache::{CachedOrganizations, DEFAULT_MAX_ORGANIZATIONS};
 use relay_observability::{ContextWriteCounts, Metrics, Observed, OutboxCounts};
 use relay_ports::{
@@ -31,7 +31,7 @@ use relay_usecase::{
 };
 use tokio::task::JoinHandle;
 
-use crate::adapters::{Adapters, CacheKind};
+use crate::adapters::{Adapters, CacheKind, OpenPerWorker, WorkerAdapters};
 use crate::config::{RedisTarget, ServeConfig, redacted_url};
 use crate::demo;
 use crate::failure::Failure;
@@ -42,6 +42,9 @@ const BACKGROUND_DRAIN: Duration = Duration::from_secs(5);
 /// The service wired on its adapters, without a socket.
 pub struct Service {
     personalize: Arc<PersonalizeCall>,
+    /// Builds each HTTP worker's own personalization use case, when the adapters open
+    /// connections per worker.
+    per_worker: Option<PerWorker>,
     record_call: Arc<RecordCall>,
     access: Arc<Access>,
     metrics: Arc<Metrics>,
@@ -141,6 +144,15 @@ impl Service {
             RetryPolicy::default(),
             Arc::clone(&known),
         ));
+        let per_worker = adapters.per_worker.clone().map(|open| {
+            per_worker_personalize(
+                &open,
+                &personalize,
+                (store.clone(), store_label),
+                (cache.clone(), cache_label),
+                (Arc::clone(&contacts), Arc::clone(&contexts)),
+            )
+        });
         let writes = personalize.background_stats();
         metrics.register_context_writes(move || ContextWriteCounts {
             retried: writes.retried(),
@@ -219,6 +231,7 @@ impl Service {
         Self {
             management,
             personalize,
+            per_worker,
             record_call,
             access: Arc::new(Access::new(
                 config.trusted_proxies.clone(),
@@ -234,11 +247,15 @@ impl Service {
 
     /// The webhook routes' use cases and throttle.
     pub fn webhooks(&self) -> Webhooks {
-        Webhooks::new(
+        let webhooks = Webhooks::new(
             Arc::clone(&self.personalize),
             Arc::clone(&self.record_call),
             Arc::clone(&self.access),
-        )
+        );
+        match &self.per_worker {
+            Some(build) => webhooks.per_worker(Arc::clone(build)),
+            None => webhooks,
+        }
     }
 
     /// The management API's operations and guard (served on `ADMIN_LISTEN_ADDR`).
@@ -296,7 +313,64 @@ async fn purge_periodically(retention: Retention, interval: Duration, metrics: A
     }
 }
 
+/// Each HTTP worker's personalization use case: `base` over the worker's own store and cache
+/// (opened by `open` on the worker's thread), observed and their pools reported under the same
+/// labels as the shared ones; the shared port where the worker has none of its own.
+fn per_worker_personalize(
+    open: &OpenPerWorker,
+    base: &Arc<PersonalizeCall>,
+    (store, store_label): (Observer, &'static str),
+    (cache, cache_label): (Observer, &'static str),
+    (contacts, contexts): (Arc<dyn ContactDirectory>, Arc<dyn CallContextCache>),
+) -> PerWorker {
+    let (open, base) = (Arc::clone(open), Arc::clone(base));
+    Arc::new(move || {
+        let local = open();
+        warm_up(&local);
+        let contacts = local.store.map_or_else(
+            || Arc::clone(&contacts),
+            |own| {
+                store
+                    .metrics
+                    .register_pool(store_label, Arc::clone(&own) as Arc<dyn Probe>);
+                store.wrap(own as Arc<dyn ContactDirectory>) as Arc<dyn ContactDirectory>
+            },
+        );
+        let contexts = local.cache.map_or_else(
+            || Arc::clone(&contexts),
+            |own| {
+                cache
+                    .metrics
+                    .register_pool(cache_label, Arc::clone(&own) as Arc<dyn Probe>);
+                cache.wrap(own as Arc<dyn CallContextCache>) as Arc<dyn CallContextCache>
+            },
+        );
+        base.with_ports(contacts, contexts)
+    })
+}
+
+/// Opens one connection of each of a worker's own pools on the worker's runtime (where it is
+/// called from), so its first caller does not pay for the handshakes. Failures are only logged
+/// at debug level: the shared adapters' warm-up already reports an unreachable dependency.
+fn warm_up(local: &WorkerAdapters) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let probes = [
+        local.store.clone().map(|s| s as Arc<dyn Probe>),
+        local.cache.clone().map(|c| c as Arc<dyn Probe>),
+    ];
+    for probe in probes.into_iter().flatten() {
+        runtime.spawn(async move {
+            if let Err(error) = probe.ping().await {
+                tracing::debug!(%error, "a worker's own connection could not be opened yet");
+            }
+        });
+    }
+}
+
 /// Wraps ports in [`Observed`] under one dependency label.
+#[derive(Clone)]
 struct Observer {
     label: &'static str,
     metrics: Arc<Metrics>,

@@ -224,7 +224,8 @@ impl Metrics {
 
     /// Reports the connection pool of `dependency` at each scrape:
     /// `relay_pool_connections{dependency,state="open|in_use"}`, `relay_pool_max_connections`
-    /// and, where the adapter counts them, `relay_pool_waiters`.
+    /// and, where the adapter counts them, `relay_pool_waiters`. Pools registered under one
+    /// dependency are reported as one (their sums).
     pub fn register_pool(&self, dependency: &'static str, probe: Arc<dyn Probe>) {
         self.pools
             .lock()
@@ -338,13 +339,31 @@ impl std::fmt::Debug for PoolCollector {
 
 impl Collector for PoolCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let stats: Vec<(&'static str, PoolStats)> = self
+        // A dependency may have several pools (each HTTP worker's own, beside the shared
+        // one): each series is their sum.
+        let mut stats: Vec<(&'static str, PoolStats)> = Vec::new();
+        for (dependency, probe) in self
             .pools
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .filter_map(|(dependency, probe)| probe.pool_stats().map(|s| (*dependency, s)))
-            .collect();
+        {
+            let Some(pool) = probe.pool_stats() else {
+                continue;
+            };
+            match stats.iter_mut().find(|(d, _)| d == dependency) {
+                Some((_, sum)) => {
+                    sum.max += pool.max;
+                    sum.open += pool.open;
+                    sum.in_use += pool.in_use;
+                    sum.waiting = match (sum.waiting, pool.waiting) {
+                        (None, None) => None,
+                        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+                    };
+                }
+                None => stats.push((dependency, pool)),
+            }
+        }
         if stats.is_empty() {
             return Ok(());
         }

@@ -63,7 +63,8 @@ impl BackgroundWriteStats {
     }
 }
 
-#[derive(Debug)]
+/// Clones share the bound on pending writes and the counts.
+#[derive(Debug, Clone)]
 pub(crate) struct BackgroundWriter {
     policy: RetryPolicy,
     pending: Arc<Semaphore>,

@@ -40,10 +40,13 @@ pub use post_call::{MAX_POST_CALL_BODY_BYTES, POST_CALL_PATH, SIGNATURE_HEADER};
 pub use throttle::ThrottleSettings;
 
 /// The use cases behind the webhook routes.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Webhooks {
     /// Both personalization routes (our contract and ElevenLabs' initiation webhook).
     pub personalize: Arc<PersonalizeCall>,
+    /// When set, each worker thread serves the personalization routes with its own use case,
+    /// built on that thread ([`Webhooks::per_worker`]).
+    per_worker: Option<PerWorker>,
     /// The post-call webhook.
     pub record_call: Arc<RecordCall>,
     /// Client addresses and the failed-authentication throttle, shared by the routes.
@@ -60,12 +63,37 @@ impl Webhooks {
     ) -> Self {
         Self {
             personalize,
+            per_worker: None,
             record_call,
             access,
             memory: web::Data::new(memory::BodyMemory::default()),
         }
     }
+
+    /// Serves the personalization routes with a use case `build` makes on each worker thread,
+    /// when the worker starts: the connections it opens are driven by that thread's runtime,
+    /// so a request's I/O is woken on the thread that serves it, with no hand-off between
+    /// threads.
+    #[must_use]
+    pub fn per_worker(mut self, build: PerWorker) -> Self {
+        self.per_worker = Some(build);
+        self
+    }
 }
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhooks")
+            .field("personalize", &self.personalize)
+            .field("per_worker", &self.per_worker.is_some())
+            .field("record_call", &self.record_call)
+            .field("access", &self.access)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a worker thread's own personalization use case ([`Webhooks::per_worker`]).
+pub type PerWorker = Arc<dyn Fn() -> PersonalizeCall + Send + Sync>;
 
 /// Paths of the operations routes.
 pub const HEALTHZ_PATH: &str = "/healthz";
@@ -92,7 +120,11 @@ pub fn configure(
     operations: Operations,
 ) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
-        cfg.app_data(web::Data::from(webhooks.personalize))
+        let personalize = match &webhooks.per_worker {
+            Some(build) => Arc::new(build()),
+            None => webhooks.personalize,
+        };
+        cfg.app_data(web::Data::from(personalize))
             .app_data(web::Data::from(webhooks.record_call))
             .app_data(webhooks.memory)
             .app_data(web::Data::from(webhooks.access))

@@ -92,6 +92,7 @@ pub fn world_with(vars: &[(&str, &str)]) -> World {
         cache_kind: CacheKind::Redis { cluster: false },
         outbox: Some(Arc::new(outbox.clone())),
         fresh: false,
+        per_worker: None,
     };
     let service = Service::build(&config, &adapters, true);
     World {
