@@ -85,6 +85,11 @@ struct Args {
     /// others have never called).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(0..=100))]
     remembered: u8,
+    /// Postgres connections with TLS (`sslmode=require`, as a managed database's would be),
+    /// without (`sslmode=disable`), or both, one after the other on the same data, each with
+    /// its own raw dependency limit.
+    #[arg(long, value_enum, default_value = "both")]
+    tls: TlsModes,
     /// Write the service's log here instead of discarding it.
     #[arg(long)]
     service_log: Option<PathBuf>,
@@ -101,6 +106,64 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 
 const REDIS_PREFIX: &str = "relay-bench:";
 
+/// Which Postgres transports to measure (`--tls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TlsModes {
+    /// Without TLS, then with it.
+    Both,
+    /// With TLS only.
+    On,
+    /// Without TLS only.
+    Off,
+}
+
+impl TlsModes {
+    fn modes(self) -> &'static [Tls] {
+        match self {
+            Self::Both => &[Tls::Off, Tls::On],
+            Self::On => &[Tls::On],
+            Self::Off => &[Tls::Off],
+        }
+    }
+}
+
+/// One Postgres transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tls {
+    On,
+    Off,
+}
+
+impl Tls {
+    fn sslmode(self) -> &'static str {
+        match self {
+            Self::On => "require",
+            Self::Off => "disable",
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::On => "Postgres over TLS (sslmode=require)",
+            Self::Off => "Postgres without TLS (sslmode=disable)",
+        }
+    }
+
+    /// `url` with its `sslmode` replaced by this one.
+    fn url(self, url: &SecretString) -> SecretString {
+        use secrecy::ExposeSecret as _;
+        let url = url.expose_secret();
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut params: Vec<&str> = query
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.starts_with("sslmode="))
+            .collect();
+        let sslmode = format!("sslmode={}", self.sslmode());
+        params.push(&sslmode);
+        SecretString::from(format!("{base}?{}", params.join("&")))
+    }
+}
+
 /// One measured run of a point.
 #[derive(Debug, Clone, Copy, Default)]
 struct Sample {
@@ -111,7 +174,10 @@ struct Sample {
     max: f64,
     errors: f64,
     mismatches: f64,
-    cpu_per_1k: Option<f64>,
+    /// The service's CPU time per request, microseconds.
+    cpu_us: Option<f64>,
+    /// The load generator's (this process's) CPU time per request, microseconds.
+    generator_cpu_us: Option<f64>,
     peak_rss_mb: Option<f64>,
 }
 
@@ -138,18 +204,18 @@ impl Sample {
     }
 }
 
-/// Runs `run` (given the run's index) `repeats` times and keeps each measure's median.
+/// Runs `run` (given the run's index) `repeats` times and keeps every run.
 async fn repeated(
     label: &str,
     repeats: usize,
     mut run: impl AsyncFnMut(usize) -> anyhow::Result<Sample>,
-) -> anyhow::Result<Sample> {
+) -> anyhow::Result<Vec<Sample>> {
     let mut samples = Vec::with_capacity(repeats);
     for repeat in 0..repeats {
         eprintln!("{label}, run {}/{repeats}", repeat + 1);
         samples.push(run(repeat).await?);
     }
-    Ok(medians(&samples))
+    Ok(samples)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -176,24 +242,44 @@ fn medians(samples: &[Sample]) -> Sample {
         max: of(|s| s.max),
         errors: of(|s| s.errors),
         mismatches: of(|s| s.mismatches),
-        cpu_per_1k: of_opt(|s| s.cpu_per_1k),
+        cpu_us: of_opt(|s| s.cpu_us),
+        generator_cpu_us: of_opt(|s| s.generator_cpu_us),
         peak_rss_mb: of_opt(|s| s.peak_rss_mb),
     }
 }
 
-fn row(label: &str, s: &Sample) -> String {
+/// The smallest and largest of a measure over the runs, `–` when it was not measured.
+fn spread(samples: &[Sample], f: impl Fn(&Sample) -> Option<f64>, digits: usize) -> String {
+    let values: Vec<f64> = samples.iter().filter_map(f).collect();
+    let min = values.iter().copied().reduce(f64::min);
+    let max = values.iter().copied().reduce(f64::max);
+    match (min, max) {
+        (Some(min), Some(max)) if values.len() > 1 => format!(" ({min:.digits$}–{max:.digits$})"),
+        _ => String::new(),
+    }
+}
+
+/// One table row: each measure's median over the runs, and for the ones this shared machine
+/// moves most (throughput, tail latency, CPU) the smallest and largest in parentheses.
+fn row(label: &str, samples: &[Sample]) -> String {
+    let s = medians(samples);
     let opt =
         |v: Option<f64>, digits: usize| v.map_or("–".to_owned(), |v| format!("{v:.digits$}"));
     format!(
-        "| {label} | {:.0} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} | {:.0} | {} | {} |",
+        "| {label} | {:.0}{} | {:.2} | {:.2}{} | {:.2}{} | {:.1} | {:.0} | {:.0} | {}{} | {} | {} |",
         s.throughput,
+        spread(samples, |s| Some(s.throughput), 0),
         s.p50,
         s.p99,
+        spread(samples, |s| Some(s.p99), 2),
         s.p999,
+        spread(samples, |s| Some(s.p999), 2),
         s.max,
         s.errors,
         s.mismatches,
-        opt(s.cpu_per_1k, 3),
+        opt(s.cpu_us, 0),
+        spread(samples, |s| s.cpu_us, 0),
+        opt(s.generator_cpu_us, 0),
         opt(s.peak_rss_mb, 1),
     )
 }
@@ -205,24 +291,29 @@ where
 {
     let peak_reset = service.reset_peak_rss();
     let cpu_before = service.cpu_seconds()?;
+    let generator_before = service::own_cpu_seconds()?;
     let outcome = run.await?;
     let cpu = service.cpu_seconds()? - cpu_before;
+    let generator = service::own_cpu_seconds()? - generator_before;
     let mut sample = Sample::of(&outcome);
-    sample.cpu_per_1k = Some(cpu / outcome.completed.max(1) as f64 * 1_000.0);
+    let per_request = |seconds: f64| Some(seconds / outcome.completed.max(1) as f64 * 1e6);
+    sample.cpu_us = per_request(cpu);
+    sample.generator_cpu_us = per_request(generator);
     let rss_mb = service.peak_rss_bytes()? as f64 / 1_048_576.0;
     sample.peak_rss_mb = Some(rss_mb);
     if !peak_reset {
         eprintln!("  (could not reset the peak RSS: it spans the whole run)");
     }
     eprintln!(
-        "  {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, errors {}, mismatches {}, {:.3} CPU-s/1k, peak RSS {rss_mb:.1} MB",
+        "  {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, errors {}, mismatches {}, service {:.0} µs CPU/request, generator {:.0}, peak RSS {rss_mb:.1} MB",
         sample.throughput,
         sample.p50,
         sample.p99,
         sample.p999,
         outcome.errors,
         outcome.mismatches,
-        sample.cpu_per_1k.unwrap_or_default(),
+        sample.cpu_us.unwrap_or_default(),
+        sample.generator_cpu_us.unwrap_or_default(),
     );
     Ok(sample)
 }
@@ -256,109 +347,20 @@ async fn main() -> anyhow::Result<()> {
     let remembered = dataset::set_memory(&args.database_url, args.memory, args.remembered).await?;
     eprintln!("memory {:?}: {remembered} numbers remembered", args.memory);
     let dataset = Arc::new(dataset);
-
-    let backends = Backends {
-        database_url: &args.database_url,
-        redis_url: &args.redis_url,
-        redis_prefix: REDIS_PREFIX,
-    };
-    let service = Service::start(
-        &args.relay,
-        &backends,
-        &args.service_env,
-        args.service_log.as_deref(),
-    )
-    .await?;
-    let plan = Arc::new(Plan::new(
-        format!(
-            "{}/api/webhook/elevenlabs/personalization",
-            service.base_url
-        ),
-        &dataset,
-        Mix::REALISTIC,
-    )?);
     let client = load::client()?;
-    let duration = Duration::from_secs(args.duration);
-
-    eprintln!("warm-up: 3 s at 500 req/s");
-    load::open_loop(
-        &client,
-        &plan,
-        "warm",
-        500,
-        Duration::from_secs(3),
-        args.max_in_flight,
-    )
-    .await?;
-
-    let mut rows = Vec::new();
-    for &rate in &args.rates {
-        let label = format!("{rate} req/s (open loop)");
-        let sample = repeated(&label, args.repeats, async |repeat| {
-            let series = format!("r{rate}x{repeat}");
-            let run = load::open_loop(&client, &plan, &series, rate, duration, args.max_in_flight);
-            measured(&service, run).await
-        })
-        .await?;
-        rows.push((label, sample));
+    let mut measured_modes = Vec::new();
+    for &tls in args.tls.modes() {
+        eprintln!("== {} ==", tls.label());
+        measured_modes.push(measure_mode(&args, tls, &dataset, &client).await?);
     }
-
-    let label = format!("saturation, {} connections (closed loop)", args.connections);
-    let saturation = repeated(&label, args.repeats, async |repeat| {
-        let series = format!("sat{repeat}");
-        let run = load::closed_loop(&client, &plan, &series, args.connections, duration);
-        measured(&service, run).await
-    })
-    .await?;
-    rows.push((label, saturation));
-    drop(service);
-
-    // The same pool sizes as the service's defaults.
-    let store = PgStore::connect(&args.database_url, PgPool::default())
-        .await
-        .context("cannot connect to the bench database")?;
-    let cache = RedisCache::new(&args.redis_url, REDIS_PREFIX, RedisPool::default())?;
-    let raw_label = if args.raw_org_lookup {
-        "organization + contact lookup + SET EX"
-    } else {
-        "contact lookup + SET EX"
-    };
-    let label = format!(
-        "raw dependency limit, {} loops ({raw_label}, no HTTP)",
-        args.connections
-    );
-    let raw_limit = repeated(&label, args.repeats, async |_| {
-        let outcome = raw::run(
-            &store,
-            &cache,
-            &dataset,
-            args.connections,
-            duration,
-            args.raw_org_lookup,
-            args.memory == dataset::MemoryMode::On,
-        )
-        .await?;
-        eprintln!(
-            "  {:.0} iterations/s, errors {}",
-            outcome.throughput(),
-            outcome.errors
-        );
-        Ok(Sample::of_latency(
-            &outcome.latency,
-            outcome.throughput(),
-            outcome.errors,
-        ))
-    })
-    .await?;
-    rows.push((label, raw_limit));
-    let deleted = delete_keys(&cache).await?;
-    eprintln!("deleted {deleted} bench keys from Redis");
 
     let mut report = String::new();
     report.push_str(&format!(
-        "machine: {machine}; memory {:?} ({}% of contacts remembered); {} organizations, {} contacts, mix {}% matched / {}% unknown / {}% anonymous / {}% wrong token; {} s per point, median of {}\n\n",
-        args.memory,
-        args.remembered,
+        "machine: {machine}; memory {}; {} organizations, {} contacts, mix {}% matched / {}% unknown / {}% anonymous / {}% wrong token; {} s per point, {} runs each: median (smallest–largest)\n\n",
+        match args.memory {
+            dataset::MemoryMode::On => format!("on ({}% of contact numbers remembered)", args.remembered),
+            dataset::MemoryMode::Off => "off".to_owned(),
+        },
         args.orgs,
         args.contacts,
         Mix::REALISTIC.matched,
@@ -375,22 +377,162 @@ async fn main() -> anyhow::Result<()> {
         seeded.contacts.as_secs_f64(),
         seeded.rejected
     ));
-    report.push_str("| load | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | mismatches | CPU-s per 1k req | peak RSS MB |\n");
-    report.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
-    for (label, sample) in &rows {
-        report.push_str(&row(label, sample));
+    for mode in &measured_modes {
+        report.push_str(&format!("{}:\n\n", mode.tls.label()));
+        report.push_str("| load | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | mismatches | service CPU µs/req | generator CPU µs/req | peak RSS MB |\n");
+        report.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
+        for (label, samples) in &mode.rows {
+            report.push_str(&row(label, samples));
+            report.push('\n');
+        }
+        report.push_str(&format!(
+            "\nsaturation ÷ raw dependency limit: {:.2}\n\n",
+            mode.saturation().throughput / mode.raw_limit().throughput
+        ));
+    }
+    if let [off, on] = &measured_modes[..] {
+        report.push_str(
+            "What TLS to Postgres costs the service (CPU µs per request, with TLS minus without):",
+        );
+        for ((label, with), (_, without)) in on.rows.iter().zip(&off.rows) {
+            if let (Some(with), Some(without)) = (medians(with).cpu_us, medians(without).cpu_us) {
+                report.push_str(&format!(" {label}: {:+.0};", with - without));
+            }
+        }
         report.push('\n');
     }
-    report.push_str(&format!(
-        "\nsaturation ÷ raw dependency limit: {:.2}\n",
-        saturation.throughput / raw_limit.throughput
-    ));
     if let Some(parent) = args.out.parent() {
         std::fs::create_dir_all(parent)?;
     }
     std::fs::write(&args.out, &report)?;
     println!("{report}");
     Ok(())
+}
+
+/// Every point measured over one Postgres transport.
+struct ModeResult {
+    tls: Tls,
+    /// Each point's runs: the open-loop rates, the saturation run, the raw limit (last).
+    rows: Vec<(String, Vec<Sample>)>,
+}
+
+impl ModeResult {
+    fn saturation(&self) -> Sample {
+        medians(&self.rows[self.rows.len() - 2].1)
+    }
+
+    fn raw_limit(&self) -> Sample {
+        medians(&self.rows[self.rows.len() - 1].1)
+    }
+}
+
+/// Starts the service on `tls`, drives it at each rate and to saturation, stops it, then
+/// measures the raw dependency limit over the same transport.
+async fn measure_mode(
+    args: &Args,
+    tls: Tls,
+    dataset: &Arc<dataset::Dataset>,
+    client: &reqwest::Client,
+) -> anyhow::Result<ModeResult> {
+    let database_url = tls.url(&args.database_url);
+    let duration = Duration::from_secs(args.duration);
+    let backends = Backends {
+        database_url: &database_url,
+        redis_url: &args.redis_url,
+        redis_prefix: REDIS_PREFIX,
+    };
+    let service = Service::start(
+        &args.relay,
+        &backends,
+        &args.service_env,
+        args.service_log.as_deref(),
+    )
+    .await?;
+    let plan = Arc::new(Plan::new(
+        format!(
+            "{}/api/webhook/elevenlabs/personalization",
+            service.base_url
+        ),
+        dataset,
+        Mix::REALISTIC,
+    )?);
+
+    eprintln!("warm-up: 3 s at 500 req/s");
+    load::open_loop(
+        client,
+        &plan,
+        "warm",
+        500,
+        Duration::from_secs(3),
+        args.max_in_flight,
+    )
+    .await?;
+
+    let mut rows = Vec::new();
+    for &rate in &args.rates {
+        let label = format!("{rate} req/s (open loop)");
+        let samples = repeated(&label, args.repeats, async |repeat| {
+            let series = format!("{}r{rate}x{repeat}", tls.sslmode());
+            let run = load::open_loop(client, &plan, &series, rate, duration, args.max_in_flight);
+            measured(&service, run).await
+        })
+        .await?;
+        rows.push((label, samples));
+    }
+
+    let label = format!("saturation, {} connections (closed loop)", args.connections);
+    let samples = repeated(&label, args.repeats, async |repeat| {
+        let series = format!("{}sat{repeat}", tls.sslmode());
+        let run = load::closed_loop(client, &plan, &series, args.connections, duration);
+        measured(&service, run).await
+    })
+    .await?;
+    rows.push((label, samples));
+    drop(service);
+
+    // The same pool sizes as the service's defaults.
+    let store = PgStore::connect(&database_url, PgPool::default())
+        .await
+        .context("cannot connect to the bench database")?;
+    let cache = RedisCache::new(&args.redis_url, REDIS_PREFIX, RedisPool::default())?;
+    let raw_label = if args.raw_org_lookup {
+        "organization + contact lookup + SET EX"
+    } else {
+        "contact lookup + SET EX"
+    };
+    let label = format!(
+        "raw dependency limit, {} loops ({raw_label}, no HTTP)",
+        args.connections
+    );
+    let samples = repeated(&label, args.repeats, async |_| {
+        let generator_before = service::own_cpu_seconds()?;
+        let outcome = raw::run(
+            &store,
+            &cache,
+            dataset,
+            args.connections,
+            duration,
+            args.raw_org_lookup,
+            args.memory == dataset::MemoryMode::On,
+        )
+        .await?;
+        let generator = service::own_cpu_seconds()? - generator_before;
+        eprintln!(
+            "  {:.0} iterations/s, errors {}, {:.0} µs CPU per iteration (the loop's own process)",
+            outcome.throughput(),
+            outcome.errors,
+            generator / outcome.iterations.max(1) as f64 * 1e6,
+        );
+        Ok(Sample {
+            generator_cpu_us: Some(generator / outcome.iterations.max(1) as f64 * 1e6),
+            ..Sample::of_latency(&outcome.latency, outcome.throughput(), outcome.errors)
+        })
+    })
+    .await?;
+    rows.push((label, samples));
+    let deleted = delete_keys(&cache).await?;
+    eprintln!("deleted {deleted} bench keys from Redis");
+    Ok(ModeResult { tls, rows })
 }
 
 /// Deletes every key the benchmark wrote.
@@ -429,6 +571,20 @@ mod tests {
         assert!((median(vec![3.0, 1.0, 2.0]) - 2.0).abs() < f64::EPSILON);
         assert!((median(vec![4.0, 1.0, 2.0, 3.0]) - 2.5).abs() < f64::EPSILON);
         assert!(median(Vec::new()).is_nan());
+    }
+
+    #[test]
+    fn each_transport_sets_its_own_sslmode_and_keeps_the_other_parameters() {
+        use secrecy::ExposeSecret as _;
+        let url = |s: &str, tls: Tls| tls.url(&SecretString::from(s)).expose_secret().to_owned();
+        assert_eq!(
+            url("postgres://h/db", Tls::Off),
+            "postgres://h/db?sslmode=disable"
+        );
+        assert_eq!(
+            url("postgres://h/db?sslmode=prefer&application_name=x", Tls::On),
+            "postgres://h/db?application_name=x&sslmode=require"
+        );
     }
 
     #[test]

@@ -91,16 +91,7 @@ impl Service {
 
     /// User plus system CPU time the service has used so far.
     pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let after = stat
-            .rsplit_once(')')
-            .context("unreadable /proc/PID/stat")?
-            .1;
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
-        Ok(ticks / self.ticks_per_second)
+        cpu_seconds(&self.child.id().to_string(), self.ticks_per_second)
     }
 
     /// Resets the peak resident set size, so the next [`Self::peak_rss_bytes`] covers only
@@ -130,6 +121,31 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// User plus system CPU time this process (the load generator) has used so far.
+pub(crate) fn own_cpu_seconds() -> anyhow::Result<f64> {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    cpu_seconds("self", *TICKS.get_or_init(clock_ticks))
+}
+
+/// User plus system CPU time of process `pid` (or `self`), from `/proc/PID/stat`.
+fn cpu_seconds(pid: &str, ticks_per_second: f64) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let after = stat
+        .rsplit_once(')')
+        .context("unreadable /proc/PID/stat")?
+        .1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let field = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(i)
+            .context("unreadable /proc/PID/stat")?
+            .parse::<f64>()?)
+    };
+    Ok((field(11)? + field(12)?) / ticks_per_second)
 }
 
 /// `getconf CLK_TCK` (the unit of /proc's CPU times); 100 if it cannot be asked.
