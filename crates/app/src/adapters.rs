@@ -138,7 +138,7 @@ impl Adapters {
             .as_ref()
             .map(|target| redis_cache(target, config, redis_settings(config, PoolShare::Shared)))
             .transpose()?;
-        let per_worker = per_worker(config, store_kind, redis.is_some());
+        let per_worker = per_worker(config);
         let Some(redis) = redis else {
             return Ok(Self {
                 store,
@@ -253,15 +253,15 @@ fn postgres(config: &StoreConfig, settings: PgPoolSettings) -> Result<PgStore, F
 /// Each HTTP worker's own Postgres and Redis pools ([`pool_share`]); `None` when neither is a
 /// network service. The URLs were checked when the shared adapters were made, so a worker's
 /// cannot fail; if one did, the worker would use the shared adapter.
-fn per_worker(config: &ServeConfig, store: StoreKind, redis: bool) -> Option<OpenPerWorker> {
-    if store != StoreKind::Postgres && !redis {
+fn per_worker(config: &ServeConfig) -> Option<OpenPerWorker> {
+    if pooled_workers(config) == 0 {
         return None;
     }
     let pg = pg_settings(config, PoolShare::Worker);
     let redis_pool = redis_settings(config, PoolShare::Worker);
     let config = config.clone();
     Some(Arc::new(move || WorkerAdapters {
-        store: (store == StoreKind::Postgres)
+        store: (config.store.backend == Backend::Postgres)
             .then(|| postgres(&config.store, pg).ok())
             .flatten()
             .map(|s| Arc::new(s) as Arc<dyn Store>),

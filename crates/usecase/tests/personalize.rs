@@ -88,9 +88,18 @@ fn service(
     contacts: impl ContactDirectory + 'static,
     cache: impl CallContextCache + 'static,
 ) -> PersonalizeCall {
+    service_over(orgs, Arc::new(contacts), cache)
+}
+
+/// [`service`] over a contact directory the test keeps a handle on.
+fn service_over(
+    orgs: impl OrganizationDirectory + 'static,
+    contacts: Arc<dyn ContactDirectory>,
+    cache: impl CallContextCache + 'static,
+) -> PersonalizeCall {
     PersonalizeCall::new(
         Arc::new(orgs),
-        Arc::new(contacts),
+        contacts,
         Arc::new(cache),
         BUDGET,
         RetryPolicy {
@@ -671,13 +680,10 @@ async fn a_caller_id_written_as_e164_is_matched_with_one_lookup_of_it_as_written
     let alex = directory.add(org.id, e164("+14165550100"));
     let directory = Arc::new(directory);
     let (cache, written) = recording_cache();
-    let svc = PersonalizeCall::new(
-        Arc::new(orgs_finding(Some(org.clone()))),
+    let svc = service_over(
+        orgs_finding(Some(org.clone())),
         Arc::clone(&directory) as Arc<dyn ContactDirectory>,
-        Arc::new(cache),
-        BUDGET,
-        RetryPolicy::default(),
-        Arc::new(KnownCredentials::new(Duration::from_secs(60), 100)),
+        cache,
     );
 
     let answer = svc
@@ -728,13 +734,10 @@ async fn a_written_caller_id_no_contact_has_is_answered_as_the_parser_reads_it()
     ] {
         directory.lookups.lock().unwrap().clear();
         let (cache, written) = recording_cache();
-        let svc = PersonalizeCall::new(
-            Arc::new(orgs_finding(Some(gb.clone()))),
+        let svc = service_over(
+            orgs_finding(Some(gb.clone())),
             Arc::clone(&directory) as Arc<dyn ContactDirectory>,
-            Arc::new(cache),
-            BUDGET,
-            RetryPolicy::default(),
-            Arc::new(KnownCredentials::new(Duration::from_secs(60), 100)),
+            cache,
         );
         let answer = svc.personalize(&token(), request(Some(raw))).await.unwrap();
         assert_eq!(answer.matched, matched, "{raw}");
@@ -816,13 +819,10 @@ async fn the_fast_path_answers_every_regions_numbers_as_parsing_first_does() {
         orgs_dir
             .expect_find_by_secret_digest()
             .returning(move |_| Ok(Some(found.clone())));
-        let svc = PersonalizeCall::new(
-            Arc::new(orgs_dir),
+        let svc = service_over(
+            orgs_dir,
             Arc::clone(&directory) as Arc<dyn ContactDirectory>,
-            Arc::new(InMemoryCache::new()),
-            BUDGET,
-            RetryPolicy::default(),
-            Arc::new(KnownCredentials::new(Duration::from_secs(60), 100)),
+            InMemoryCache::new(),
         );
         for case in &cases {
             let answer = svc
@@ -868,13 +868,10 @@ proptest::proptest! {
             let mut orgs_dir = MockOrganizationDirectory::new();
             let found = org.clone();
             orgs_dir.expect_find_by_secret_digest().returning(move |_| Ok(Some(found.clone())));
-            let svc = PersonalizeCall::new(
-                Arc::new(orgs_dir),
+            let svc = service_over(
+                orgs_dir,
                 Arc::clone(&directory) as Arc<dyn ContactDirectory>,
-                Arc::new(InMemoryCache::new()),
-                BUDGET,
-                RetryPolicy::default(),
-                Arc::new(KnownCredentials::new(Duration::from_secs(60), 100)),
+                InMemoryCache::new(),
             );
             svc.personalize(&token(), request(Some(&raw))).await.unwrap()
         });

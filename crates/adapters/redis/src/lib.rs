@@ -130,6 +130,32 @@ impl<C: Clone> Shared<C> {
     }
 }
 
+impl<C: Clone + redis::aio::ConnectionLike + Send> Shared<C> {
+    /// Runs `cmd` on the kept connection, taking one with `checkout` when none is kept, and
+    /// drops it when the command fails.
+    async fn query<T: FromRedisValue>(
+        &self,
+        cmd: &redis::Cmd,
+        checkout: impl AsyncFnOnce() -> Result<C, deadpool_redis::PoolError>,
+    ) -> Result<T, CacheError> {
+        let mut conn = match self.get() {
+            Some(conn) => conn,
+            None => {
+                let conn = checkout()
+                    .await
+                    .map_err(|e| CacheError::Unavailable(Box::new(e)))?;
+                self.keep(&conn);
+                conn
+            }
+        };
+        let result = cmd.query_async(&mut conn).await;
+        if result.is_err() {
+            self.drop_kept();
+        }
+        result.map_err(unavailable)
+    }
+}
+
 /// The call-context cache in Redis (one server or a cluster).
 #[derive(Clone)]
 pub struct RedisCache {
@@ -268,39 +294,22 @@ impl RedisCache {
     /// Runs one command on the kept multiplexed connection ([`Shared`]; to the node owning
     /// its key, on a cluster).
     async fn command<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, CacheError> {
-        let pool_error = |e: deadpool_redis::PoolError| CacheError::Unavailable(Box::new(e));
         match &self.backend {
             Backend::Single(pool, shared) => {
-                let mut conn = match shared.get() {
-                    Some(conn) => conn,
-                    None => {
-                        let pooled = pool.get().await.map_err(pool_error)?;
-                        let conn = redis::aio::MultiplexedConnection::clone(&pooled);
-                        shared.keep(&conn);
-                        conn
-                    }
-                };
-                let result = cmd.query_async(&mut conn).await;
-                if result.is_err() {
-                    shared.drop_kept();
-                }
-                result.map_err(unavailable)
+                shared
+                    .query(cmd, async || {
+                        let pooled = pool.get().await?;
+                        Ok(redis::aio::MultiplexedConnection::clone(&pooled))
+                    })
+                    .await
             }
             Backend::Cluster(pool, shared) => {
-                let mut conn = match shared.get() {
-                    Some(conn) => conn,
-                    None => {
-                        let pooled = pool.get().await.map_err(pool_error)?;
-                        let conn = cluster::ClusterConnection::clone(&pooled);
-                        shared.keep(&conn);
-                        conn
-                    }
-                };
-                let result = cmd.query_async(&mut conn).await;
-                if result.is_err() {
-                    shared.drop_kept();
-                }
-                result.map_err(unavailable)
+                shared
+                    .query(cmd, async || {
+                        let pooled = pool.get().await?;
+                        Ok(cluster::ClusterConnection::clone(&pooled))
+                    })
+                    .await
             }
         }
     }
